@@ -1,0 +1,436 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"go.temporal.io/sdk/client"
+	sdklog "go.temporal.io/sdk/log"
+	"golang.org/x/term"
+
+	"github.com/batchpipe/batchpipe/blobstore"
+	"github.com/batchpipe/batchpipe/inputs"
+	"github.com/batchpipe/batchpipe/manifests"
+	"github.com/batchpipe/batchpipe/pipeline"
+)
+
+type submitFlags struct {
+	store        string
+	processor    string
+	shardSize    int
+	concurrency  int
+	batchID      string
+	maxFailures  string
+	taskQueue    string
+	wait         bool
+	maxItemSize  int
+	format       string
+	itemTimeout  time.Duration
+	itemAttempts int
+	itemPar      int
+	verbose      bool
+}
+
+// Submit runs the submit command with args (without the program name) and
+// returns the process exit code.
+func Submit(ctx context.Context, o *IO, args []string) int {
+	root := newSubmitCommand(ctx, o)
+	root.SetArgs(args)
+	root.SetIn(o.Stdin)
+	root.SetOut(o.Stdout)
+	root.SetErr(o.Stderr)
+	err := root.ExecuteContext(ctx)
+	return exitCode(o, err)
+}
+
+// exitError carries an exit code chosen by a command.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return "exit " + strconv.Itoa(e.code) }
+
+func exitCode(o *IO, err error) int {
+	var ee exitError
+	var ue usageError
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.As(err, &ee):
+		return ee.code
+	case errors.As(err, &ue):
+		fmt.Fprintln(o.Stderr, "error:", err)
+		return ExitUsage
+	default:
+		fmt.Fprintln(o.Stderr, "error:", err)
+		return ExitFailed
+	}
+}
+
+func newSubmitCommand(ctx context.Context, o *IO) *cobra.Command {
+	f := &submitFlags{}
+	d := pipeline.DefaultOptions()
+	cmd := &cobra.Command{
+		Use:   "submit [flags] FILE",
+		Short: "Run a processor over every item of FILE as a durable Temporal batch",
+		Long: `Submit stages FILE (JSON Lines or CSV with a header; .gz/.zst by extension;
+"-" for stdin) into shards in the blob store, starts the batch and waits for
+it, showing progress. With no Temporal address configured (TEMPORAL_ADDRESS
+or a profile) it runs an embedded Temporal server and worker in-process.
+
+Exit codes: 0 succeeded, 3 completed with failed items, 1 failed or
+canceled, 2 bad usage or bad input.`,
+		Args:          cobra.ExactArgs(1),
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runSubmit(cmd.Context(), o, f, args[0])
+		},
+	}
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	fl := cmd.Flags()
+	fl.StringVar(&f.store, "store", "", "blob store URL (file:///dir, s3://bucket/prefix, minio://host:port/bucket/prefix); default file://$PWD/.batchpipe/blobs")
+	fl.StringVar(&f.processor, "processor", d.Processor, "processor to run on each item (built in: "+strings.Join(pipeline.DefaultRegistry.Names(), ", ")+")")
+	fl.IntVar(&f.shardSize, "shard-size", d.ShardSize, "items per shard (one child workflow each)")
+	fl.IntVar(&f.concurrency, "concurrency", d.Concurrency, "shards in flight at once")
+	fl.StringVar(&f.batchID, "batch-id", "", "batch id (default: input name + UTC time); reuse it to attach to or resume a batch")
+	fl.StringVar(&f.maxFailures, "max-failures", "", `stop the batch as failed once more than N items (or "N%" of items) failed; default: never`)
+	fl.StringVar(&f.taskQueue, "task-queue", pipeline.DefaultTaskQueue, "Temporal task queue the workers poll")
+	fl.BoolVar(&f.wait, "wait", true, "wait for the batch to finish, showing progress")
+	fl.IntVar(&f.maxItemSize, "max-item-size", inputs.DefaultMaxItemBytes, "largest input item in bytes")
+	fl.StringVar(&f.format, "format", "", `input format: "jsonl" or "csv" (default: by file extension)`)
+	fl.DurationVar(&f.itemTimeout, "item-timeout", d.ItemTimeout, "timeout of one attempt at one item")
+	fl.IntVar(&f.itemAttempts, "item-attempts", d.ItemAttempts, "attempts per item, the first included")
+	fl.IntVar(&f.itemPar, "item-parallelism", d.ItemParallelism, "items processed at once within a shard")
+	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log debug details")
+	return cmd
+}
+
+// parseMaxFailures reads "N" or "N%".
+func parseMaxFailures(s string) (pipeline.FailureLimit, error) {
+	if s == "" {
+		return pipeline.FailureLimit{}, nil
+	}
+	if p, ok := strings.CutSuffix(s, "%"); ok {
+		v, err := strconv.ParseFloat(p, 64)
+		if err != nil || v < 0 || v > 100 {
+			return pipeline.FailureLimit{}, usagef("--max-failures %q: want a count like 10 or a percentage like 5%%", s)
+		}
+		return pipeline.FailureLimit{Percent: v}, nil
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || v < 0 {
+		return pipeline.FailureLimit{}, usagef("--max-failures %q: want a count like 10 or a percentage like 5%%", s)
+	}
+	if v == 0 {
+		return pipeline.FailureLimit{Count: 0, Percent: 0}, usagef("--max-failures 0 would stop at the first failure; use --max-failures 0%% for that, or leave it unset")
+	}
+	return pipeline.FailureLimit{Count: v}, nil
+}
+
+func (f *submitFlags) options() (pipeline.Options, error) {
+	o := pipeline.DefaultOptions()
+	if _, err := pipeline.DefaultRegistry.Lookup(f.processor); err != nil {
+		return o, usageError{err}
+	}
+	switch {
+	case f.shardSize < 1:
+		return o, usagef("--shard-size must be at least 1, got %d", f.shardSize)
+	case f.concurrency < 1:
+		return o, usagef("--concurrency must be at least 1, got %d", f.concurrency)
+	case f.itemAttempts < 1:
+		return o, usagef("--item-attempts must be at least 1, got %d", f.itemAttempts)
+	case f.itemPar < 1:
+		return o, usagef("--item-parallelism must be at least 1, got %d", f.itemPar)
+	case f.itemTimeout <= 0:
+		return o, usagef("--item-timeout must be positive, got %v", f.itemTimeout)
+	case f.maxItemSize < 1:
+		return o, usagef("--max-item-size must be at least 1, got %d", f.maxItemSize)
+	}
+	limit, err := parseMaxFailures(f.maxFailures)
+	if err != nil {
+		return o, err
+	}
+	o.Processor, o.ShardSize, o.Concurrency, o.MaxFailures = f.processor, f.shardSize, f.concurrency, limit
+	o.ItemTimeout, o.ItemAttempts, o.ItemParallelism = f.itemTimeout, f.itemAttempts, f.itemPar
+	return o, nil
+}
+
+// defaultBatchID names a batch after its input and the time.
+func defaultBatchID(path string) string {
+	base := filepath.Base(path)
+	if path == "-" {
+		base = "stdin"
+	}
+	for _, ext := range []string{".gz", ".zst", ".jsonl", ".ndjson", ".json", ".csv"} {
+		base = strings.TrimSuffix(base, ext)
+	}
+	var clean strings.Builder
+	for _, c := range base {
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' {
+			clean.WriteRune(c)
+		} else {
+			clean.WriteByte('-')
+		}
+	}
+	var r [2]byte
+	rand.Read(r[:])
+	name := strings.Trim(clean.String(), "-_")
+	if name == "" {
+		name = "batch"
+	}
+	return fmt.Sprintf("%s-%s-%s", name, time.Now().UTC().Format("20060102T150405Z"), hex.EncodeToString(r[:]))
+}
+
+func runSubmit(ctx context.Context, o *IO, f *submitFlags, path string) error {
+	start := time.Now()
+	opts, err := f.options()
+	if err != nil {
+		return err
+	}
+	batchID := f.batchID
+	if batchID == "" {
+		batchID = defaultBatchID(path)
+	}
+	if err := manifests.ValidateBatchID(batchID); err != nil {
+		return usagef("--batch-id: %v", err)
+	}
+	inOpts := inputs.Options{Format: inputs.Format(f.format), MaxItemBytes: f.maxItemSize}
+	if f.format != "" && f.format != "jsonl" && f.format != "csv" {
+		return usagef("--format %q: want jsonl or csv", f.format)
+	}
+	in, err := openInput(o, path, inOpts)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+
+	logger := newLogger(o.Stderr, f.verbose)
+	b, storeURL, err := openStore(ctx, o, f.store)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+
+	// An existing batch id: attach when the input is the same, refuse when not.
+	staged, err := pipeline.ReadStaged(ctx, b, batchID)
+	switch {
+	case err == nil:
+		items, sha, ferr := pipeline.Fingerprint(in)
+		if ferr != nil {
+			return inputError(ferr)
+		}
+		if sha != staged.SHA256 {
+			return usagef("batch %s already exists with a different input (%s, %d items, staged %s); this input has %d items. Choose another --batch-id",
+				batchID, staged.Source, staged.Items, staged.StagedAt.Format(time.RFC3339), items)
+		}
+		fmt.Fprintf(o.Stderr, "batch %s exists with this input; attaching\n", batchID)
+	case errors.Is(err, blobstore.ErrNotFound):
+		fmt.Fprintf(o.Stderr, "staging %s as batch %s\n", displayName(path), batchID)
+		staged, err = pipeline.Stage(ctx, b, batchID, displayName(path), in, opts.ShardSize, nil)
+		if err != nil {
+			return inputError(err)
+		}
+	default:
+		return err
+	}
+	opts.ShardSize = staged.ShardSize
+
+	conn, err := connect(ctx, o, f.taskQueue, logger)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+
+	bin := pipeline.BatchInput{BatchID: batchID, Store: storeURL, Source: staged.Source, Items: staged.Items, Shards: staged.Shards, Options: opts}
+	run, err := pipeline.Start(ctx, conn.Client, f.taskQueue, bin)
+	if errors.Is(err, pipeline.ErrAlreadyStarted) {
+		return reportFinished(ctx, o, b, batchID)
+	}
+	if err != nil {
+		return fmt.Errorf("starting batch %s: %w", batchID, err)
+	}
+	fmt.Fprintf(o.Stderr, "batch %s: %d items in %d shards of %d, processor %s\n", batchID, staged.Items, staged.Shards, staged.ShardSize, opts.Processor)
+	if !f.wait {
+		fmt.Fprintln(o.Stdout, batchID)
+		return nil
+	}
+	res, err := waitWithProgress(ctx, o, conn.Client, run, staged.Items)
+	if err != nil {
+		if ctx.Err() != nil {
+			if conn.Embedded {
+				fmt.Fprintf(o.Stderr, "\ninterrupted; the batch is saved in .batchpipe/ and resumes when you run the same command with --batch-id %s\n", batchID)
+			} else {
+				fmt.Fprintf(o.Stderr, "\nstopped waiting; batch %s keeps running on the cluster\n", batchID)
+			}
+			return exitError{ExitFailed}
+		}
+		// A canceled batch still wrote its manifest.
+		if m, merr := readManifest(context.WithoutCancel(ctx), b, batchID); merr == nil {
+			printSummary(o, b, m, time.Since(start))
+			return exitError{statusExit(m.Status)}
+		}
+		return fmt.Errorf("batch %s: %w", batchID, err)
+	}
+	m, err := readManifest(ctx, b, batchID)
+	if err != nil {
+		return fmt.Errorf("batch %s finished as %s but its manifest cannot be read: %w", batchID, res.Status, err)
+	}
+	printSummary(o, b, m, time.Since(start))
+	return exitError{statusExit(m.Status)}
+}
+
+func displayName(path string) string {
+	if path == "-" {
+		return "stdin"
+	}
+	return path
+}
+
+func openInput(o *IO, path string, opts inputs.Options) (*inputs.Reader, error) {
+	var (
+		r   *inputs.Reader
+		err error
+	)
+	if path == "-" {
+		r, err = inputs.NewReader("stdin", o.Stdin, opts)
+	} else {
+		if !filepath.IsAbs(path) && o.Dir != "" {
+			path = filepath.Join(o.Dir, path)
+		}
+		r, err = inputs.Open(path, opts)
+	}
+	if err != nil {
+		return nil, inputError(err)
+	}
+	return r, nil
+}
+
+// inputError makes bad input exit with code 2; read failures stay code 1.
+func inputError(err error) error {
+	var ie *inputs.Error
+	if errors.As(err, &ie) && (ie.Err == nil || errors.Is(ie.Err, os.ErrNotExist) || errors.Is(ie.Err, os.ErrPermission)) {
+		return usageError{err}
+	}
+	return err
+}
+
+func statusExit(status string) int {
+	switch status {
+	case manifests.StatusSucceeded:
+		return ExitOK
+	case manifests.StatusCompletedWithFailures:
+		return ExitWithFailures
+	}
+	return ExitFailed
+}
+
+func readManifest(ctx context.Context, b blobstore.Bucket, batchID string) (manifests.Manifest, error) {
+	var m manifests.Manifest
+	data, err := blobstore.ReadAll(ctx, b, manifests.ManifestKey(batchID))
+	if err != nil {
+		return m, err
+	}
+	return m, json.Unmarshal(data, &m)
+}
+
+func reportFinished(ctx context.Context, o *IO, b blobstore.Bucket, batchID string) error {
+	m, err := readManifest(ctx, b, batchID)
+	if err != nil {
+		return fmt.Errorf("batch %s was run before and left no readable manifest (%v); choose another --batch-id", batchID, err)
+	}
+	fmt.Fprintf(o.Stderr, "batch %s already finished\n", batchID)
+	printSummary(o, b, m, 0)
+	return exitError{statusExit(m.Status)}
+}
+
+func printSummary(o *IO, b blobstore.Bucket, m manifests.Manifest, elapsed time.Duration) {
+	fmt.Fprintf(o.Stdout, "batch %s %s: %d items, %d succeeded, %d failed\n", m.BatchID, m.Status, m.Counts.Items, m.Counts.Succeeded, m.Counts.Failed)
+	if m.Error != "" {
+		fmt.Fprintf(o.Stdout, "reason: %s\n", m.Error)
+	}
+	if elapsed > 0 {
+		fmt.Fprintf(o.Stdout, "elapsed %.1fs, %.0f items/s\n", elapsed.Seconds(), float64(m.Counts.Items)/elapsed.Seconds())
+	}
+	key := blobstore.Prefix(b) + manifests.ManifestKey(m.BatchID)
+	fmt.Fprintf(o.Stdout, "manifest: %s\n", key)
+	if dir, ok := strings.CutPrefix(b.URL(), "file://"); ok {
+		fmt.Fprintf(o.Stdout, "          %s\n", filepath.Join(dir, filepath.FromSlash(key)))
+	}
+	if m.Failures != nil {
+		fmt.Fprintf(o.Stdout, "failures: %s (%d items)\n", m.Failures.Key, m.Failures.Items)
+	}
+}
+
+// waitWithProgress waits for the batch, showing a bar on a terminal and a
+// line every few seconds otherwise.
+func waitWithProgress(ctx context.Context, o *IO, c client.Client, run client.WorkflowRun, items int64) (pipeline.BatchResult, error) {
+	done := make(chan error, 1)
+	var res pipeline.BatchResult
+	go func() { done <- run.Get(ctx, &res) }()
+
+	tty := false
+	if f, ok := o.Stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		tty = true
+	}
+	var bar *progressbar.ProgressBar
+	if tty {
+		bar = progressbar.NewOptions64(items,
+			progressbar.OptionSetWriter(o.Stderr),
+			progressbar.OptionSetDescription("items"),
+			progressbar.OptionShowCount(),
+			progressbar.OptionShowIts(),
+			progressbar.OptionSetItsString("items"),
+			progressbar.OptionSetPredictTime(true),
+			progressbar.OptionThrottle(200*time.Millisecond),
+			progressbar.OptionClearOnFinish(),
+		)
+	}
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	lastLine := time.Now()
+	begin := time.Now()
+	for {
+		select {
+		case err := <-done:
+			if bar != nil {
+				bar.Finish()
+			}
+			return res, err
+		case <-tick.C:
+			qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			p, err := pipeline.QueryProgress(qctx, c, run.GetID())
+			cancel()
+			if err != nil {
+				continue // between runs, or the worker is busy: try again
+			}
+			if bar != nil {
+				bar.Set64(p.Done)
+			} else if time.Since(lastLine) >= 5*time.Second {
+				lastLine = time.Now()
+				rate := float64(p.Done) / time.Since(begin).Seconds()
+				eta := "?"
+				if rate > 0 {
+					eta = (time.Duration(float64(items-p.Done)/rate) * time.Second).String()
+				}
+				fmt.Fprintf(o.Stderr, "%d/%d items (%d failed), %d shards in flight, run %d, %.0f items/s, ETA %s\n",
+					p.Done, items, p.Failed, p.InFlight, p.Run, rate, eta)
+			}
+		}
+	}
+}
+
+// quietSDKLogger bridges the SDK's logger to slog, dropping its info chatter.
+func quietSDKLogger(l *slog.Logger) sdklog.Logger {
+	return sdklog.NewStructuredLogger(l)
+}

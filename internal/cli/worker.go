@@ -1,0 +1,112 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/contrib/envconfig"
+
+	"github.com/batchpipe/batchpipe/internal/devserver"
+	"github.com/batchpipe/batchpipe/pipeline"
+)
+
+type workerFlags struct {
+	dev       bool
+	devDir    string
+	devPort   int
+	devNoWork bool
+	taskQueue string
+	store     string
+	verbose   bool
+}
+
+// Worker runs the worker command until ctx ends; it returns the exit code.
+func Worker(ctx context.Context, o *IO, args []string) int {
+	f := &workerFlags{}
+	cmd := &cobra.Command{
+		Use:   "worker [flags]",
+		Short: "Poll a Temporal task queue and run batchpipe's workflows and activities",
+		Long: `Worker connects to Temporal using the SDK's environment conventions
+(TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TLS variables, profiles
+in the Temporal config file) and runs batches from its task queue. With --dev it
+also runs an embedded Temporal server on 127.0.0.1:7233 whose state lives in a
+SQLite file under .batchpipe/dev, so a restarted worker resumes its batches.
+SIGINT or SIGTERM stops it cleanly.`,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE:          func(cmd *cobra.Command, _ []string) error { return runWorker(cmd.Context(), o, f) },
+	}
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	fl := cmd.Flags()
+	fl.BoolVar(&f.dev, "dev", false, "also run an embedded Temporal server (state in --dev-dir)")
+	fl.StringVar(&f.devDir, "dev-dir", "", "state directory of the embedded server (default $PWD/.batchpipe/dev)")
+	fl.IntVar(&f.devPort, "dev-port", 7233, "frontend port of the embedded server")
+	fl.BoolVar(&f.devNoWork, "dev-server-only", false, "with --dev: run only the server, no worker")
+	fl.StringVar(&f.taskQueue, "task-queue", pipeline.DefaultTaskQueue, "task queue to poll")
+	fl.StringVar(&f.store, "store", "", "blob store URL to check at start-up (default file://$PWD/.batchpipe/blobs); batches name their own store")
+	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log debug details")
+	cmd.SetArgs(args)
+	cmd.SetOut(o.Stdout)
+	cmd.SetErr(o.Stderr)
+	return exitCode(o, cmd.ExecuteContext(ctx))
+}
+
+func runWorker(ctx context.Context, o *IO, f *workerFlags) error {
+	logger := newLogger(o.Stderr, f.verbose)
+	b, _, err := openStore(ctx, o, f.store)
+	if err != nil {
+		return err
+	}
+	b.Close()
+
+	var copts client.Options
+	if f.dev {
+		dir := f.devDir
+		if dir == "" {
+			dir = filepath.Join(o.stateDir(), "dev")
+		}
+		srv, err := devserver.Start(ctx, devserver.Options{Dir: dir, Port: f.devPort, Logger: logger, LogLevel: serverLogLevel(logger)})
+		if err != nil {
+			return err
+		}
+		defer srv.Stop()
+		fmt.Fprintf(o.Stderr, "embedded Temporal server on %s (namespace %s, state in %s)\n", srv.FrontendAddr(), srv.Namespace(), dir)
+		copts = client.Options{HostPort: srv.FrontendAddr(), Namespace: srv.Namespace()}
+		if f.devNoWork {
+			<-ctx.Done()
+			return nil
+		}
+	} else {
+		prof, err := temporalProfile(o)
+		if err != nil {
+			return usagef("temporal configuration: %v", err)
+		}
+		if prof.Address == "" {
+			return usagef("no Temporal address configured: set TEMPORAL_ADDRESS (or a profile), or run `worker --dev` for an embedded server")
+		}
+		if copts, err = prof.ToClientOptions(envconfig.ToClientOptionsRequest{}); err != nil {
+			return usagef("temporal configuration: %v", err)
+		}
+	}
+	copts.Logger = quietSDKLogger(logger)
+	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	c, err := client.DialContext(dctx, copts)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("cannot reach Temporal at %s: %v", copts.HostPort, err)
+	}
+	defer c.Close()
+	w := pipeline.NewWorker(c, f.taskQueue, pipeline.WorkerOptions{Logger: logger})
+	if err := w.Start(); err != nil {
+		return err
+	}
+	defer w.Stop()
+	fmt.Fprintf(o.Stderr, "worker polling task queue %q on %s; processors: %v\n", f.taskQueue, copts.HostPort, pipeline.DefaultRegistry.Names())
+	<-ctx.Done()
+	fmt.Fprintln(o.Stderr, "stopping worker")
+	return nil
+}

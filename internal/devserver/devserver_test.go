@@ -1,0 +1,276 @@
+package devserver
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/client"
+	sdklog "go.temporal.io/sdk/log"
+	"go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
+)
+
+// greetActivity and greetWorkflow are the trivial workload of these tests.
+func greetActivity(ctx context.Context, name string) (string, error) {
+	return "hello, " + name + " from " + activity.GetInfo(ctx).ActivityType.Name, nil
+}
+
+func greetWorkflow(ctx workflow.Context, name string) (string, error) {
+	ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{StartToCloseTimeout: 10 * time.Second})
+	var out string
+	err := workflow.ExecuteActivity(ctx, greetActivity, name).Get(ctx, &out)
+	return out, err
+}
+
+const wantGreeting = "hello, %s from greetActivity"
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// tWriter sends log output to t.Log, so that it shows only for failures
+// and -v.
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func startServer(t *testing.T, opts Options) *Server {
+	t.Helper()
+	if opts.Logger == nil {
+		opts.Logger = testLogger(t)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	begin := time.Now()
+	s, err := Start(ctx, opts)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Logf("server on %s (namespace %s) ready in %v", s.FrontendAddr(), s.Namespace(), time.Since(begin).Round(time.Millisecond))
+	return s
+}
+
+// runner is an SDK client and a worker serving greetWorkflow on one task queue.
+type runner struct {
+	c  client.Client
+	w  worker.Worker
+	tq string
+}
+
+func newRunner(t *testing.T, s *Server) *runner {
+	t.Helper()
+	c, err := client.Dial(client.Options{
+		HostPort:  s.FrontendAddr(),
+		Namespace: s.Namespace(),
+		Logger:    sdklog.NewStructuredLogger(testLogger(t)),
+	})
+	if err != nil {
+		t.Fatalf("dial %s: %v", s.FrontendAddr(), err)
+	}
+	tq := "devserver-test-" + t.Name()
+	w := worker.New(c, tq, worker.Options{})
+	w.RegisterWorkflow(greetWorkflow)
+	w.RegisterActivity(greetActivity)
+	if err := w.Start(); err != nil {
+		c.Close()
+		t.Fatalf("start worker: %v", err)
+	}
+	return &runner{c: c, w: w, tq: tq}
+}
+
+func (r *runner) close() {
+	r.w.Stop()
+	r.c.Close()
+}
+
+// greet runs greetWorkflow to completion and checks its result.
+func (r *runner) greet(t *testing.T, id, name string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	run, err := r.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: r.tq}, greetWorkflow, name)
+	if err != nil {
+		t.Fatalf("start workflow %s: %v", id, err)
+	}
+	var got string
+	if err := run.Get(ctx, &got); err != nil {
+		t.Fatalf("workflow %s: %v", id, err)
+	}
+	if want := strings.Replace(wantGreeting, "%s", name, 1); got != want {
+		t.Fatalf("workflow %s returned %q, want %q", id, got, want)
+	}
+}
+
+func stopServer(t *testing.T, s *Server) {
+	t.Helper()
+	if err := s.Stop(); err != nil {
+		t.Errorf("Stop: %v", err)
+	}
+}
+
+// TestPersistentRestart runs a workflow on a server with a state directory,
+// restarts the server on the same directory and checks that it comes back
+// on the same address with its state, and runs new work at once.
+func TestPersistentRestart(t *testing.T) {
+	dir := t.TempDir()
+
+	s := startServer(t, Options{Dir: dir})
+	addr := s.FrontendAddr()
+	r := newRunner(t, s)
+	r.greet(t, "before-restart", "first")
+	r.close()
+	stopServer(t, s)
+
+	if _, err := os.Stat(filepath.Join(dir, DatabaseFile)); err != nil {
+		t.Fatalf("database file: %v", err)
+	}
+	remembered, err := readPorts(filepath.Join(dir, PortsFile))
+	if err != nil || remembered == nil {
+		t.Fatalf("ports file: %v %v", remembered, err)
+	}
+	if got := net.JoinHostPort(DefaultHost, strconv.Itoa(remembered.Frontend)); got != addr {
+		t.Fatalf("remembered frontend %s, server was on %s", got, addr)
+	}
+
+	begin := time.Now()
+	s = startServer(t, Options{Dir: dir})
+	defer stopServer(t, s)
+	if got := s.FrontendAddr(); got != addr {
+		t.Fatalf("after restart the frontend is on %s, before it was on %s", got, addr)
+	}
+	r = newRunner(t, s)
+	defer r.close()
+	r.greet(t, "after-restart", "second")
+	t.Logf("restart: Start to first completed workflow took %v", time.Since(begin).Round(time.Millisecond))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	desc, err := r.c.DescribeWorkflowExecution(ctx, "before-restart", "")
+	if err != nil {
+		t.Fatalf("describe workflow from before the restart: %v", err)
+	}
+	if st := desc.GetWorkflowExecutionInfo().GetStatus(); st != enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED {
+		t.Fatalf("workflow from before the restart has status %v, want completed", st)
+	}
+	var got string
+	if err := r.c.GetWorkflow(ctx, "before-restart", "").Get(ctx, &got); err != nil {
+		t.Fatalf("result of workflow from before the restart: %v", err)
+	}
+	if want := strings.Replace(wantGreeting, "%s", "first", 1); got != want {
+		t.Fatalf("workflow from before the restart returned %q after it, want %q", got, want)
+	}
+}
+
+// TestLockedDir checks that a second server on a state directory in use is
+// refused with a clear error, and that Stop releases the directory.
+func TestLockedDir(t *testing.T) {
+	dir := t.TempDir()
+	s := startServer(t, Options{Dir: dir})
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s2, err := Start(ctx, Options{Dir: dir, Logger: testLogger(t)})
+	if err == nil {
+		_ = s2.Stop()
+		stopServer(t, s)
+		t.Fatal("second Start on a locked state directory succeeded")
+	}
+	if !errors.Is(err, ErrStateDirInUse) {
+		t.Errorf("error %v is not ErrStateDirInUse", err)
+	}
+	want := "state directory " + dir + " is in use by another batchpipe process (pid " + strconv.Itoa(os.Getpid()) + ")"
+	if err.Error() != want {
+		t.Errorf("error %q, want %q", err, want)
+	}
+
+	// The refused Start must not have disturbed the running server.
+	r := newRunner(t, s)
+	r.greet(t, "still-running", "locked")
+	r.close()
+
+	stopServer(t, s)
+	l, err := acquireDirLock(dir)
+	if err != nil {
+		t.Fatalf("lock after Stop: %v", err)
+	}
+	l.release()
+}
+
+// TestInMemory runs a workflow on a server without a state directory.
+func TestInMemory(t *testing.T) {
+	s := startServer(t, Options{Namespace: "batchpipe-test"})
+	defer stopServer(t, s)
+	if s.Namespace() != "batchpipe-test" {
+		t.Fatalf("namespace %q", s.Namespace())
+	}
+	r := newRunner(t, s)
+	defer r.close()
+	r.greet(t, "in-memory", "memory")
+}
+
+// TestRememberedPortBusy checks the error when a port remembered in the
+// state directory is taken by someone else.
+func TestRememberedPortBusy(t *testing.T) {
+	dir := t.TempDir()
+	l, err := choosePorts(DefaultHost, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writePorts(filepath.Join(dir, PortsFile), l); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(loopback, strconv.Itoa(l.Matching)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s, err := Start(ctx, Options{Dir: dir, Logger: testLogger(t)})
+	if err == nil {
+		_ = s.Stop()
+		t.Fatal("Start succeeded with a remembered port in use")
+	}
+	for _, part := range []string{strconv.Itoa(l.Matching), "matching", dir} {
+		if !strings.Contains(err.Error(), part) {
+			t.Errorf("error %q does not mention %q", err, part)
+		}
+	}
+	// The refused start released the directory.
+	lock, err := acquireDirLock(dir)
+	if err != nil {
+		t.Fatalf("lock after failed Start: %v", err)
+	}
+	lock.release()
+}
+
+func TestLayout(t *testing.T) {
+	l := layoutFrom(21000)
+	seen := map[int]bool{}
+	for _, p := range l.reserved(DefaultHost) {
+		if p.port < 21000 || p.port >= 21000+PortSpan || seen[p.port] {
+			t.Errorf("port %d (%s) outside [21000, %d) or repeated", p.port, p.name, 21000+PortSpan)
+		}
+		seen[p.port] = true
+	}
+	if len(seen) != PortSpan {
+		t.Errorf("%d distinct ports, want %d", len(seen), PortSpan)
+	}
+	if layoutFrom(21000) != l {
+		t.Error("layout is not deterministic")
+	}
+}

@@ -1,0 +1,8 @@
+//go:build !linux
+
+package miniotest
+
+import "os/exec"
+
+// setDeathSignal is a no-op where the kernel offers no parent-death signal.
+func setDeathSignal(*exec.Cmd) {}

@@ -1,0 +1,467 @@
+package pipeline
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/batchpipe/batchpipe/blobstore"
+	"github.com/batchpipe/batchpipe/manifests"
+	"github.com/batchpipe/batchpipe/zjsonl"
+)
+
+const (
+	activityProcessShard = "ProcessShard"
+	activityFinalize     = "FinalizeBatch"
+	// errTypeBadShard marks a shard no retry can fix (unknown processor,
+	// corrupt input shard).
+	errTypeBadShard = "BadShard"
+)
+
+// Item error types in result lines.
+const (
+	ItemErrorTimeout   = "timeout"
+	ItemErrorPanic     = "panic"
+	ItemErrorPermanent = "permanent"
+	ItemErrorRetryable = "error"
+	ItemErrorOutput    = "invalid_output"
+)
+
+// Stores opens each store URL once and shares the bucket.
+type Stores struct {
+	mu sync.Mutex
+	m  map[string]blobstore.Bucket
+}
+
+// Open returns the bucket for url, opening it on first use.
+func (s *Stores) Open(ctx context.Context, url string) (blobstore.Bucket, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if b, ok := s.m[url]; ok {
+		return b, nil
+	}
+	b, err := blobstore.Open(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	if s.m == nil {
+		s.m = map[string]blobstore.Bucket{}
+	}
+	s.m[url] = b
+	return b, nil
+}
+
+// Close closes every opened bucket.
+func (s *Stores) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
+	for _, b := range s.m {
+		errs = append(errs, b.Close())
+	}
+	s.m = nil
+	return errors.Join(errs...)
+}
+
+// Activities holds what the activities need; register it with a worker
+// through NewWorker.
+type Activities struct {
+	Processors *Registry
+	Stores     *Stores
+	Logger     *slog.Logger
+}
+
+// shardReceipt is stored at ShardReceiptKey after a shard's objects.
+type shardReceipt struct {
+	Shard       int    `json:"shard"`
+	FirstIndex  int64  `json:"first_index"`
+	Key         string `json:"key"` // full key, prefix included
+	Items       int64  `json:"items"`
+	Succeeded   int64  `json:"succeeded"`
+	Failed      int64  `json:"failed"`
+	Size        int64  `json:"size"`
+	SHA256      string `json:"sha256"`
+	FailuresKey string `json:"failures_key,omitempty"` // relative to the store
+}
+
+func badShard(format string, args ...any) error {
+	return temporal.NewNonRetryableApplicationError(fmt.Sprintf(format, args...), errTypeBadShard, nil)
+}
+
+// ProcessShard runs every item of one input shard through the processor and
+// writes the shard's result object, failures part and receipt.
+func (a *Activities) ProcessShard(ctx context.Context, in ShardInput) (ShardResult, error) {
+	log := a.Logger.With("batch_id", in.BatchID, "shard", in.Shard)
+	proc, err := a.Processors.Lookup(in.Options.Processor)
+	if err != nil {
+		return ShardResult{}, badShard("this worker cannot run the batch: %v", err)
+	}
+	b, err := a.Stores.Open(ctx, in.Store)
+	if err != nil {
+		return ShardResult{}, err
+	}
+	items, err := readShard(ctx, b, manifests.InputShardKey(in.BatchID, in.Shard))
+	if err != nil {
+		return ShardResult{}, err
+	}
+	if len(items) != in.Items {
+		return ShardResult{}, badShard("input shard %s holds %d items, want %d", manifests.InputShardKey(in.BatchID, in.Shard), len(items), in.Items)
+	}
+
+	lines := make([]manifests.ResultLine, len(items))
+	var done sync.WaitGroup
+	var finished int64
+	var mu sync.Mutex
+	next := make(chan int)
+	par := max(1, in.Options.ItemParallelism)
+	for range min(par, len(items)) {
+		done.Add(1)
+		go func() {
+			defer done.Done()
+			for i := range next {
+				lines[i] = runItem(ctx, proc, items[i], in.Options)
+				lines[i].Index = in.FirstIndex + int64(i)
+				mu.Lock()
+				finished++
+				mu.Unlock()
+			}
+		}()
+	}
+	stopBeat := heartbeatEvery(ctx, 5*time.Second, func() any {
+		mu.Lock()
+		defer mu.Unlock()
+		return finished
+	})
+feed:
+	for i := range items {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	done.Wait()
+	stopBeat()
+	if err := ctx.Err(); err != nil {
+		return ShardResult{}, err
+	}
+
+	rec := shardReceipt{Shard: in.Shard, FirstIndex: in.FirstIndex, Items: int64(len(items))}
+	resultKey := manifests.ResultKey(in.BatchID, in.Shard)
+	bw := blobstore.NewWriter(ctx, b, resultKey)
+	zw := zjsonl.NewWriter(bw)
+	var failures []manifests.FailureLine
+	for i, l := range lines {
+		if err := zw.Write(l); err != nil {
+			zw.Close()
+			bw.Abort(err)
+			return ShardResult{}, err
+		}
+		if l.Status == manifests.ItemSucceeded {
+			rec.Succeeded++
+		} else {
+			rec.Failed++
+			failures = append(failures, manifests.FailureLine{Index: l.Index, Input: items[i], Error: l.Error})
+		}
+	}
+	if err := zw.Close(); err != nil {
+		bw.Abort(err)
+		return ShardResult{}, err
+	}
+	if err := bw.Close(); err != nil {
+		return ShardResult{}, err
+	}
+	rec.Key, rec.Size, rec.SHA256 = blobstore.Prefix(b)+resultKey, bw.Size(), bw.SHA256()
+
+	failKey := manifests.ShardFailuresKey(in.BatchID, in.Shard)
+	if len(failures) > 0 {
+		if err := putLines(ctx, b, failKey, failures); err != nil {
+			return ShardResult{}, err
+		}
+		rec.FailuresKey = failKey
+	} else if err := b.Delete(ctx, failKey); err != nil { // a stale part from an earlier attempt
+		return ShardResult{}, err
+	}
+	data, _ := json.Marshal(rec)
+	if err := b.Put(ctx, manifests.ShardReceiptKey(in.BatchID, in.Shard), bytes.NewReader(data)); err != nil {
+		return ShardResult{}, err
+	}
+	log.Debug("shard done", "items", rec.Items, "failed", rec.Failed)
+	return ShardResult{Key: rec.Key, Items: rec.Items, Succeeded: rec.Succeeded, Failed: rec.Failed, Size: rec.Size, SHA256: rec.SHA256}, nil
+}
+
+// heartbeatEvery records a heartbeat with details() every interval until
+// the returned stop function is called.
+func heartbeatEvery(ctx context.Context, interval time.Duration, details func() any) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				activity.RecordHeartbeat(ctx, details())
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
+// readShard reads an input shard's items into memory (a shard is bounded
+// by the shard size).
+func readShard(ctx context.Context, b blobstore.Bucket, key string) ([]json.RawMessage, error) {
+	r, err := b.NewReader(ctx, key)
+	if err != nil {
+		if errors.Is(err, blobstore.ErrNotFound) {
+			return nil, badShard("input shard %s is missing: %v", key, err)
+		}
+		return nil, err
+	}
+	defer r.Close()
+	zr, err := zjsonl.NewReader(r)
+	if err != nil {
+		return nil, err
+	}
+	defer zr.Close()
+	var items []json.RawMessage
+	for {
+		line, err := zr.Next()
+		if err == io.EOF {
+			return items, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading %s: %w", key, err)
+		}
+		items = append(items, bytes.Clone(line))
+	}
+}
+
+func putLines[T any](ctx context.Context, b blobstore.Bucket, key string, lines []T) error {
+	bw := blobstore.NewWriter(ctx, b, key)
+	zw := zjsonl.NewWriter(bw)
+	for _, l := range lines {
+		if err := zw.Write(l); err != nil {
+			zw.Close()
+			bw.Abort(err)
+			return err
+		}
+	}
+	if err := zw.Close(); err != nil {
+		bw.Abort(err)
+		return err
+	}
+	return bw.Close()
+}
+
+// runItem processes one item with retries, backoff and a timeout per attempt.
+func runItem(ctx context.Context, p Processor, input json.RawMessage, o Options) manifests.ResultLine {
+	start := time.Now()
+	backoff := o.ItemBackoff
+	attempts := max(1, o.ItemAttempts)
+	var line manifests.ResultLine
+	for attempt := 1; ; attempt++ {
+		out, ierr := callProcessor(ctx, p, input, o.ItemTimeout)
+		line.Attempts = attempt
+		if ierr == nil {
+			line.Status, line.Output = manifests.ItemSucceeded, out
+			break
+		}
+		line.Status, line.Error = manifests.ItemFailed, ierr
+		if ctx.Err() != nil || ierr.Type == ItemErrorPermanent || ierr.Type == ItemErrorOutput || ierr.Type == ItemErrorPanic || attempt >= attempts {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, time.Minute)
+	}
+	line.DurationMS = time.Since(start).Milliseconds()
+	return line
+}
+
+// callProcessor runs one attempt. A panic becomes an item error; a processor
+// that ignores its context past the timeout is abandoned (its goroutine
+// finishes on its own) and the attempt fails as a timeout.
+func callProcessor(ctx context.Context, p Processor, input json.RawMessage, timeout time.Duration) (json.RawMessage, *manifests.ItemError) {
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	type outcome struct {
+		out json.RawMessage
+		err *manifests.ItemError
+	}
+	ch := make(chan outcome, 1)
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				ch <- outcome{err: &manifests.ItemError{Type: ItemErrorPanic, Message: fmt.Sprint(r)}}
+			}
+		}()
+		out, err := p.Process(ctx, input)
+		switch {
+		case err != nil && (errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil):
+			ch <- outcome{err: &manifests.ItemError{Type: ItemErrorTimeout, Message: fmt.Sprintf("no result within %v: %v", timeout, err)}}
+		case err != nil && IsPermanent(err):
+			ch <- outcome{err: &manifests.ItemError{Type: ItemErrorPermanent, Message: err.Error()}}
+		case err != nil:
+			ch <- outcome{err: &manifests.ItemError{Type: ItemErrorRetryable, Message: err.Error()}}
+		case len(out) == 0:
+			ch <- outcome{out: json.RawMessage("null")}
+		case !json.Valid(out):
+			ch <- outcome{err: &manifests.ItemError{Type: ItemErrorOutput, Message: "processor returned invalid JSON"}}
+		default:
+			var buf bytes.Buffer
+			if json.Compact(&buf, out) == nil {
+				out = buf.Bytes()
+			}
+			ch <- outcome{out: out}
+		}
+	}()
+	select {
+	case o := <-ch:
+		return o.out, o.err
+	case <-ctx.Done():
+		return nil, &manifests.ItemError{Type: ItemErrorTimeout, Message: fmt.Sprintf("no result within %v", timeout)}
+	}
+}
+
+// Finalize writes the batch's failures object and then its manifest, from
+// the shards' receipts: only committed objects are listed.
+func (a *Activities) Finalize(ctx context.Context, in FinalizeInput) (BatchResult, error) {
+	bin := in.Batch
+	b, err := a.Stores.Open(ctx, bin.Store)
+	if err != nil {
+		return BatchResult{}, err
+	}
+	receipts, err := readReceipts(ctx, b, bin.BatchID, bin.Shards)
+	if err != nil {
+		return BatchResult{}, err
+	}
+	status := in.Status
+	if status == "" && len(receipts) != bin.Shards {
+		return BatchResult{}, fmt.Errorf("batch %s: only %d of %d shards have committed results", bin.BatchID, len(receipts), bin.Shards)
+	}
+	prefix := blobstore.Prefix(b)
+	m := manifests.Manifest{
+		Format: manifests.Format, BatchID: bin.BatchID, Error: in.Error, Processor: bin.Options.Processor,
+		Store: bin.Store,
+		Input: manifests.Input{Source: bin.Source, Items: bin.Items, Shards: bin.Shards, ShardSize: bin.Options.ShardSize},
+		StartedAt: in.StartedAt.UTC(), FinishedAt: time.Now().UTC(),
+		Results: []manifests.Result{},
+	}
+	var parts []string
+	for _, r := range receipts {
+		m.Results = append(m.Results, manifests.Result{Key: r.Key, FirstIndex: r.FirstIndex, Items: r.Items,
+			Succeeded: r.Succeeded, Failed: r.Failed, Size: r.Size, SHA256: r.SHA256})
+		m.Counts.Items += r.Items
+		m.Counts.Succeeded += r.Succeeded
+		m.Counts.Failed += r.Failed
+		if r.Failed > 0 {
+			parts = append(parts, r.FailuresKey)
+		}
+	}
+	if status == "" {
+		status = manifests.StatusSucceeded
+		if m.Counts.Failed > 0 {
+			status = manifests.StatusCompletedWithFailures
+		}
+	}
+	m.Status = status
+	failKey := manifests.FailuresKey(bin.BatchID)
+	if len(parts) > 0 {
+		if err := concatObjects(ctx, b, failKey, parts); err != nil {
+			return BatchResult{}, err
+		}
+		m.Failures = &manifests.Failures{Key: prefix + failKey, Items: m.Counts.Failed}
+	} else if err := b.Delete(ctx, failKey); err != nil {
+		return BatchResult{}, err
+	}
+	data, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return BatchResult{}, err
+	}
+	if err := b.Put(ctx, manifests.ManifestKey(bin.BatchID), bytes.NewReader(append(data, '\n'))); err != nil {
+		return BatchResult{}, err
+	}
+	return BatchResult{ManifestKey: prefix + manifests.ManifestKey(bin.BatchID), Status: status, Counts: m.Counts}, nil
+}
+
+// readReceipts reads every shard receipt of a batch, ordered by shard.
+func readReceipts(ctx context.Context, b blobstore.Bucket, batchID string, shards int) ([]shardReceipt, error) {
+	var keys []string
+	for a, err := range b.List(ctx, manifests.ShardReceiptsPrefix(batchID)) {
+		if err != nil {
+			return nil, err
+		}
+		if strings.HasSuffix(a.Key, ".json") {
+			keys = append(keys, a.Key)
+		}
+	}
+	receipts := make([]shardReceipt, len(keys))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for i, k := range keys {
+		g.Go(func() error {
+			data, err := blobstore.ReadAll(gctx, b, k)
+			if err != nil {
+				return err
+			}
+			if err := json.Unmarshal(data, &receipts[i]); err != nil {
+				return fmt.Errorf("%s: %w", k, err)
+			}
+			if i%100 == 0 {
+				activity.RecordHeartbeat(ctx, i)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	receipts = slices.DeleteFunc(receipts, func(r shardReceipt) bool { return r.Shard >= shards })
+	slices.SortFunc(receipts, func(x, y shardReceipt) int { return x.Shard - y.Shard })
+	return receipts, nil
+}
+
+// concatObjects writes the bytes of parts, one after another, to key. zstd
+// frames concatenate into a valid stream, so no re-encoding is needed.
+func concatObjects(ctx context.Context, b blobstore.Bucket, key string, parts []string) error {
+	bw := blobstore.NewWriter(ctx, b, key)
+	for _, p := range parts {
+		r, err := b.NewReader(ctx, p)
+		if err != nil {
+			bw.Abort(err)
+			return err
+		}
+		_, err = io.Copy(bw, r)
+		r.Close()
+		if err != nil {
+			bw.Abort(err)
+			return err
+		}
+	}
+	return bw.Close()
+}

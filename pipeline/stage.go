@@ -1,0 +1,215 @@
+package pipeline
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/batchpipe/batchpipe/blobstore"
+	"github.com/batchpipe/batchpipe/inputs"
+	"github.com/batchpipe/batchpipe/manifests"
+	"github.com/batchpipe/batchpipe/zjsonl"
+)
+
+// DefaultShardSize is the number of items per shard when none is given. See
+// the README's "Defaults" section for the measurements behind it.
+const DefaultShardSize = 1000
+
+// Staged describes a staged input; it is stored as input/index.json.
+type Staged struct {
+	BatchID   string    `json:"batch_id"`
+	Source    string    `json:"source"`
+	Items     int64     `json:"items"`
+	Shards    int       `json:"shards"`
+	ShardSize int       `json:"shard_size"`
+	SHA256    string    `json:"sha256"` // of the items' compact JSON lines: the input's identity
+	StagedAt  time.Time `json:"staged_at"`
+}
+
+// stageUploads is how many finished shards may be uploading at once.
+const stageUploads = 4
+
+// Stage reads every item of r, validating it, and writes it into input
+// shards of shardSize items under the batch's input/ prefix, then writes
+// input/index.json. If r yields an error (bad input) or a write fails,
+// everything staged so far is deleted and the error is returned as it came.
+// progress, if not nil, is called after every shard with the items so far.
+func Stage(ctx context.Context, b blobstore.Bucket, batchID, source string, r *inputs.Reader, shardSize int, progress func(items int64)) (Staged, error) {
+	if shardSize <= 0 {
+		return Staged{}, fmt.Errorf("shard size must be at least 1, got %d", shardSize)
+	}
+	st := Staged{BatchID: batchID, Source: source, ShardSize: shardSize}
+	err := stageShards(ctx, b, &st, r, progress)
+	if err == nil {
+		st.StagedAt = time.Now().UTC()
+		var data []byte
+		data, err = json.MarshalIndent(st, "", "  ")
+		if err == nil {
+			err = b.Put(ctx, manifests.InputIndexKey(batchID), bytesReader(data))
+		}
+	}
+	if err != nil {
+		// Leave nothing behind, even if ctx was cancelled.
+		cleanup, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		if derr := DeleteStaged(cleanup, b, batchID); derr != nil {
+			err = errors.Join(err, fmt.Errorf("cleaning up staged input: %w", derr))
+		}
+		return Staged{}, err
+	}
+	return st, nil
+}
+
+// Fingerprint reads r as Stage would, writing nothing, and returns the
+// items' count and the sha256 Stage would record.
+func Fingerprint(r *inputs.Reader) (items int64, sha string, err error) {
+	h := sha256.New()
+	for {
+		it, err := r.Next()
+		if err == io.EOF {
+			return items, hex.EncodeToString(h.Sum(nil)), nil
+		}
+		if err != nil {
+			return 0, "", err
+		}
+		h.Write(it.JSON)
+		h.Write([]byte{'\n'})
+		items++
+	}
+}
+
+func stageShards(ctx context.Context, b blobstore.Bucket, st *Staged, r *inputs.Reader, progress func(int64)) error {
+	h := sha256.New()
+	var (
+		wg       sync.WaitGroup
+		sem      = make(chan struct{}, stageUploads)
+		mu       sync.Mutex
+		firstErr error
+	)
+	setErr := func(err error) {
+		mu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		mu.Unlock()
+	}
+	failed := func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		return firstErr
+	}
+	var (
+		bw *blobstore.Writer
+		zw *zjsonl.Writer
+		n  int // items in the open shard
+	)
+	finish := func() {
+		if zw == nil {
+			return
+		}
+		if err := zw.Close(); err != nil {
+			bw.Abort(err)
+			setErr(err)
+		} else {
+			w := bw
+			sem <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				if err := w.Close(); err != nil {
+					setErr(err)
+				}
+			}()
+		}
+		zw, bw, n = nil, nil, 0
+		st.Shards++
+		if progress != nil {
+			progress(st.Items)
+		}
+	}
+	var readErr error
+	for {
+		if err := failed(); err != nil {
+			readErr = err
+			break
+		}
+		it, err := r.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			readErr = err
+			break
+		}
+		if zw == nil {
+			bw = blobstore.NewWriter(ctx, b, manifests.InputShardKey(st.BatchID, st.Shards))
+			zw = zjsonl.NewWriter(bw)
+		}
+		if err := zw.WriteRaw(it.JSON); err != nil {
+			readErr = err
+			break
+		}
+		h.Write(it.JSON)
+		h.Write([]byte{'\n'})
+		st.Items++
+		n++
+		if n == st.ShardSize {
+			finish()
+		}
+	}
+	if readErr != nil && zw != nil {
+		zw.Close()
+		bw.Abort(readErr)
+		zw = nil
+	}
+	if readErr == nil {
+		finish()
+	}
+	wg.Wait()
+	if readErr != nil {
+		return readErr
+	}
+	st.SHA256 = hex.EncodeToString(h.Sum(nil))
+	return failed()
+}
+
+// DeleteStaged removes a batch's staged input (shards and index).
+func DeleteStaged(ctx context.Context, b blobstore.Bucket, batchID string) error {
+	return deletePrefix(ctx, b, manifests.BatchPrefix(batchID)+"input/")
+}
+
+func deletePrefix(ctx context.Context, b blobstore.Bucket, prefix string) error {
+	var keys []string
+	for a, err := range b.List(ctx, prefix) {
+		if err != nil {
+			return err
+		}
+		keys = append(keys, a.Key)
+	}
+	for _, k := range keys {
+		if err := b.Delete(ctx, k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ReadStaged returns the index of a staged input, or an error matching
+// blobstore.ErrNotFound when the batch has none.
+func ReadStaged(ctx context.Context, b blobstore.Bucket, batchID string) (Staged, error) {
+	var st Staged
+	data, err := blobstore.ReadAll(ctx, b, manifests.InputIndexKey(batchID))
+	if err != nil {
+		return st, err
+	}
+	if err := json.Unmarshal(data, &st); err != nil {
+		return st, fmt.Errorf("%s: %w", manifests.InputIndexKey(batchID), err)
+	}
+	return st, nil
+}

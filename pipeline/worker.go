@@ -1,0 +1,43 @@
+package pipeline
+
+import (
+	"log/slog"
+
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
+)
+
+// WorkerOptions configure NewWorker. The zero value is ready to use.
+type WorkerOptions struct {
+	// Processors the worker can run; nil means DefaultRegistry.
+	Processors *Registry
+	// Logger for activity logs; nil means slog.Default().
+	Logger *slog.Logger
+	// Worker passes options through to the Temporal worker.
+	Worker worker.Options
+}
+
+// NewWorker returns a Temporal worker on taskQueue with batchpipe's
+// workflows and activities registered. A program that adds its own
+// processors registers them (Register or a Registry) and runs this worker.
+func NewWorker(c client.Client, taskQueue string, opts WorkerOptions) worker.Worker {
+	if opts.Processors == nil {
+		opts.Processors = DefaultRegistry
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	w := worker.New(c, taskQueue, opts.Worker)
+	RegisterAll(w, &Activities{Processors: opts.Processors, Stores: &Stores{}, Logger: opts.Logger})
+	return w
+}
+
+// RegisterAll registers batchpipe's workflows and a's activities on w.
+func RegisterAll(w worker.Registry, a *Activities) {
+	w.RegisterWorkflowWithOptions(BatchWorkflow, workflow.RegisterOptions{Name: BatchWorkflowName})
+	w.RegisterWorkflowWithOptions(ShardWorkflow, workflow.RegisterOptions{Name: ShardWorkflowName})
+	w.RegisterActivityWithOptions(a.ProcessShard, activity.RegisterOptions{Name: activityProcessShard})
+	w.RegisterActivityWithOptions(a.Finalize, activity.RegisterOptions{Name: activityFinalize})
+}

@@ -1,0 +1,267 @@
+package pipeline
+
+import (
+	"fmt"
+	"time"
+
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/batchpipe/batchpipe/manifests"
+)
+
+// Names under which the workflows, activities and queries are registered.
+const (
+	BatchWorkflowName   = "BatchWorkflow"
+	ShardWorkflowName   = "ShardWorkflow"
+	ProgressQuery       = "progress"
+	DefaultTaskQueue    = "batchpipe"
+	DefaultConcurrency  = 32
+	DefaultShardsPerRun = 500
+)
+
+// Options are a batch's knobs; they travel unchanged across continue-as-new.
+type Options struct {
+	Processor       string        `json:"processor"`
+	ShardSize       int           `json:"shard_size"`
+	Concurrency     int           `json:"concurrency"`      // child workflows in flight
+	ShardsPerRun    int           `json:"shards_per_run"`   // shards started before continue-as-new
+	MaxFailures     FailureLimit  `json:"max_failures"`     // stop early once exceeded
+	ItemTimeout     time.Duration `json:"item_timeout"`     // per attempt
+	ItemAttempts    int           `json:"item_attempts"`    // including the first
+	ItemBackoff     time.Duration `json:"item_backoff"`     // before the second attempt; doubles
+	ItemParallelism int           `json:"item_parallelism"` // items processed at once in one shard
+}
+
+// FailureLimit stops a batch once more items failed than it allows. Zero
+// values mean no limit.
+type FailureLimit struct {
+	Count   int64   `json:"count,omitempty"`
+	Percent float64 `json:"percent,omitempty"` // of the batch's items
+}
+
+// Exceeded reports whether failed items out of total break the limit.
+func (l FailureLimit) Exceeded(failed, total int64) bool {
+	if l.Count > 0 && failed > l.Count {
+		return true
+	}
+	return l.Percent > 0 && total > 0 && float64(failed)*100/float64(total) > l.Percent
+}
+
+// BatchInput starts a batch. Only counts travel; items live in the store.
+type BatchInput struct {
+	BatchID string  `json:"batch_id"`
+	Store   string  `json:"store"` // store URL, credentials never included
+	Source  string  `json:"source"`
+	Items   int64   `json:"items"`
+	Shards  int     `json:"shards"`
+	Options Options `json:"options"`
+	// Cursor is set by continue-as-new; nil on the first run.
+	Cursor *Cursor `json:"cursor,omitempty"`
+}
+
+// Cursor is what one run hands the next: O(1) in the batch size.
+type Cursor struct {
+	NextShard  int       `json:"next_shard"`
+	ShardsDone int       `json:"shards_done"`
+	Succeeded  int64     `json:"succeeded"`
+	Failed     int64     `json:"failed"`
+	Run        int       `json:"run"` // 1 for the first run
+	StartedAt  time.Time `json:"started_at"`
+}
+
+// ShardInput is one child's work.
+type ShardInput struct {
+	BatchID    string  `json:"batch_id"`
+	Store      string  `json:"store"`
+	Shard      int     `json:"shard"`
+	FirstIndex int64   `json:"first_index"`
+	Items      int     `json:"items"`
+	Options    Options `json:"options"`
+}
+
+// ShardResult is all a child returns: where its results are and their counts.
+type ShardResult struct {
+	Key       string `json:"key"`
+	Items     int64  `json:"items"`
+	Succeeded int64  `json:"succeeded"`
+	Failed    int64  `json:"failed"`
+	Size      int64  `json:"size"`
+	SHA256    string `json:"sha256"`
+}
+
+// Progress answers the progress query.
+type Progress struct {
+	BatchID    string    `json:"batch_id"`
+	Items      int64     `json:"items"`
+	Done       int64     `json:"done"`
+	Succeeded  int64     `json:"succeeded"`
+	Failed     int64     `json:"failed"`
+	Shards     int       `json:"shards"`
+	ShardsDone int       `json:"shards_done"`
+	InFlight   int       `json:"in_flight"`
+	Run        int       `json:"run"`
+	StartedAt  time.Time `json:"started_at"`
+	Stopping   string    `json:"stopping,omitempty"`
+}
+
+// BatchResult is what BatchWorkflow returns: the manifest's place and counts.
+type BatchResult struct {
+	ManifestKey string           `json:"manifest_key"`
+	Status      string           `json:"status"`
+	Counts      manifests.Counts `json:"counts"`
+	Runs        int              `json:"runs"`
+}
+
+// FinalizeInput tells the finalize activity how the batch ended.
+type FinalizeInput struct {
+	Batch     BatchInput `json:"batch"`
+	Status    string     `json:"status"` // failed or canceled; "" lets finalize decide from counts
+	Error     string     `json:"error,omitempty"`
+	StartedAt time.Time  `json:"started_at"`
+}
+
+func shardItems(in BatchInput, shard int) int {
+	first := int64(shard) * int64(in.Options.ShardSize)
+	return int(min(int64(in.Options.ShardSize), in.Items-first))
+}
+
+// BatchWorkflow is the parent: it walks shard numbers with a sliding window
+// of at most Concurrency children, continues-as-new after ShardsPerRun
+// shards (or when the server suggests it), and finalizes the manifest when
+// every shard is done, the failure limit is exceeded, or it is cancelled.
+func BatchWorkflow(ctx workflow.Context, in BatchInput) (BatchResult, error) {
+	cur := Cursor{Run: 1, StartedAt: workflow.Now(ctx)}
+	if in.Cursor != nil {
+		cur = *in.Cursor
+		cur.Run++
+	}
+	o := in.Options
+	inFlight := 0
+	stopping := "" // why no more shards start
+	var stopStatus string
+
+	if err := workflow.SetQueryHandler(ctx, ProgressQuery, func() (Progress, error) {
+		return Progress{
+			BatchID: in.BatchID, Items: in.Items, Done: cur.Succeeded + cur.Failed,
+			Succeeded: cur.Succeeded, Failed: cur.Failed, Shards: in.Shards, ShardsDone: cur.ShardsDone,
+			InFlight: inFlight, Run: cur.Run, StartedAt: cur.StartedAt, Stopping: stopping,
+		}, nil
+	}); err != nil {
+		return BatchResult{}, err
+	}
+
+	childCtx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
+		TaskQueue:             workflow.GetInfo(ctx).TaskQueueName,
+		ParentClosePolicy:     enumspb.PARENT_CLOSE_POLICY_REQUEST_CANCEL,
+		WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
+		WaitForCancellation:   true,
+	})
+	sel := workflow.NewSelector(ctx)
+	startedThisRun := 0
+	for cur.NextShard < in.Shards && stopping == "" {
+		if startedThisRun >= o.ShardsPerRun || workflow.GetInfo(ctx).GetContinueAsNewSuggested() {
+			break
+		}
+		if ctx.Err() != nil {
+			stopping, stopStatus = "canceled", manifests.StatusCanceled
+			break
+		}
+		shard := cur.NextShard
+		sin := ShardInput{
+			BatchID: in.BatchID, Store: in.Store, Shard: shard,
+			FirstIndex: int64(shard) * int64(o.ShardSize), Items: shardItems(in, shard), Options: o,
+		}
+		cctx := workflow.WithWorkflowID(childCtx, fmt.Sprintf("%s/shard-%d", in.BatchID, shard))
+		f := workflow.ExecuteChildWorkflow(cctx, ShardWorkflowName, sin)
+		cur.NextShard++
+		startedThisRun++
+		inFlight++
+		sel.AddFuture(f, func(f workflow.Future) {
+			inFlight--
+			var r ShardResult
+			if err := f.Get(ctx, &r); err != nil {
+				if stopping == "" {
+					if temporal.IsCanceledError(err) || ctx.Err() != nil {
+						stopping, stopStatus = "canceled", manifests.StatusCanceled
+					} else {
+						stopping, stopStatus = fmt.Sprintf("shard %d failed: %v", shard, err), manifests.StatusFailed
+					}
+				}
+				return
+			}
+			cur.ShardsDone++
+			cur.Succeeded += r.Succeeded
+			cur.Failed += r.Failed
+			if stopping == "" && o.MaxFailures.Exceeded(cur.Failed, in.Items) {
+				stopping = fmt.Sprintf("%d items failed, over the limit (--max-failures)", cur.Failed)
+				stopStatus = manifests.StatusFailed
+			}
+		})
+		for inFlight >= o.Concurrency && stopping == "" {
+			sel.Select(ctx)
+		}
+	}
+	// Drain: children do not survive continue-as-new, and a stopping batch
+	// still wants the results its running children write.
+	for inFlight > 0 {
+		sel.Select(ctx)
+	}
+	if ctx.Err() != nil && stopping == "" {
+		stopping, stopStatus = "canceled", manifests.StatusCanceled
+	}
+	if stopping == "" && cur.NextShard < in.Shards {
+		next := in
+		next.Cursor = &cur
+		return BatchResult{}, workflow.NewContinueAsNewError(ctx, BatchWorkflowName, next)
+	}
+
+	// Finalize, even when cancelled.
+	fctx := ctx
+	if ctx.Err() != nil {
+		fctx, _ = workflow.NewDisconnectedContext(ctx)
+	}
+	fctx = workflow.WithActivityOptions(fctx, workflow.ActivityOptions{
+		StartToCloseTimeout: 30 * time.Minute,
+		HeartbeatTimeout:    time.Minute,
+		RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: time.Minute},
+	})
+	var res BatchResult
+	fin := FinalizeInput{Batch: in, Status: stopStatus, StartedAt: cur.StartedAt}
+	if stopping != "" && stopping != "canceled" {
+		fin.Error = stopping
+	}
+	if stopStatus == manifests.StatusCanceled {
+		fin.Error = "canceled"
+	}
+	if err := workflow.ExecuteActivity(fctx, activityFinalize, fin).Get(fctx, &res); err != nil {
+		return BatchResult{}, err
+	}
+	res.Runs = cur.Run
+	if stopStatus == manifests.StatusCanceled {
+		// Report the cancellation to Temporal as such, after the manifest is written.
+		return res, temporal.NewCanceledError(res)
+	}
+	return res, nil
+}
+
+// ShardWorkflow processes one shard in one activity and returns where its
+// results are.
+func ShardWorkflow(ctx workflow.Context, in ShardInput) (ShardResult, error) {
+	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		// Item timeouts bound each item; the heartbeat timeout notices a
+		// dead worker within a minute, so the overall bound is generous.
+		StartToCloseTimeout: 24 * time.Hour,
+		HeartbeatTimeout:    time.Minute,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval:        time.Second,
+			BackoffCoefficient:     2,
+			MaximumInterval:        time.Minute,
+			NonRetryableErrorTypes: []string{errTypeBadShard},
+		},
+	})
+	var r ShardResult
+	err := workflow.ExecuteActivity(actx, activityProcessShard, in).Get(ctx, &r)
+	return r, err
+}
