@@ -43,7 +43,9 @@ var s3Params = map[string]bool{"endpoint": true, "region": true, "path_style": t
 // Credentials come from the AWS default chain (environment, shared config
 // and credentials files, SSO, web identity, container and instance roles),
 // never from the URL. The region is the URL's, else the chain's (AWS_REGION,
-// profile); with a custom endpoint and no region, us-east-1.
+// profile); with a custom endpoint and no region, us-east-1. An endpoint
+// without a scheme is taken as https://. path_style=true addresses buckets
+// as endpoint/bucket, which MinIO and most S3-compatible stores need.
 func openS3(ctx context.Context, u *url.URL) (Driver, string, error) {
 	if u.User != nil {
 		return nil, "", errors.New("s3 URLs must not carry credentials: use the AWS default chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, roles)")

@@ -367,8 +367,8 @@ func (a *Activities) Finalize(ctx context.Context, in FinalizeInput) (BatchResul
 	prefix := blobstore.Prefix(b)
 	m := manifests.Manifest{
 		Format: manifests.Format, BatchID: bin.BatchID, Error: in.Error, Processor: bin.Options.Processor,
-		Store: bin.Store,
-		Input: manifests.Input{Source: bin.Source, Items: bin.Items, Shards: bin.Shards, ShardSize: bin.Options.ShardSize},
+		Store:     bin.Store,
+		Input:     manifests.Input{Source: bin.Source, Items: bin.Items, Shards: bin.Shards, ShardSize: bin.Options.ShardSize},
 		StartedAt: in.StartedAt.UTC(), FinishedAt: time.Now().UTC(),
 		Results: []manifests.Result{},
 	}

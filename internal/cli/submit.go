@@ -90,7 +90,7 @@ or a profile) it runs an embedded Temporal server and worker in-process.
 
 Exit codes: 0 succeeded, 3 completed with failed items, 1 failed or
 canceled, 2 bad usage or bad input.`,
-		Args:          cobra.ExactArgs(1),
+		Args:          usageArgs(cobra.ExactArgs(1)),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -319,7 +319,7 @@ func openInput(o *IO, path string, opts inputs.Options) (*inputs.Reader, error) 
 // inputError makes bad input exit with code 2; read failures stay code 1.
 func inputError(err error) error {
 	var ie *inputs.Error
-	if errors.As(err, &ie) && (ie.Err == nil || errors.Is(ie.Err, os.ErrNotExist) || errors.Is(ie.Err, os.ErrPermission)) {
+	if errors.As(err, &ie) && (ie.Err == nil || errors.Is(ie.Err, inputs.ErrNoItems) || errors.Is(ie.Err, os.ErrNotExist) || errors.Is(ie.Err, os.ErrPermission)) {
 		return usageError{err}
 	}
 	return err

@@ -35,7 +35,7 @@ in the Temporal config file) and runs batches from its task queue. With --dev it
 also runs an embedded Temporal server on 127.0.0.1:7233 whose state lives in a
 SQLite file under .batchpipe/dev, so a restarted worker resumes its batches.
 SIGINT or SIGTERM stops it cleanly.`,
-		Args:          cobra.NoArgs,
+		Args:          usageArgs(cobra.NoArgs),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE:          func(cmd *cobra.Command, _ []string) error { return runWorker(cmd.Context(), o, f) },

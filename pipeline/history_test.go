@@ -1,0 +1,142 @@
+package pipeline_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	historypb "go.temporal.io/api/history/v1"
+	"go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	enumspb "go.temporal.io/api/enums/v1"
+
+	"github.com/batchpipe/batchpipe/manifests"
+	"github.com/batchpipe/batchpipe/pipeline"
+)
+
+// fetchHistory returns one run's whole history.
+func fetchHistory(t *testing.T, id, runID string) *historypb.History {
+	t.Helper()
+	it := temporalClient.GetWorkflowHistory(context.Background(), id, runID, false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	h := &historypb.History{}
+	for it.HasNext() {
+		e, err := it.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.Events = append(h.Events, e)
+	}
+	return h
+}
+
+// historyRuns follows a batch's continue-as-new chain from its first run.
+func historyRuns(t *testing.T, id string) []runStats {
+	t.Helper()
+	desc, err := temporalClient.DescribeWorkflowExecution(context.Background(), id, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	runID := desc.WorkflowExecutionInfo.GetFirstRunId()
+	if runID == "" {
+		t.Fatal("no first run id")
+	}
+	var runs []runStats
+	for runID != "" {
+		h := fetchHistory(t, id, runID)
+		runs = append(runs, runStats{runID: runID, events: len(h.Events), bytes: proto.Size(h)})
+		last := h.Events[len(h.Events)-1]
+		runID = last.GetWorkflowExecutionContinuedAsNewEventAttributes().GetNewExecutionRunId()
+	}
+	return runs
+}
+
+// A batch of 2,000 children (shard size 1): every run's history stays
+// within 10,000 events and 4 MB.
+func TestHistoryStaysBounded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("2,000 child workflows")
+	}
+	o := smallOpts("echo", 1, pipeline.DefaultShardsPerRun)
+	o.Concurrency = 64
+	bt := runBatch(t, fileStore(t), "bounded", makeItems(2000, nil), o)
+	if bt.err != nil {
+		t.Fatal(bt.err)
+	}
+	m := bt.manifest(t)
+	if m.Status != manifests.StatusSucceeded || len(m.Results) != 2000 {
+		t.Fatalf("status %s with %d results", m.Status, len(m.Results))
+	}
+	runs := historyRuns(t, bt.id)
+	if len(runs) < 4 {
+		t.Fatalf("%d runs for 2,000 shards at %d per run", len(runs), pipeline.DefaultShardsPerRun)
+	}
+	for i, r := range runs {
+		t.Logf("run %d: %d events, %d bytes", i+1, r.events, r.bytes)
+		if r.events > 10000 || r.bytes > 4<<20 {
+			t.Errorf("run %d has %d events and %d bytes; bounds are 10,000 and 4 MB", i+1, r.events, r.bytes)
+		}
+	}
+}
+
+// Replay: recorded histories in testdata/ must replay against today's
+// workflow code, so a change that would break running batches fails here.
+// BATCHPIPE_RECORD_HISTORIES=1 records them anew from a real run.
+func TestReplayRecordedHistories(t *testing.T) {
+	dir := filepath.Join("testdata", "histories")
+	if os.Getenv("BATCHPIPE_RECORD_HISTORIES") != "" {
+		recordHistories(t, dir)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
+	if len(files) < 3 {
+		t.Fatalf("want at least 3 recorded histories in %s, found %d", dir, len(files))
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			r := worker.NewWorkflowReplayer()
+			r.RegisterWorkflowWithOptions(pipeline.BatchWorkflow, workflowOpts(pipeline.BatchWorkflowName))
+			r.RegisterWorkflowWithOptions(pipeline.ShardWorkflow, workflowOpts(pipeline.ShardWorkflowName))
+			if err := r.ReplayWorkflowHistoryFromJSONFile(nil, f); err != nil {
+				t.Fatalf("replaying %s: %v", f, err)
+			}
+		})
+	}
+}
+
+// recordHistories runs a small batch with failures across several
+// continue-as-new runs and writes each run's history, and one shard's.
+func recordHistories(t *testing.T, dir string) {
+	if temporalClient == nil {
+		t.Skip("needs the Temporal server")
+	}
+	input := makeItems(120, func(i int) string {
+		if i%40 == 3 {
+			return `,"fail":true`
+		}
+		return ""
+	})
+	bt := runBatch(t, fileStore(t), "replay", input, smallOpts("flaky", 10, 5))
+	if bt.err != nil {
+		t.Fatal(bt.err)
+	}
+	os.MkdirAll(dir, 0o755)
+	for i, r := range historyRuns(t, bt.id) {
+		writeHistory(t, filepath.Join(dir, "batch-run"+string(rune('1'+i))+".json"), fetchHistory(t, bt.id, r.runID))
+	}
+	writeHistory(t, filepath.Join(dir, "shard.json"), fetchHistory(t, bt.id+"/shard-0", ""))
+}
+
+func writeHistory(t *testing.T, path string, h *historypb.History) {
+	data, err := protojson.MarshalOptions{Indent: " "}.Marshal(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func workflowOpts(name string) workflow.RegisterOptions { return workflow.RegisterOptions{Name: name} }

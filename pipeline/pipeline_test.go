@@ -1,0 +1,409 @@
+package pipeline_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.temporal.io/sdk/client"
+	sdklog "go.temporal.io/sdk/log"
+	"go.temporal.io/sdk/worker"
+
+	"github.com/batchpipe/batchpipe/blobstore"
+	"github.com/batchpipe/batchpipe/inputs"
+	"github.com/batchpipe/batchpipe/internal/devserver"
+	"github.com/batchpipe/batchpipe/internal/miniotest"
+	"github.com/batchpipe/batchpipe/manifests"
+	"github.com/batchpipe/batchpipe/pipeline"
+	"github.com/batchpipe/batchpipe/zjsonl"
+)
+
+var (
+	temporalClient client.Client
+	quietLog       = slog.New(slog.NewTextHandler(io.Discard, nil))
+)
+
+// TestMain starts one real in-process Temporal server (in-memory SQLite)
+// for the package's tests.
+func TestMain(m *testing.M) {
+	flag.Parse()
+	code := func() int {
+		if testing.Short() {
+			return m.Run()
+		}
+		srv, err := devserver.Start(context.Background(), devserver.Options{LogLevel: slog.LevelError + 8})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "starting Temporal:", err)
+			return 1
+		}
+		defer srv.Stop()
+		c, err := client.Dial(client.Options{HostPort: srv.FrontendAddr(), Namespace: srv.Namespace(), Logger: sdklog.NewStructuredLogger(quietLog)})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "dialing Temporal:", err)
+			return 1
+		}
+		defer c.Close()
+		temporalClient = c
+		code := m.Run()
+		miniotest.Stop()
+		return code
+	}()
+	os.Exit(code)
+}
+
+// testProcessors: echo, and "flaky" which fails permanently on items with
+// "fail":true and fails once (retryably) on items with "retry":true.
+func testProcessors() *pipeline.Registry {
+	r := &pipeline.Registry{}
+	r.Register("echo", pipeline.ProcessorFunc(func(_ context.Context, in json.RawMessage) (json.RawMessage, error) { return in, nil }))
+	retried := map[string]bool{}
+	var mu = make(chan struct{}, 1)
+	r.Register("flaky", pipeline.ProcessorFunc(func(_ context.Context, in json.RawMessage) (json.RawMessage, error) {
+		var v struct {
+			N     int  `json:"n"`
+			Fail  bool `json:"fail"`
+			Retry bool `json:"retry"`
+			Panic bool `json:"panic"`
+		}
+		if err := json.Unmarshal(in, &v); err != nil {
+			return nil, err
+		}
+		if v.Panic {
+			panic("boom on purpose")
+		}
+		if v.Fail {
+			return nil, pipeline.Permanent(fmt.Errorf("item %d is marked to fail", v.N))
+		}
+		if v.Retry {
+			mu <- struct{}{}
+			first := !retried[string(in)]
+			retried[string(in)] = true
+			<-mu
+			if first {
+				return nil, errors.New("transient trouble")
+			}
+		}
+		return json.Marshal(map[string]int{"double": v.N * 2})
+	}))
+	return r
+}
+
+var queueSeq atomic.Int64
+
+// startWorker runs a worker on a fresh task queue for one test.
+func startWorker(t *testing.T) string {
+	t.Helper()
+	if temporalClient == nil {
+		t.Skip("needs the Temporal server (not in -short mode)")
+	}
+	tq := fmt.Sprintf("test-%s-%d", strings.ReplaceAll(t.Name(), "/", "-"), queueSeq.Add(1))
+	w := pipeline.NewWorker(temporalClient, tq, pipeline.WorkerOptions{
+		Processors: testProcessors(), Logger: quietLog,
+		Worker: worker.Options{MaxConcurrentActivityExecutionSize: 64},
+	})
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Stop)
+	return tq
+}
+
+func makeItems(n int, mark func(i int) string) []byte {
+	var buf bytes.Buffer
+	for i := range n {
+		extra := ""
+		if mark != nil {
+			extra = mark(i)
+		}
+		fmt.Fprintf(&buf, `{"n":%d,"name":"item %d"%s}`+"\n", i, i, extra)
+	}
+	return buf.Bytes()
+}
+
+type batch struct {
+	id     string
+	store  string
+	bucket blobstore.Bucket
+	input  []byte
+	opts   pipeline.Options
+	run    client.WorkflowRun
+	result pipeline.BatchResult
+	err    error
+}
+
+// runBatch stages input into store and runs it to the end.
+func runBatch(t *testing.T, storeURL, id string, input []byte, opts pipeline.Options) *batch {
+	t.Helper()
+	ctx := context.Background()
+	tq := startWorker(t)
+	b, err := blobstore.Open(ctx, storeURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	r, err := inputs.NewReader("inputs.jsonl", bytes.NewReader(input), inputs.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := pipeline.Stage(ctx, b, id, "inputs.jsonl", r, opts.ShardSize, nil)
+	r.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bt := &batch{id: id, store: storeURL, bucket: b, input: input, opts: opts}
+	bt.run, err = pipeline.Start(ctx, temporalClient, tq, pipeline.BatchInput{
+		BatchID: id, Store: storeURL, Source: st.Source, Items: st.Items, Shards: st.Shards, Options: opts,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	bt.err = bt.run.Get(wctx, &bt.result)
+	return bt
+}
+
+func (bt *batch) manifest(t *testing.T) manifests.Manifest {
+	t.Helper()
+	data, err := blobstore.ReadAll(context.Background(), bt.bucket, manifests.ManifestKey(bt.id))
+	if err != nil {
+		t.Fatalf("manifest: %v", err)
+	}
+	var m manifests.Manifest
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// readObject reads a manifest key (prefix included) through the bucket,
+// checking its size and sha256 against the manifest.
+func readObject(t *testing.T, b blobstore.Bucket, key string, size int64, sum string) []byte {
+	t.Helper()
+	rel, ok := strings.CutPrefix(key, blobstore.Prefix(b))
+	if !ok {
+		t.Fatalf("key %q lacks the store prefix %q", key, blobstore.Prefix(b))
+	}
+	data, err := blobstore.ReadAll(context.Background(), b, rel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if size >= 0 {
+		h := sha256.Sum256(data)
+		if int64(len(data)) != size || hex.EncodeToString(h[:]) != sum {
+			t.Fatalf("%s: %d bytes sha256 %x; manifest says %d bytes %s", key, len(data), h, size, sum)
+		}
+	}
+	return data
+}
+
+func decodeLines[T any](t *testing.T, data []byte) []T {
+	t.Helper()
+	r, err := zjsonl.NewReader(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var out []T
+	for {
+		var v T
+		err := r.Decode(&v)
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, v)
+	}
+}
+
+// checkAgainstInput reads every result line of the manifest and checks it
+// item by item against the input: each index once, in order, with the
+// output want(input) or a failure when want returns nil.
+func checkAgainstInput(t *testing.T, bt *batch, m manifests.Manifest, want func(in json.RawMessage) json.RawMessage) {
+	t.Helper()
+	lines := bytes.Split(bytes.TrimSpace(bt.input), []byte("\n"))
+	if m.Format != manifests.Format || m.BatchID != bt.id || m.Input.Items != int64(len(lines)) {
+		t.Fatalf("manifest header %+v", m)
+	}
+	var next int64
+	var failed int64
+	for _, r := range m.Results {
+		if r.FirstIndex != next {
+			t.Fatalf("result %s starts at %d, want %d", r.Key, r.FirstIndex, next)
+		}
+		rl := decodeLines[manifests.ResultLine](t, readObject(t, bt.bucket, r.Key, r.Size, r.SHA256))
+		if int64(len(rl)) != r.Items {
+			t.Fatalf("%s has %d lines, manifest says %d", r.Key, len(rl), r.Items)
+		}
+		for _, l := range rl {
+			if l.Index != next {
+				t.Fatalf("%s: index %d, want %d", r.Key, l.Index, next)
+			}
+			exp := want(lines[next])
+			switch {
+			case exp == nil && l.Status != manifests.ItemFailed:
+				t.Fatalf("item %d: status %s, want failed", next, l.Status)
+			case exp != nil && (l.Status != manifests.ItemSucceeded || !bytes.Equal(l.Output, exp)):
+				t.Fatalf("item %d: %s %s %+v, want output %s", next, l.Status, l.Output, l.Error, exp)
+			}
+			if l.Status == manifests.ItemFailed {
+				failed++
+			}
+			next++
+		}
+	}
+	if next != int64(len(lines)) || m.Counts.Items != next || m.Counts.Failed != failed || m.Counts.Succeeded != next-failed {
+		t.Fatalf("covered %d of %d items; counts %+v, failed %d", next, len(lines), m.Counts, failed)
+	}
+}
+
+func echo(in json.RawMessage) json.RawMessage { return in }
+
+func fileStore(t *testing.T) string { return "file://" + t.TempDir() }
+
+func smallOpts(processor string, shardSize, perRun int) pipeline.Options {
+	o := pipeline.DefaultOptions()
+	o.Processor, o.ShardSize, o.ShardsPerRun, o.Concurrency = processor, shardSize, perRun, 8
+	o.ItemBackoff = 10 * time.Millisecond
+	return o
+}
+
+// runs follows a batch's continue-as-new chain and returns every run's
+// history: events and their encoded size.
+type runStats struct {
+	runID  string
+	events int
+	bytes  int
+}
+
+func TestBatchAcrossContinueAsNewFileStore(t *testing.T) {
+	bt := runBatch(t, fileStore(t), "can-file", makeItems(1000, nil), smallOpts("echo", 10, 30))
+	if bt.err != nil {
+		t.Fatal(bt.err)
+	}
+	m := bt.manifest(t)
+	if m.Status != manifests.StatusSucceeded || len(m.Results) != 100 || m.Failures != nil {
+		t.Fatalf("status %s, %d results, failures %v", m.Status, len(m.Results), m.Failures)
+	}
+	checkAgainstInput(t, bt, m, echo)
+	if bt.result.Runs < 4 {
+		t.Fatalf("batch took %d runs; want >= 4 (100 shards, 30 per run)", bt.result.Runs)
+	}
+	runs := historyRuns(t, bt.id)
+	if len(runs) != bt.result.Runs {
+		t.Fatalf("history has %d runs, result says %d", len(runs), bt.result.Runs)
+	}
+}
+
+func TestBatchOnMinIO(t *testing.T) {
+	srv := miniotest.Endpoint(t)
+	bucket := miniotest.NewBucket(t, srv)
+	t.Setenv("MINIO_ROOT_USER", srv.AccessKey)
+	t.Setenv("MINIO_ROOT_PASSWORD", srv.SecretKey)
+	store := fmt.Sprintf("minio://%s/%s/some/prefix?secure=false", srv.Endpoint, bucket)
+	bt := runBatch(t, store, "can-minio", makeItems(600, nil), smallOpts("echo", 20, 10))
+	if bt.err != nil {
+		t.Fatal(bt.err)
+	}
+	m := bt.manifest(t)
+	if m.Status != manifests.StatusSucceeded || !strings.HasPrefix(m.Results[0].Key, "some/prefix/batches/can-minio/results/") {
+		t.Fatalf("status %s, first key %s", m.Status, m.Results[0].Key)
+	}
+	checkAgainstInput(t, bt, m, echo)
+	if bt.result.Runs < 3 {
+		t.Fatalf("runs = %d, want >= 3", bt.result.Runs)
+	}
+}
+
+func TestItemFailuresRetriesAndPanics(t *testing.T) {
+	input := makeItems(200, func(i int) string {
+		switch {
+		case i%50 == 7:
+			return `,"fail":true`
+		case i%50 == 8:
+			return `,"retry":true`
+		case i == 99:
+			return `,"panic":true`
+		}
+		return ""
+	})
+	bt := runBatch(t, fileStore(t), "failures", input, smallOpts("flaky", 25, 100))
+	if bt.err != nil {
+		t.Fatal(bt.err)
+	}
+	m := bt.manifest(t)
+	if m.Status != manifests.StatusCompletedWithFailures || m.Counts.Failed != 5 {
+		t.Fatalf("status %s counts %+v, want completed_with_failures with 5 failed", m.Status, m.Counts)
+	}
+	checkAgainstInput(t, bt, m, func(in json.RawMessage) json.RawMessage {
+		var v struct {
+			N           int
+			Fail, Panic bool
+		}
+		json.Unmarshal(in, &v)
+		if v.Fail || v.Panic {
+			return nil
+		}
+		return json.RawMessage(fmt.Sprintf(`{"double":%d}`, v.N*2))
+	})
+	// The failures object lists the failed items with their input, in order.
+	if m.Failures == nil || m.Failures.Items != 5 {
+		t.Fatalf("failures = %+v", m.Failures)
+	}
+	fl := decodeLines[manifests.FailureLine](t, readObject(t, bt.bucket, m.Failures.Key, -1, ""))
+	lines := bytes.Split(bytes.TrimSpace(input), []byte("\n"))
+	wantIdx := []int64{7, 57, 99, 107, 157}
+	if len(fl) != len(wantIdx) {
+		t.Fatalf("%d failure lines, want %d", len(fl), len(wantIdx))
+	}
+	for i, f := range fl {
+		if f.Index != wantIdx[i] || !bytes.Equal(f.Input, lines[f.Index]) || f.Error == nil {
+			t.Fatalf("failure line %d = %+v", i, f)
+		}
+	}
+	if fl[2].Error.Type != pipeline.ItemErrorPanic || fl[0].Error.Type != pipeline.ItemErrorPermanent {
+		t.Fatalf("error types %q, %q", fl[2].Error.Type, fl[0].Error.Type)
+	}
+	// The retried item succeeded on its second attempt.
+	rl := decodeLines[manifests.ResultLine](t, readObject(t, bt.bucket, m.Results[0].Key, -1, ""))
+	if rl[8].Attempts != 2 || rl[8].Status != manifests.ItemSucceeded {
+		t.Fatalf("retried item: %+v", rl[8])
+	}
+}
+
+func TestMaxFailuresStopsBatch(t *testing.T) {
+	input := makeItems(400, func(i int) string {
+		if i%10 == 0 {
+			return `,"fail":true`
+		}
+		return ""
+	})
+	o := smallOpts("flaky", 10, 100)
+	o.Concurrency = 2
+	o.MaxFailures = pipeline.FailureLimit{Count: 5}
+	bt := runBatch(t, fileStore(t), "maxfail", input, o)
+	if bt.err != nil {
+		t.Fatal(bt.err)
+	}
+	m := bt.manifest(t)
+	if m.Status != manifests.StatusFailed || !strings.Contains(m.Error, "over the limit") {
+		t.Fatalf("status %s error %q", m.Status, m.Error)
+	}
+	if m.Counts.Items >= 400 || m.Counts.Failed <= 5 {
+		t.Fatalf("counts %+v: want the batch stopped early with more than 5 failed", m.Counts)
+	}
+}
