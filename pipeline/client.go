@@ -38,6 +38,8 @@ func Start(ctx context.Context, c client.Client, taskQueue string, in BatchInput
 		TaskQueue:                taskQueue,
 		WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
 		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
+		// Without this the SDK hands back a closed run as if it were new.
+		WorkflowExecutionErrorWhenAlreadyStarted: true,
 	}, BatchWorkflowName, in)
 	var started *serviceerror.WorkflowExecutionAlreadyStarted
 	if errors.As(err, &started) {

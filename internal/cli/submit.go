@@ -234,6 +234,11 @@ func runSubmit(ctx context.Context, o *IO, f *submitFlags, path string) error {
 			return usagef("batch %s already exists with a different input (%s, %d items, staged %s); this input has %d items. Choose another --batch-id",
 				batchID, staged.Source, staged.Items, staged.StagedAt.Format(time.RFC3339), items)
 		}
+		// A manifest means the batch finished: report it without starting
+		// anything (and without relying on Start to notice a closed run).
+		if _, merr := readManifest(ctx, b, batchID); merr == nil {
+			return reportFinished(ctx, o, b, batchID)
+		}
 		fmt.Fprintf(o.Stderr, "batch %s exists with this input; attaching\n", batchID)
 	case errors.Is(err, blobstore.ErrNotFound):
 		fmt.Fprintf(o.Stderr, "staging %s as batch %s\n", displayName(path), batchID)
@@ -262,6 +267,9 @@ func runSubmit(ctx context.Context, o *IO, f *submitFlags, path string) error {
 	}
 	fmt.Fprintf(o.Stderr, "batch %s: %d items in %d shards of %d, processor %s\n", batchID, staged.Items, staged.Shards, staged.ShardSize, opts.Processor)
 	if !f.wait {
+		if conn.Embedded {
+			fmt.Fprintf(o.Stderr, "note: the embedded server stops with this command, so the batch waits until you run it again with --batch-id %s (or use `worker --dev` and TEMPORAL_ADDRESS)\n", batchID)
+		}
 		fmt.Fprintln(o.Stdout, batchID)
 		return nil
 	}

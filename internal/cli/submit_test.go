@@ -67,9 +67,10 @@ func submit(t *testing.T, dir string, stdin io.Reader, args ...string) submitRes
 	var stdout, stderr syncBuffer
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	start := time.Now()
 	code := cli.Submit(ctx, &cli.IO{Stdin: stdin, Stdout: &stdout, Stderr: &stderr, Getenv: noEnv, Dir: dir}, args)
 	r := submitResult{code: code, stdout: stdout.String(), stderr: stderr.String()}
-	t.Logf("submit %s: exit %d", strings.Join(args, " "), code)
+	t.Logf("submit %s: exit %d in %.1fs", strings.Join(args, " "), code, time.Since(start).Seconds())
 	return r
 }
 
@@ -551,8 +552,11 @@ func TestSubmitSameBatchID(t *testing.T) {
 	if r.code != cli.ExitOK {
 		t.Errorf("same input again: exit code %d, want 0\n%s", r.code, r)
 	}
-	if !strings.Contains(r.stderr, "already finished") || !strings.Contains(r.stdout, "succeeded") {
+	if !strings.Contains(r.stderr, "already finished") || !strings.Contains(r.stdout, "succeeded") || !strings.Contains(r.stdout, manifests.ManifestKey("same")) {
 		t.Errorf("same input again: does not report the finished batch\n%s", r)
+	}
+	if strings.Contains(r.stdout, "elapsed") {
+		t.Errorf("same input again: reports a run time although nothing ran\n%s", r)
 	}
 	if n := countManifests(); n != 1 {
 		t.Errorf("%d manifests, want 1", n)

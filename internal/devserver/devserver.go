@@ -98,6 +98,7 @@ type Options struct {
 // release it with Stop.
 type Server struct {
 	srv       temporal.Server
+	logger    serverLogger
 	addr      string
 	namespace string
 	lock      *dirLock
@@ -110,6 +111,9 @@ type Server struct {
 // answers and the namespace is usable. ctx bounds the whole start-up; the
 // server itself keeps running after ctx ends, until Stop.
 func Start(ctx context.Context, opts Options) (*Server, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	opts, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
@@ -153,16 +157,18 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		return nil, err
 	}
 
-	srv, err := newTemporalServer(opts, layout, sqlCfg)
+	logger := newServerLogger(opts.Logger, opts.LogLevel)
+	srv, err := newTemporalServer(opts, layout, sqlCfg, logger)
 	if err != nil {
 		return nil, err
 	}
 	if err := srv.Start(); err != nil {
-		_ = srv.Stop()
+		logger.mute()
 		return nil, fmt.Errorf("devserver: start temporal server: %w", err)
 	}
 	s := &Server{
 		srv:       srv,
+		logger:    logger,
 		addr:      net.JoinHostPort(dialHost(opts.Host), strconv.Itoa(layout.Frontend)),
 		namespace: opts.Namespace,
 		lock:      lock,
@@ -186,6 +192,7 @@ func (s *Server) Namespace() string { return s.namespace }
 // again returns the first call's result.
 func (s *Server) Stop() error {
 	s.stopOnce.Do(func() {
+		s.logger.mute()
 		s.stopErr = s.srv.Stop()
 		if s.lock != nil {
 			s.lock.release()
@@ -333,7 +340,7 @@ func dynamicConfig() dynamicconfig.StaticClient {
 	}
 }
 
-func newTemporalServer(opts Options, ports portLayout, sqlCfg *config.SQL) (temporal.Server, error) {
+func newTemporalServer(opts Options, ports portLayout, sqlCfg *config.SQL, logger serverLogger) (temporal.Server, error) {
 	const store = "sqlite-default"
 	frontendHost := dialHost(opts.Host)
 	frontendAddr := net.JoinHostPort(frontendHost, strconv.Itoa(ports.Frontend))
@@ -383,7 +390,6 @@ func newTemporalServer(opts Options, ports portLayout, sqlCfg *config.SQL) (temp
 	cfg.NamespaceDefaults.Archival.Visibility.State = "disabled"
 	cfg.PublicClient.HostPort = frontendAddr
 
-	logger := newServerLogger(opts.Logger, opts.LogLevel)
 	authorizer, err := authorization.GetAuthorizerFromConfig(&cfg.Global.Authorization)
 	if err != nil {
 		return nil, fmt.Errorf("devserver: authorizer: %w", err)

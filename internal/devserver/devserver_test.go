@@ -1,14 +1,18 @@
 package devserver
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,15 +39,34 @@ func greetWorkflow(ctx workflow.Context, name string) (string, error) {
 const wantGreeting = "hello, %s from greetActivity"
 
 func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	return slog.New(slog.NewTextHandler(newTWriter(t), &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
 // tWriter sends log output to t.Log, so that it shows only for failures
-// and -v.
-type tWriter struct{ t *testing.T }
+// and -v, until the test ends: background goroutines of SDK workers may
+// still log then, and t.Log would panic.
+type tWriter struct {
+	t    *testing.T
+	mu   sync.Mutex
+	done bool
+}
 
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
+func newTWriter(t *testing.T) *tWriter {
+	w := &tWriter{t: t}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		w.done = true
+		w.mu.Unlock()
+	})
+	return w
+}
+
+func (w *tWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
 	return len(p), nil
 }
 
@@ -59,15 +82,17 @@ func startServer(t *testing.T, opts Options) *Server {
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}
+	t.Cleanup(func() { _ = s.Stop() })
 	t.Logf("server on %s (namespace %s) ready in %v", s.FrontendAddr(), s.Namespace(), time.Since(begin).Round(time.Millisecond))
 	return s
 }
 
 // runner is an SDK client and a worker serving greetWorkflow on one task queue.
 type runner struct {
-	c  client.Client
-	w  worker.Worker
-	tq string
+	c     client.Client
+	w     worker.Worker
+	tq    string
+	close func()
 }
 
 func newRunner(t *testing.T, s *Server) *runner {
@@ -88,12 +113,13 @@ func newRunner(t *testing.T, s *Server) *runner {
 		c.Close()
 		t.Fatalf("start worker: %v", err)
 	}
-	return &runner{c: c, w: w, tq: tq}
-}
-
-func (r *runner) close() {
-	r.w.Stop()
-	r.c.Close()
+	r := &runner{c: c, w: w, tq: tq}
+	r.close = sync.OnceFunc(func() {
+		w.Stop()
+		c.Close()
+	})
+	t.Cleanup(r.close) // runs before the server's cleanup
+	return r
 }
 
 // greet runs greetWorkflow to completion and checks its result.
@@ -272,5 +298,98 @@ func TestLayout(t *testing.T) {
 	}
 	if layoutFrom(21000) != l {
 		t.Error("layout is not deterministic")
+	}
+}
+
+const helperDirEnv = "BATCHPIPE_DEVSERVER_HELPER_DIR"
+
+// TestHelperServerProcess is not a test: TestCrashRestart runs the test
+// binary again with it to hold a server in a separate process.
+func TestHelperServerProcess(t *testing.T) {
+	dir := os.Getenv(helperDirEnv)
+	if dir == "" {
+		t.Skip("helper process for TestCrashRestart")
+	}
+	s := startServer(t, Options{Dir: dir})
+	r := newRunner(t, s)
+	r.greet(t, "in-child", "child")
+	os.Stdout.WriteString("READY " + s.FrontendAddr() + "\n")
+	select {} // until killed
+}
+
+// TestCrashRestart runs a server in another process, checks that the state
+// directory is refused while that process holds it, kills the process and
+// restarts the server on the directory here.
+func TestCrashRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a second process")
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperServerProcess$")
+	cmd.Env = append(os.Environ(), helperDirEnv+"="+dir)
+	cmd.Stderr = newTWriter(t)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	killed := false
+	defer func() {
+		if !killed {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	}()
+	var addr string
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		if a, ok := strings.CutPrefix(sc.Text(), "READY "); ok {
+			addr = a
+			break
+		}
+	}
+	if addr == "" {
+		t.Fatalf("helper process exited before its server was ready: %v", sc.Err())
+	}
+	go func() { _, _ = io.Copy(io.Discard, out) }()
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s, err := Start(ctx, Options{Dir: dir, Logger: testLogger(t)})
+	if err == nil {
+		_ = s.Stop()
+		t.Fatal("Start succeeded on a state directory held by another process")
+	}
+	var inUse *InUseError
+	if !errors.As(err, &inUse) || inUse.PID != cmd.Process.Pid {
+		t.Fatalf("error %v, want an InUseError naming pid %d", err, cmd.Process.Pid)
+	}
+	t.Logf("refused as expected: %v", err)
+
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	killed = true
+
+	begin := time.Now()
+	s = startServer(t, Options{Dir: dir})
+	defer stopServer(t, s)
+	if s.FrontendAddr() != addr {
+		t.Fatalf("after the crash the frontend is on %s, before it was on %s", s.FrontendAddr(), addr)
+	}
+	r := newRunner(t, s)
+	defer r.close()
+	r.greet(t, "after-crash", "survivor")
+	t.Logf("restart after kill -9: Start to first completed workflow took %v", time.Since(begin).Round(time.Millisecond))
+
+	var got string
+	if err := r.c.GetWorkflow(ctx, "in-child", "").Get(ctx, &got); err != nil {
+		t.Fatalf("result of the workflow run by the killed process: %v", err)
+	}
+	if want := strings.Replace(wantGreeting, "%s", "child", 1); got != want {
+		t.Fatalf("workflow run by the killed process returned %q, want %q", got, want)
 	}
 }

@@ -3,6 +3,8 @@ package devserver
 import (
 	"context"
 	"log/slog"
+	"strings"
+	"sync/atomic"
 
 	"go.temporal.io/server/common/log"
 	"go.temporal.io/server/common/log/tag"
@@ -11,9 +13,15 @@ import (
 // serverLogger passes the Temporal server's log records at or above min to
 // a slog.Logger. Panic and fatal records are logged as errors: the server
 // must not end the process that embeds it.
+//
+// Once muted (Server.Stop sets it) it drops everything: a server shutting
+// down logs a burst of failed polls and canceled calls, and some of its
+// system workers are never stopped (upstream TODO in service/worker/scanner)
+// and would keep logging after Stop returns.
 type serverLogger struct {
-	log *slog.Logger
-	min slog.Leveler
+	log   *slog.Logger
+	min   slog.Leveler
+	muted *atomic.Bool
 }
 
 var (
@@ -21,8 +29,15 @@ var (
 	_ log.WithLogger = serverLogger{}
 )
 
+// ignoredMessages are server warnings that say nothing to a user of the
+// embedded server.
+var ignoredMessages = []string{
+	// The HTTP API (and Nexus over HTTP) is deliberately not served.
+	"HTTP API port has not been set",
+}
+
 func newServerLogger(l *slog.Logger, min slog.Leveler) serverLogger {
-	return serverLogger{log: l.With("component", "temporal-server"), min: min}
+	return serverLogger{log: l.With("component", "temporal-server"), min: min, muted: new(atomic.Bool)}
 }
 
 func (s serverLogger) Debug(msg string, tags ...tag.Tag)  { s.emit(slog.LevelDebug, msg, tags) }
@@ -35,25 +50,29 @@ func (s serverLogger) Fatal(msg string, tags ...tag.Tag)  { s.emit(slog.LevelErr
 
 // With returns a logger that adds tags to every record.
 func (s serverLogger) With(tags ...tag.Tag) log.Logger {
-	return serverLogger{log: s.log.With(attrsToAny(tags)...), min: s.min}
+	args := make([]any, len(tags))
+	for i, t := range tags {
+		args[i] = slog.Any(t.Key(), t.Value())
+	}
+	return serverLogger{log: s.log.With(args...), min: s.min, muted: s.muted}
 }
+
+// mute drops every later record of this logger and those derived from it.
+func (s serverLogger) mute() { s.muted.Store(true) }
 
 func (s serverLogger) emit(level slog.Level, msg string, tags []tag.Tag) {
 	ctx := context.Background()
-	if level < s.min.Level() || !s.log.Enabled(ctx, level) {
+	if s.muted.Load() || level < s.min.Level() || !s.log.Enabled(ctx, level) {
 		return
+	}
+	for _, ignored := range ignoredMessages {
+		if strings.HasPrefix(msg, ignored) {
+			return
+		}
 	}
 	attrs := make([]slog.Attr, len(tags))
 	for i, t := range tags {
 		attrs[i] = slog.Any(t.Key(), t.Value())
 	}
 	s.log.LogAttrs(ctx, level, msg, attrs...)
-}
-
-func attrsToAny(tags []tag.Tag) []any {
-	out := make([]any, len(tags))
-	for i, t := range tags {
-		out[i] = slog.Any(t.Key(), t.Value())
-	}
-	return out
 }
