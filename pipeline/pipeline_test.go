@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 	sdklog "go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/worker"
@@ -70,6 +71,14 @@ func testProcessors() *pipeline.Registry {
 	r.Register("echo", pipeline.ProcessorFunc(func(_ context.Context, in json.RawMessage) (json.RawMessage, error) { return in, nil }))
 	retried := map[string]bool{}
 	var mu = make(chan struct{}, 1)
+	r.Register("slow", pipeline.ProcessorFunc(func(ctx context.Context, in json.RawMessage) (json.RawMessage, error) {
+		select {
+		case <-time.After(20 * time.Millisecond):
+			return in, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}))
 	r.Register("flaky", pipeline.ProcessorFunc(func(_ context.Context, in json.RawMessage) (json.RawMessage, error) {
 		var v struct {
 			N     int  `json:"n"`
@@ -405,5 +414,57 @@ func TestMaxFailuresStopsBatch(t *testing.T) {
 	}
 	if m.Counts.Items >= 400 || m.Counts.Failed <= 5 {
 		t.Fatalf("counts %+v: want the batch stopped early with more than 5 failed", m.Counts)
+	}
+}
+
+func TestCancelWritesCanceledManifest(t *testing.T) {
+	ctx := context.Background()
+	o := smallOpts("slow", 10, 100)
+	o.Concurrency, o.ItemParallelism = 2, 1
+	store := fileStore(t)
+	done := make(chan *batch)
+	go func() { done <- runBatch(t, store, "cancel-me", makeItems(400, nil), o) }()
+	// Wait until some shards finished, then cancel.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		p, err := pipeline.QueryProgress(ctx, temporalClient, "cancel-me")
+		if err == nil && p.ShardsDone >= 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("batch made no progress")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := temporalClient.CancelWorkflow(ctx, "cancel-me", ""); err != nil {
+		t.Fatal(err)
+	}
+	bt := <-done
+	if bt.err == nil {
+		t.Fatal("a cancelled batch returned no error")
+	}
+	m := bt.manifest(t)
+	if m.Status != manifests.StatusCanceled || len(m.Results) < 3 || m.Counts.Items >= 400 {
+		t.Fatalf("status %s, %d results, counts %+v", m.Status, len(m.Results), m.Counts)
+	}
+	// What was written is intact and in order.
+	var next int64
+	for _, r := range m.Results {
+		for _, l := range decodeLines[manifests.ResultLine](t, readObject(t, bt.bucket, r.Key, r.Size, r.SHA256)) {
+			if l.Index != next || l.Status != manifests.ItemSucceeded {
+				t.Fatalf("line %+v, want index %d succeeded", l, next)
+			}
+			next++
+		}
+	}
+	// Every child was cancelled or had finished: none is left running.
+	resp, err := temporalClient.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
+		Query: "WorkflowId STARTS_WITH 'cancel-me/' AND ExecutionStatus = 'Running'",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(resp.Executions); n != 0 {
+		t.Fatalf("%d shard workflows still running after cancel", n)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -110,6 +111,10 @@ type Server struct {
 // Start starts an embedded Temporal server and returns once its frontend
 // answers and the namespace is usable. ctx bounds the whole start-up; the
 // server itself keeps running after ctx ends, until Stop.
+//
+// Start fails with an *InUseError (errors.Is(err, ErrStateDirInUse)) when
+// the state directory is held by another server, and with an error naming
+// the port and the directory when a port the directory remembers is taken.
 func Start(ctx context.Context, opts Options) (*Server, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -190,6 +195,11 @@ func (s *Server) Namespace() string { return s.namespace }
 
 // Stop shuts the server down and releases the state directory. Calling it
 // again returns the first call's result.
+//
+// The process keeps a few things of a stopped server: the SQLite
+// connection (the plugin pools connections for the life of the process) and
+// some idle system-worker goroutines that the Temporal server never stops.
+// Starting again on the same directory in the same process works.
 func (s *Server) Stop() error {
 	s.stopOnce.Do(func() {
 		s.logger.mute()
@@ -221,6 +231,10 @@ func (o Options) withDefaults() (Options, error) {
 		o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: o.LogLevel}))
 	}
 	if o.Dir != "" {
+		if strings.ContainsAny(o.Dir, "?#%") {
+			// The path becomes part of a SQLite URI.
+			return o, fmt.Errorf("devserver: state directory %q: the characters ? # %% are not supported", o.Dir)
+		}
 		abs, err := filepath.Abs(o.Dir)
 		if err != nil {
 			return o, fmt.Errorf("devserver: state directory: %w", err)

@@ -393,3 +393,37 @@ func TestCrashRestart(t *testing.T) {
 		t.Fatalf("workflow run by the killed process returned %q, want %q", got, want)
 	}
 }
+
+// TestInterruptedSchemaSetup checks that a database whose schema setup never
+// finished (the marker file is still there) is created again.
+func TestInterruptedSchemaSetup(t *testing.T) {
+	dir := t.TempDir()
+	dbPath := filepath.Join(dir, DatabaseFile)
+	if err := os.WriteFile(dbPath, []byte("half a database"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, schemaMarkerFile), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := prepareFileDatabase(dir)
+	if err != nil {
+		t.Fatalf("prepareFileDatabase: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, schemaMarkerFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("marker file still there after setup: %v", err)
+	}
+	if err := registerNamespace(cfg, "after-interrupted-setup"); err != nil {
+		t.Fatalf("database unusable after setup: %v", err)
+	}
+	// A complete database is left alone.
+	info, err := os.Stat(dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := prepareFileDatabase(dir); err != nil {
+		t.Fatalf("prepareFileDatabase on a complete database: %v", err)
+	}
+	if again, err := os.Stat(dbPath); err != nil || !os.SameFile(info, again) {
+		t.Errorf("complete database was replaced (%v)", err)
+	}
+}
