@@ -21,6 +21,21 @@ import (
 // the README's "Defaults" section for the measurements behind it.
 const DefaultShardSize = 1000
 
+// AutoShards is how many shards AutoShardSize aims at for large inputs:
+// few enough that child-workflow turnover (~25–30/s on the embedded
+// server) is a small part of the batch's time.
+const AutoShards = 250
+
+// AutoShardSize is the shard size used when none is given: DefaultShardSize,
+// grown for inputs over AutoShards*DefaultShardSize items so the batch has
+// about AutoShards shards. items is an estimate; 0 means unknown.
+func AutoShardSize(items int64) int {
+	if items <= AutoShards*DefaultShardSize {
+		return DefaultShardSize
+	}
+	return int((items + AutoShards - 1) / AutoShards)
+}
+
 // Staged describes a staged input; it is stored as input/index.json.
 type Staged struct {
 	BatchID   string    `json:"batch_id"`

@@ -140,13 +140,13 @@ func (c *connection) Close() {
 // connect dials the configured Temporal service, or, when none is
 // configured, starts the embedded server under .batchpipe/embedded and an
 // in-process worker on taskQueue.
-func connect(ctx context.Context, o *IO, taskQueue string, logger *slog.Logger) (*connection, error) {
+func connect(ctx context.Context, o *IO, taskQueue string, logger *slog.Logger, withWorker bool) (*connection, error) {
 	prof, err := temporalProfile(o)
 	if err != nil {
 		return nil, usagef("temporal configuration: %v", err)
 	}
 	if prof.Address == "" {
-		return connectEmbedded(ctx, o, taskQueue, logger)
+		return connectEmbedded(ctx, o, taskQueue, logger, withWorker)
 	}
 	opts, err := prof.ToClientOptions(envconfig.ToClientOptionsRequest{})
 	if err != nil {
@@ -162,7 +162,7 @@ func connect(ctx context.Context, o *IO, taskQueue string, logger *slog.Logger) 
 	return &connection{Client: c}, nil
 }
 
-func connectEmbedded(ctx context.Context, o *IO, taskQueue string, logger *slog.Logger) (*connection, error) {
+func connectEmbedded(ctx context.Context, o *IO, taskQueue string, logger *slog.Logger, withWorker bool) (*connection, error) {
 	srv, err := devserver.Start(ctx, devserver.Options{Dir: filepath.Join(o.stateDir(), "embedded"), Logger: logger, LogLevel: serverLogLevel(logger)})
 	if err != nil {
 		if errors.Is(err, devserver.ErrStateDirInUse) {
@@ -174,6 +174,9 @@ func connectEmbedded(ctx context.Context, o *IO, taskQueue string, logger *slog.
 	if err != nil {
 		srv.Stop()
 		return nil, err
+	}
+	if !withWorker {
+		return &connection{Client: c, Embedded: true, server: srv}, nil
 	}
 	w := pipeline.NewWorker(c, taskQueue, pipeline.WorkerOptions{Logger: logger})
 	if err := w.Start(); err != nil {

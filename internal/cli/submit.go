@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -41,6 +42,7 @@ type submitFlags struct {
 	itemAttempts int
 	itemPar      int
 	verbose      bool
+	shardSizeSet bool // --shard-size given: no automatic sizing
 }
 
 // Submit runs the submit command with args (without the program name) and
@@ -94,14 +96,16 @@ canceled, 2 bad usage or bad input.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			f.shardSizeSet = cmd.Flags().Changed("shard-size")
 			return runSubmit(cmd.Context(), o, f, args[0])
 		},
 	}
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	cmd.AddCommand(newStatusCommand(o), newCancelCommand(o), newListCommand(o))
 	fl := cmd.Flags()
 	fl.StringVar(&f.store, "store", "", "blob store URL (file:///dir, s3://bucket/prefix, minio://host:port/bucket/prefix); default file://$PWD/.batchpipe/blobs")
 	fl.StringVar(&f.processor, "processor", d.Processor, "processor to run on each item (built in: "+strings.Join(pipeline.DefaultRegistry.Names(), ", ")+")")
-	fl.IntVar(&f.shardSize, "shard-size", d.ShardSize, "items per shard (one child workflow each)")
+	fl.IntVar(&f.shardSize, "shard-size", d.ShardSize, "items per shard, one child workflow each (default: 1000, more for inputs over 250,000 items, keeping ~250 shards)")
 	fl.IntVar(&f.concurrency, "concurrency", d.Concurrency, "shards in flight at once")
 	fl.StringVar(&f.batchID, "batch-id", "", "batch id (default: input name + UTC time); reuse it to attach to or resume a batch")
 	fl.StringVar(&f.maxFailures, "max-failures", "", `stop the batch as failed once more than N items (or "N%" of items) failed; default: never`)
@@ -198,6 +202,9 @@ func runSubmit(ctx context.Context, o *IO, f *submitFlags, path string) error {
 	if err != nil {
 		return err
 	}
+	if !f.shardSizeSet {
+		opts.ShardSize = pipeline.AutoShardSize(countLines(o, path))
+	}
 	batchID := f.batchID
 	if batchID == "" {
 		batchID = defaultBatchID(path)
@@ -251,7 +258,7 @@ func runSubmit(ctx context.Context, o *IO, f *submitFlags, path string) error {
 	}
 	opts.ShardSize = staged.ShardSize
 
-	conn, err := connect(ctx, o, f.taskQueue, logger)
+	conn, err := connect(ctx, o, f.taskQueue, logger, true)
 	if err != nil {
 		return err
 	}
@@ -441,4 +448,30 @@ func waitWithProgress(ctx context.Context, o *IO, c client.Client, run client.Wo
 // quietSDKLogger bridges the SDK's logger to slog, dropping its info chatter.
 func quietSDKLogger(l *slog.Logger) sdklog.Logger {
 	return sdklog.NewStructuredLogger(l)
+}
+
+// countLines estimates the items of an uncompressed input file by counting
+// its newlines (a fast upper bound); 0 when it cannot tell cheaply (stdin,
+// compressed files).
+func countLines(o *IO, path string) int64 {
+	if path == "-" || strings.HasSuffix(path, ".gz") || strings.HasSuffix(path, ".zst") {
+		return 0
+	}
+	if !filepath.IsAbs(path) && o.Dir != "" {
+		path = filepath.Join(o.Dir, path)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	var n int64
+	for {
+		k, err := f.Read(buf)
+		n += int64(bytes.Count(buf[:k], []byte{'\n'}))
+		if err != nil {
+			return n
+		}
+	}
 }

@@ -1,0 +1,308 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/api/workflowservice/v1"
+
+	"github.com/batchpipe/batchpipe/blobstore"
+	"github.com/batchpipe/batchpipe/internal/devserver"
+	"github.com/batchpipe/batchpipe/manifests"
+	"github.com/batchpipe/batchpipe/pipeline"
+)
+
+// opsFlags are shared by the commands that act on existing batches.
+type opsFlags struct {
+	store     string
+	taskQueue string
+	json      bool
+	verbose   bool
+}
+
+func (f *opsFlags) register(cmd *cobra.Command, withJSON bool) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.store, "store", "", "blob store URL (default file://$PWD/.batchpipe/blobs)")
+	fl.StringVar(&f.taskQueue, "task-queue", pipeline.DefaultTaskQueue, "Temporal task queue the workers poll")
+	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log debug details")
+	if withJSON {
+		fl.BoolVar(&f.json, "json", false, "print JSON, for scripts")
+	}
+}
+
+func subcommand(use, short string, args cobra.PositionalArgs, run func(cmd *cobra.Command, args []string) error) *cobra.Command {
+	cmd := &cobra.Command{Use: use, Short: short, Args: usageArgs(args), SilenceUsage: true, SilenceErrors: true, RunE: run}
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	return cmd
+}
+
+// batchState is what status and list report for one batch.
+type batchState struct {
+	BatchID    string     `json:"batch_id"`
+	Status     string     `json:"status"` // running, staged, or a manifest status
+	Items      int64      `json:"items"`
+	Done       int64      `json:"done"`
+	Succeeded  int64      `json:"succeeded"`
+	Failed     int64      `json:"failed"`
+	Shards     int        `json:"shards,omitempty"`
+	InFlight   int        `json:"shards_in_flight,omitempty"`
+	Run        int        `json:"run,omitempty"`
+	Rate       float64    `json:"items_per_second,omitempty"`
+	ETASeconds float64    `json:"eta_seconds,omitempty"`
+	Started    *time.Time `json:"started_at,omitempty"`
+	Finished   *time.Time `json:"finished_at,omitempty"`
+	Manifest   string     `json:"manifest,omitempty"`
+}
+
+func fromManifest(m manifests.Manifest, key string) batchState {
+	s, f := m.StartedAt, m.FinishedAt
+	return batchState{BatchID: m.BatchID, Status: m.Status, Items: m.Input.Items, Done: m.Counts.Items,
+		Succeeded: m.Counts.Succeeded, Failed: m.Counts.Failed, Shards: m.Input.Shards, Started: &s, Finished: &f, Manifest: key}
+}
+
+func fromProgress(p pipeline.Progress) batchState {
+	st := batchState{BatchID: p.BatchID, Status: "running", Items: p.Items, Done: p.Done, Succeeded: p.Succeeded,
+		Failed: p.Failed, Shards: p.Shards, InFlight: p.InFlight, Run: p.Run}
+	if !p.StartedAt.IsZero() {
+		s := p.StartedAt
+		st.Started = &s
+		if el := time.Since(s).Seconds(); el > 0 && p.Done > 0 {
+			st.Rate = float64(p.Done) / el
+			st.ETASeconds = float64(p.Items-p.Done) / st.Rate
+		}
+	}
+	return st
+}
+
+// opsConnect connects without running a worker: status and cancel must not
+// start processing a batch of the embedded server.
+func opsConnect(ctx context.Context, o *IO, f *opsFlags) (*connection, error) {
+	conn, err := connect(ctx, o, f.taskQueue, newLogger(o.Stderr, f.verbose), false)
+	if errors.Is(err, devserver.ErrStateDirInUse) {
+		return nil, fmt.Errorf("the embedded server in %s is in use by a running submit; its batch is running there (ask again when it ends, or use `worker --dev`)", o.stateDir())
+	}
+	return conn, err
+}
+
+// lookupBatch finds a batch by id: its manifest if finished, else its
+// progress from Temporal. An id known to neither is a usage error.
+func lookupBatch(ctx context.Context, o *IO, f *opsFlags, b blobstore.Bucket, id string) (batchState, error) {
+	if err := manifests.ValidateBatchID(id); err != nil {
+		return batchState{}, usageError{err}
+	}
+	conn, cerr := opsConnect(ctx, o, f)
+	if cerr == nil {
+		defer conn.Close()
+		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		p, err := pipeline.QueryProgress(qctx, conn.Client, id)
+		cancel()
+		if err == nil {
+			if desc, derr := conn.Client.DescribeWorkflowExecution(ctx, id, ""); derr == nil && desc.WorkflowExecutionInfo.GetCloseTime() == nil {
+				return fromProgress(p), nil
+			}
+		}
+	}
+	m, err := readManifest(ctx, b, id)
+	if err == nil {
+		return fromManifest(m, blobstore.Prefix(b)+manifests.ManifestKey(id)), nil
+	}
+	if !errors.Is(err, blobstore.ErrNotFound) {
+		return batchState{}, err
+	}
+	if st, err := pipeline.ReadStaged(ctx, b, id); err == nil {
+		return batchState{BatchID: id, Status: "staged", Items: st.Items, Shards: st.Shards}, nil
+	}
+	if cerr != nil {
+		return batchState{}, fmt.Errorf("batch %s has no manifest in %s and Temporal cannot be asked: %w", id, b.URL(), cerr)
+	}
+	return batchState{}, usagef("unknown batch %q: no such batch in %s or on Temporal", id, b.URL())
+}
+
+func newStatusCommand(o *IO) *cobra.Command {
+	f := &opsFlags{}
+	cmd := subcommand("status ID", "Show a batch's progress (running) or its manifest's status and counts (finished)", cobra.ExactArgs(1),
+		func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			b, _, err := openStore(ctx, o, f.store)
+			if err != nil {
+				return err
+			}
+			defer b.Close()
+			st, err := lookupBatch(ctx, o, f, b, args[0])
+			if err != nil {
+				return err
+			}
+			if f.json {
+				enc := json.NewEncoder(o.Stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			fmt.Fprintf(o.Stdout, "batch %s: %s\n", st.BatchID, st.Status)
+			fmt.Fprintf(o.Stdout, "items: %d/%d done, %d succeeded, %d failed\n", st.Done, st.Items, st.Succeeded, st.Failed)
+			if st.Status == "running" {
+				fmt.Fprintf(o.Stdout, "shards: %d in flight of %d, run %d, %.0f items/s, ETA %s\n",
+					st.InFlight, st.Shards, st.Run, st.Rate, (time.Duration(st.ETASeconds) * time.Second).String())
+			}
+			if st.Manifest != "" {
+				fmt.Fprintf(o.Stdout, "manifest: %s\n", st.Manifest)
+			}
+			return nil
+		})
+	f.register(cmd, true)
+	return cmd
+}
+
+func newCancelCommand(o *IO) *cobra.Command {
+	f := &opsFlags{}
+	cmd := subcommand("cancel ID", "Cancel a running batch and its children; it ends with a canceled manifest", cobra.ExactArgs(1),
+		func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			id := args[0]
+			if err := manifests.ValidateBatchID(id); err != nil {
+				return usageError{err}
+			}
+			b, _, err := openStore(ctx, o, f.store)
+			if err != nil {
+				return err
+			}
+			defer b.Close()
+			conn, err := opsConnect(ctx, o, f)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			desc, err := conn.Client.DescribeWorkflowExecution(ctx, id, "")
+			var nf *serviceerror.NotFound
+			if errors.As(err, &nf) {
+				return usagef("unknown batch %q: no such workflow on Temporal", id)
+			}
+			if err != nil {
+				return err
+			}
+			if desc.WorkflowExecutionInfo.GetCloseTime() != nil {
+				return usagef("batch %s is not running (it ended as %s)", id, strings.ToLower(desc.WorkflowExecutionInfo.GetStatus().String()))
+			}
+			if err := conn.Client.CancelWorkflow(ctx, id, ""); err != nil {
+				return err
+			}
+			fmt.Fprintf(o.Stderr, "cancel requested for batch %s; waiting for its children to stop\n", id)
+			if conn.Embedded {
+				// Only a worker writes the canceled manifest; with the
+				// embedded server that worker is this process.
+				conn.Close()
+				conn, err = connect(ctx, o, f.taskQueue, newLogger(o.Stderr, f.verbose), true)
+				if err != nil {
+					return err
+				}
+				defer conn.Close()
+			}
+			_ = conn.Client.GetWorkflow(ctx, id, "").Get(ctx, nil)
+			m, err := readManifest(ctx, b, id)
+			if err != nil {
+				return fmt.Errorf("batch %s was canceled but its manifest cannot be read: %w", id, err)
+			}
+			printSummary(o, b, m, 0)
+			return nil
+		})
+	f.register(cmd, false)
+	return cmd
+}
+
+func newListCommand(o *IO) *cobra.Command {
+	f := &opsFlags{}
+	cmd := subcommand("list", "List batches known to the store and to Temporal", cobra.NoArgs,
+		func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			b, _, err := openStore(ctx, o, f.store)
+			if err != nil {
+				return err
+			}
+			defer b.Close()
+			states := map[string]batchState{}
+			// Finished and staged batches, from the store.
+			for a, err := range b.List(ctx, "batches/") {
+				if err != nil {
+					return err
+				}
+				id, rest, _ := strings.Cut(strings.TrimPrefix(a.Key, "batches/"), "/")
+				switch rest {
+				case "manifest.json":
+					m, err := readManifest(ctx, b, id)
+					if err != nil {
+						return err
+					}
+					states[id] = fromManifest(m, blobstore.Prefix(b)+a.Key)
+				case "input/index.json":
+					if _, ok := states[id]; !ok {
+						if st, err := pipeline.ReadStaged(ctx, b, id); err == nil {
+							states[id] = batchState{BatchID: id, Status: "staged", Items: st.Items, Shards: st.Shards}
+						}
+					}
+				}
+			}
+			// Running batches, from Temporal.
+			if conn, err := opsConnect(ctx, o, f); err != nil {
+				fmt.Fprintf(o.Stderr, "note: running batches not listed: %v\n", err)
+			} else {
+				defer conn.Close()
+				resp, err := conn.Client.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
+					Query: fmt.Sprintf("WorkflowType = '%s' AND ExecutionStatus = 'Running'", pipeline.BatchWorkflowName),
+				})
+				if err != nil {
+					fmt.Fprintf(o.Stderr, "note: running batches not listed: %v\n", err)
+				} else {
+					for _, e := range resp.Executions {
+						id := e.GetExecution().GetWorkflowId()
+						qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+						p, err := pipeline.QueryProgress(qctx, conn.Client, id)
+						cancel()
+						if err != nil {
+							states[id] = batchState{BatchID: id, Status: "running"}
+							continue
+						}
+						states[id] = fromProgress(p)
+					}
+				}
+			}
+			ids := slices.Sorted(func(yield func(string) bool) {
+				for id := range states {
+					if !yield(id) {
+						return
+					}
+				}
+			})
+			if f.json {
+				var list []batchState
+				for _, id := range ids {
+					list = append(list, states[id])
+				}
+				enc := json.NewEncoder(o.Stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(list)
+			}
+			tw := tabwriter.NewWriter(o.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "BATCH\tSTATUS\tITEMS\tFAILED\tSTARTED\tFINISHED")
+			for _, id := range ids {
+				s := states[id]
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\n", id, s.Status, s.Items, s.Failed, fmtTime(s.Started), fmtTime(s.Finished))
+			}
+			return tw.Flush()
+		})
+	f.register(cmd, true)
+	return cmd
+}
+
+func fmtTime(t *time.Time) string {
+	if t == nil || t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
