@@ -46,6 +46,9 @@ type Manifest struct {
 	FinishedAt time.Time `json:"finished_at"`
 	Results    []Result  `json:"results"`
 	Failures   *Failures `json:"failures"`
+	// Redrives counts the redrives that re-ran failed items; this manifest
+	// supersedes the earlier ones.
+	Redrives int `json:"redrives,omitempty"`
 }
 
 // Input describes what the batch read.
@@ -128,6 +131,15 @@ func InputIndexKey(batchID string) string { return BatchPrefix(batchID) + "input
 func ResultKey(batchID string, shard int) string {
 	return fmt.Sprintf("%sresults/%06d.jsonl.zst", BatchPrefix(batchID), shard)
 }
+
+// RedriveResultKey is the result object of a shard re-run by redrive n; it
+// replaces ResultKey (or an earlier redrive's) in the new manifest.
+func RedriveResultKey(batchID string, shard, n int) string {
+	return fmt.Sprintf("%sresults/%06d.r%d.jsonl.zst", BatchPrefix(batchID), shard, n)
+}
+
+// BatchSpecKey holds the batch's start parameters, for redrive.
+func BatchSpecKey(batchID string) string { return BatchPrefix(batchID) + "batch.json" }
 
 // ShardFailuresKey holds one shard's failed items until the batch's
 // failures object is assembled from them.

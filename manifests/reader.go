@@ -110,9 +110,6 @@ func SplitManifestURL(manifestURL string) (storeURL, batchID string, err error) 
 	}
 	batchID = rest[slash+1:]
 	root, ok := strings.CutSuffix(rest[:slash], "/batches")
-	if !ok && rest[:slash] == "batches" { // opaque or host-relative forms
-		root, ok = "", true
-	}
 	if !ok {
 		return "", "", bad("no batches/<id>/ before manifest.json")
 	}
@@ -250,36 +247,59 @@ func (b *Batch) Failures(ctx context.Context) iter.Seq2[FailureLine, error] {
 
 var errStop = errors.New("stop")
 
+// storeError is an error of the store (opening or reading an object), as
+// opposed to one of the object's contents.
+type storeError struct{ err error }
+
+func (e *storeError) Error() string { return e.err.Error() }
+func (e *storeError) Unwrap() error { return e.err }
+
+// errReader keeps the first error of its source other than io.EOF.
+type errReader struct {
+	r   io.Reader
+	err error
+}
+
+func (e *errReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF && e.err == nil {
+		e.err = err
+	}
+	return n, err
+}
+
 // readLines opens the object at manifest key key and calls next until it
-// returns io.EOF (the end, no error) or another error, which is returned
-// prefixed with the key (errStop is returned as is).
+// returns io.EOF (the end: readLines returns nil) or another error, which is
+// returned prefixed with the key; errStop is returned as is. Errors opening
+// or reading the object are *storeError.
 func (b *Batch) readLines(ctx context.Context, key string, next func(*zjsonl.Reader) error) error {
 	rel, err := b.RelativeKey(key)
 	if err != nil {
 		return err
 	}
-	r, err := b.bucket.NewReader(ctx, rel)
+	rc, err := b.bucket.NewReader(ctx, rel)
 	if err != nil {
 		if errors.Is(err, blobstore.ErrNotFound) {
-			return fmt.Errorf("%s: listed in the manifest but missing from %s: %w", key, b.bucket.URL(), err)
+			return &storeError{fmt.Errorf("%s: listed in the manifest but missing from %s: %w", key, b.bucket.URL(), err)}
 		}
-		return fmt.Errorf("%s: %w", key, err)
+		return &storeError{fmt.Errorf("%s: %w", key, err)}
 	}
-	defer r.Close()
-	zr, err := zjsonl.NewReader(r)
-	if err != nil {
-		return fmt.Errorf("%s: %w", key, err)
-	}
-	defer zr.Close()
-	for {
-		err := next(zr)
-		switch {
-		case err == io.EOF:
-			return nil
-		case err == errStop:
-			return err
-		case err != nil:
-			return fmt.Errorf("%s: %w", key, err)
+	defer rc.Close()
+	src := &errReader{r: rc}
+	zr, err := zjsonl.NewReader(src)
+	if err == nil {
+		defer zr.Close()
+		for err == nil {
+			err = next(zr)
 		}
 	}
+	switch {
+	case err == io.EOF:
+		return nil
+	case err == errStop:
+		return err
+	case src.err != nil:
+		return &storeError{fmt.Errorf("%s: reading: %w", key, src.err)}
+	}
+	return fmt.Errorf("%s: %w", key, err)
 }

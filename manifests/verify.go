@@ -137,10 +137,10 @@ func (b *Batch) verifyManifest() ([]Result, error) {
 		case !isSHA256(r.SHA256):
 			return nil, entry("sha256 %q is not 64 hex digits", r.SHA256)
 		case r.FirstIndex < next:
-			return nil, entry("first_index %d overlaps the previous object, which ends at index %d: indexes %d..%d would be listed twice",
-				r.FirstIndex, next-1, r.FirstIndex, min(next, r.FirstIndex+r.Items)-1)
+			return nil, entry("first_index %d overlaps the previous object, which ends at index %d: %s listed twice",
+				r.FirstIndex, next-1, indexes(r.FirstIndex, min(next, r.FirstIndex+r.Items)-1))
 		case r.FirstIndex > next && complete:
-			return nil, entry("first_index %d, want %d: indexes %d..%d are in no result object", r.FirstIndex, next, next, r.FirstIndex-1)
+			return nil, entry("first_index %d, want %d: %s in no result object", r.FirstIndex, next, indexes(next, r.FirstIndex-1))
 		}
 		next = r.FirstIndex + r.Items
 		tot.Items += r.Items
@@ -158,6 +158,15 @@ func (b *Batch) verifyManifest() ([]Result, error) {
 			tot.Items, tot.Succeeded, tot.Failed, c.Items, c.Succeeded, c.Failed)
 	}
 	return m.Results, nil
+}
+
+// indexes names the range first..last with its verb: "index 4 is",
+// "indexes 4..9 are".
+func indexes(first, last int64) string {
+	if first == last {
+		return fmt.Sprintf("index %d is", first)
+	}
+	return fmt.Sprintf("indexes %d..%d are", first, last)
 }
 
 func isSHA256(s string) bool {
@@ -194,6 +203,9 @@ func (b *Batch) verifyResults(ctx context.Context, results []Result) ([][32]byte
 	go func() {
 		defer close(queue)
 		for _, r := range results {
+			if ctx.Err() != nil {
+				return
+			}
 			s := &slot{done: make(chan struct{})}
 			select {
 			case queue <- s:
@@ -356,10 +368,8 @@ func checkResultLines(src io.Reader, r Result, digest failedDigest) *VerifyError
 			return bad(nil, "line %d: duplicate index %d (want %d)", line, *l.Index, want)
 		case *l.Index < want:
 			return bad(nil, "line %d: index %d is before this object's first_index %d (listed twice or out of order)", line, *l.Index, r.FirstIndex)
-		case *l.Index > want && *l.Index == want+1:
-			return bad(nil, "line %d: index %d, want %d: index %d is missing", line, *l.Index, want, want)
 		case *l.Index > want:
-			return bad(nil, "line %d: index %d, want %d: indexes %d..%d are missing", line, *l.Index, want, want, *l.Index-1)
+			return bad(nil, "line %d: index %d, want %d: %s missing", line, *l.Index, want, indexes(want, *l.Index-1))
 		}
 		switch l.Status {
 		case ItemSucceeded:
@@ -376,8 +386,7 @@ func checkResultLines(src io.Reader, r Result, digest failedDigest) *VerifyError
 		n++
 	}
 	if n != r.Items {
-		return bad(nil, "%d lines but the manifest lists %d items: indexes %d..%d are missing",
-			n, r.Items, r.FirstIndex+n, r.FirstIndex+r.Items-1)
+		return bad(nil, "%d lines but the manifest lists %d items: %s missing", n, r.Items, indexes(r.FirstIndex+n, r.FirstIndex+r.Items-1))
 	}
 	if succeeded != r.Succeeded || failed != r.Failed {
 		return bad(nil, "%d succeeded and %d failed lines, but the manifest lists %d succeeded and %d failed",
@@ -432,6 +441,8 @@ func (b *Batch) verifyFailures(ctx context.Context, digests [][32]byte) error {
 		line := zr.Line()
 		lines++
 		switch {
+		case l.Index < 0:
+			return &VerifyError{Key: f.Key, Problem: fmt.Sprintf("line %d: negative index %d", line, l.Index)}
 		case l.Index <= last:
 			return &VerifyError{Key: f.Key, Problem: fmt.Sprintf("line %d: index %d comes after index %d: failed items must be listed once each, in input order", line, l.Index, last)}
 		case len(l.Input) == 0 || string(l.Input) == "null":
@@ -454,16 +465,17 @@ func (b *Batch) verifyFailures(ctx context.Context, digests [][32]byte) error {
 	})
 	if err != nil {
 		var ve *VerifyError
+		var se *storeError
 		switch {
 		case errors.As(err, &ve):
 			return ve
 		case errors.Is(err, blobstore.ErrNotFound):
 			return &VerifyError{Key: f.Key, Err: err,
 				Problem: fmt.Sprintf("missing: the manifest lists it but %s has no such object", b.bucket.URL())}
-		case ctx.Err() == nil && isDecodeError(err):
-			return &VerifyError{Key: f.Key, Err: err, Problem: fmt.Sprintf("does not decode as zstd JSON lines of failed items after %d lines: %v", lines, errors.Unwrap(err))}
+		case errors.As(err, &se):
+			return err
 		}
-		return err
+		return &VerifyError{Key: f.Key, Err: err, Problem: fmt.Sprintf("does not decode as zstd JSON lines of failed items after %d lines: %v", lines, errors.Unwrap(err))}
 	}
 	for ; j < len(results); j++ {
 		if err := finish(); err != nil {
@@ -474,13 +486,6 @@ func (b *Batch) verifyFailures(ctx context.Context, digests [][32]byte) error {
 		return bad("%d lines, but failures.items is %d", lines, f.Items)
 	}
 	return nil
-}
-
-// isDecodeError tells a decoding error from readLines (prefixed with the key)
-// apart from a store error.
-func isDecodeError(err error) bool {
-	var be *blobstore.Error
-	return !errors.As(err, &be)
 }
 
 // diagnoseFailures reads result object r again to say how the failures

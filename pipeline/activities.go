@@ -23,8 +23,9 @@ import (
 )
 
 const (
-	activityProcessShard = "ProcessShard"
-	activityFinalize     = "FinalizeBatch"
+	activityProcessShard    = "ProcessShard"
+	activityFinalize        = "FinalizeBatch"
+	activityShardsToRedrive = "ShardsToRedrive"
 	// errTypeBadShard marks a shard no retry can fix (unknown processor,
 	// corrupt input shard).
 	errTypeBadShard = "BadShard"
@@ -121,12 +122,33 @@ func (a *Activities) ProcessShard(ctx context.Context, in ShardInput) (ShardResu
 	}
 
 	lines := make([]manifests.ResultLine, len(items))
+	todo := make([]int, 0, len(items)) // items to process: all, or a redrive's failed ones
+	resultKey := manifests.ResultKey(in.BatchID, in.Shard)
+	if in.Redrive > 0 {
+		resultKey = manifests.RedriveResultKey(in.BatchID, in.Shard, in.Redrive)
+		prev, err := readPreviousLines(ctx, b, in)
+		if err != nil {
+			return ShardResult{}, err
+		}
+		if prev != nil {
+			copy(lines, prev)
+		}
+		for i := range items {
+			if prev == nil || lines[i].Status != manifests.ItemSucceeded {
+				todo = append(todo, i)
+			}
+		}
+	} else {
+		for i := range items {
+			todo = append(todo, i)
+		}
+	}
 	var done sync.WaitGroup
 	var finished int64
 	var mu sync.Mutex
 	next := make(chan int)
 	par := max(1, in.Options.ItemParallelism)
-	for range min(par, len(items)) {
+	for range min(par, len(todo)) {
 		done.Add(1)
 		go func() {
 			defer done.Done()
@@ -145,7 +167,7 @@ func (a *Activities) ProcessShard(ctx context.Context, in ShardInput) (ShardResu
 		return finished
 	})
 feed:
-	for i := range items {
+	for _, i := range todo {
 		select {
 		case next <- i:
 		case <-ctx.Done():
@@ -160,7 +182,6 @@ feed:
 	}
 
 	rec := shardReceipt{Shard: in.Shard, FirstIndex: in.FirstIndex, Items: int64(len(items))}
-	resultKey := manifests.ResultKey(in.BatchID, in.Shard)
 	bw := blobstore.NewWriter(ctx, b, resultKey)
 	zw := zjsonl.NewWriter(bw)
 	var failures []manifests.FailureLine
@@ -201,6 +222,96 @@ feed:
 	}
 	log.Debug("shard done", "items", rec.Items, "failed", rec.Failed)
 	return ShardResult{Key: rec.Key, Items: rec.Items, Succeeded: rec.Succeeded, Failed: rec.Failed, Size: rec.Size, SHA256: rec.SHA256}, nil
+}
+
+// readPreviousLines returns the committed result lines of a shard a redrive
+// re-runs, or nil when the shard never committed results.
+func readPreviousLines(ctx context.Context, b blobstore.Bucket, in ShardInput) ([]manifests.ResultLine, error) {
+	rec, err := readReceipt(ctx, b, manifests.ShardReceiptKey(in.BatchID, in.Shard))
+	if errors.Is(err, blobstore.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	key, ok := strings.CutPrefix(rec.Key, blobstore.Prefix(b))
+	if !ok {
+		return nil, badShard("receipt of shard %d names %s, outside the store's prefix", in.Shard, rec.Key)
+	}
+	r, err := b.NewReader(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	zr, err := zjsonl.NewReader(r)
+	if err != nil {
+		return nil, err
+	}
+	defer zr.Close()
+	lines := make([]manifests.ResultLine, 0, in.Items)
+	for {
+		var l manifests.ResultLine
+		err := zr.Decode(&l)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", key, err)
+		}
+		lines = append(lines, l)
+	}
+	if len(lines) != in.Items {
+		return nil, badShard("%s holds %d lines, want %d", key, len(lines), in.Items)
+	}
+	return lines, nil
+}
+
+func readReceipt(ctx context.Context, b blobstore.Bucket, key string) (shardReceipt, error) {
+	var rec shardReceipt
+	data, err := blobstore.ReadAll(ctx, b, key)
+	if err != nil {
+		return rec, err
+	}
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return rec, fmt.Errorf("%s: %w", key, err)
+	}
+	return rec, nil
+}
+
+// ShardsToRedrive lists the shards in [From, To) with failed items or no
+// committed results.
+func (a *Activities) ShardsToRedrive(ctx context.Context, q RedriveQuery) ([]int, error) {
+	b, err := a.Stores.Open(ctx, q.Store)
+	if err != nil {
+		return nil, err
+	}
+	need := make([]bool, max(0, q.To-q.From))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for i := range need {
+		g.Go(func() error {
+			rec, err := readReceipt(gctx, b, manifests.ShardReceiptKey(q.BatchID, q.From+i))
+			switch {
+			case errors.Is(err, blobstore.ErrNotFound):
+				need[i] = true
+			case err != nil:
+				return err
+			default:
+				need[i] = rec.Failed > 0
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	shards := []int{}
+	for i, n := range need {
+		if n {
+			shards = append(shards, q.From+i)
+		}
+	}
+	return shards, nil
 }
 
 // heartbeatEvery records a heartbeat with details() every interval until
@@ -370,7 +481,8 @@ func (a *Activities) Finalize(ctx context.Context, in FinalizeInput) (BatchResul
 		Store:     bin.Store,
 		Input:     manifests.Input{Source: bin.Source, Items: bin.Items, Shards: bin.Shards, ShardSize: bin.Options.ShardSize},
 		StartedAt: in.StartedAt.UTC(), FinishedAt: time.Now().UTC(),
-		Results: []manifests.Result{},
+		Results:  []manifests.Result{},
+		Redrives: bin.Redrive,
 	}
 	var parts []string
 	for _, r := range receipts {
@@ -425,12 +537,9 @@ func readReceipts(ctx context.Context, b blobstore.Bucket, batchID string, shard
 	g.SetLimit(16)
 	for i, k := range keys {
 		g.Go(func() error {
-			data, err := blobstore.ReadAll(gctx, b, k)
-			if err != nil {
+			var err error
+			if receipts[i], err = readReceipt(gctx, b, k); err != nil {
 				return err
-			}
-			if err := json.Unmarshal(data, &receipts[i]); err != nil {
-				return fmt.Errorf("%s: %w", k, err)
 			}
 			if i%100 == 0 {
 				activity.RecordHeartbeat(ctx, i)

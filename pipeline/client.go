@@ -1,13 +1,18 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"time"
 
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
+
+	"github.com/batchpipe/batchpipe/blobstore"
+	"github.com/batchpipe/batchpipe/manifests"
 )
 
 // DefaultOptions are the knobs a batch gets unless told otherwise; the
@@ -56,4 +61,36 @@ func QueryProgress(ctx context.Context, c client.Client, batchID string) (Progre
 		return p, err
 	}
 	return p, v.Get(&p)
+}
+
+// StartRedrive starts a redrive of a finished batch: spec is the batch as it
+// was first started (see manifests.BatchSpecKey) and n the redrive's number.
+// It fails if the batch is running.
+func StartRedrive(ctx context.Context, c client.Client, taskQueue string, spec BatchInput, n int) (client.WorkflowRun, error) {
+	spec.Redrive, spec.Cursor = n, nil
+	return c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID:                       spec.BatchID,
+		TaskQueue:                taskQueue,
+		WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
+		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
+	}, BatchWorkflowName, spec)
+}
+
+// SaveSpec stores the batch's start parameters, so it can be redriven.
+func SaveSpec(ctx context.Context, b blobstore.Bucket, in BatchInput) error {
+	data, err := json.MarshalIndent(in, "", "  ")
+	if err != nil {
+		return err
+	}
+	return b.Put(ctx, manifests.BatchSpecKey(in.BatchID), bytes.NewReader(data))
+}
+
+// ReadSpec reads what SaveSpec stored.
+func ReadSpec(ctx context.Context, b blobstore.Bucket, batchID string) (BatchInput, error) {
+	var in BatchInput
+	data, err := blobstore.ReadAll(ctx, b, manifests.BatchSpecKey(batchID))
+	if err != nil {
+		return in, err
+	}
+	return in, json.Unmarshal(data, &in)
 }

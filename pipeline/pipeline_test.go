@@ -79,6 +79,14 @@ func testProcessors() *pipeline.Registry {
 			return nil, ctx.Err()
 		}
 	}))
+	r.Register("gate", pipeline.ProcessorFunc(func(_ context.Context, in json.RawMessage) (json.RawMessage, error) {
+		var v struct{ Gated bool }
+		json.Unmarshal(in, &v)
+		if v.Gated && gateClosed.Load() {
+			return nil, pipeline.Permanent(errors.New("gate closed"))
+		}
+		return in, nil
+	}))
 	r.Register("flaky", pipeline.ProcessorFunc(func(_ context.Context, in json.RawMessage) (json.RawMessage, error) {
 		var v struct {
 			N     int  `json:"n"`
@@ -110,6 +118,9 @@ func testProcessors() *pipeline.Registry {
 }
 
 var queueSeq atomic.Int64
+
+// gateClosed makes the "gate" processor fail items marked "gated".
+var gateClosed atomic.Bool
 
 // startWorker runs a worker on a fresh task queue for one test.
 func startWorker(t *testing.T) string {
@@ -147,6 +158,7 @@ type batch struct {
 	bucket blobstore.Bucket
 	input  []byte
 	opts   pipeline.Options
+	tq     string
 	run    client.WorkflowRun
 	result pipeline.BatchResult
 	err    error
@@ -171,7 +183,7 @@ func runBatch(t *testing.T, storeURL, id string, input []byte, opts pipeline.Opt
 	if err != nil {
 		t.Fatal(err)
 	}
-	bt := &batch{id: id, store: storeURL, bucket: b, input: input, opts: opts}
+	bt := &batch{id: id, store: storeURL, bucket: b, input: input, opts: opts, tq: tq}
 	bt.run, err = pipeline.Start(ctx, temporalClient, tq, pipeline.BatchInput{
 		BatchID: id, Store: storeURL, Source: st.Source, Items: st.Items, Shards: st.Shards, Options: opts,
 	})
@@ -467,4 +479,104 @@ func TestCancelWritesCanceledManifest(t *testing.T) {
 	if n := len(resp.Executions); n != 0 {
 		t.Fatalf("%d shard workflows still running after cancel", n)
 	}
+}
+
+func TestRedriveRerunsOnlyFailedItems(t *testing.T) {
+	ctx := context.Background()
+	gateClosed.Store(true)
+	defer gateClosed.Store(false)
+	input := makeItems(300, func(i int) string {
+		if i%37 == 5 {
+			return `,"gated":true`
+		}
+		return ""
+	})
+	o := smallOpts("gate", 20, 4)
+	bt := runBatch(t, fileStore(t), "redrive", input, o)
+	if bt.err != nil {
+		t.Fatal(bt.err)
+	}
+	m1 := bt.manifest(t)
+	if m1.Status != manifests.StatusCompletedWithFailures || m1.Counts.Failed != 8 {
+		t.Fatalf("first run: %s %+v", m1.Status, m1.Counts)
+	}
+	spec := pipeline.BatchInput{BatchID: bt.id, Store: bt.store, Source: m1.Input.Source, Items: m1.Input.Items, Shards: m1.Input.Shards, Options: o}
+	gateClosed.Store(false)
+	run, err := pipeline.StartRedrive(ctx, temporalClient, bt.tq, spec, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := run.Get(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	m2 := bt.manifest(t)
+	if m2.Status != manifests.StatusSucceeded || m2.Redrives != 1 || m2.Failures != nil {
+		t.Fatalf("after redrive: %s, redrives %d, failures %+v", m2.Status, m2.Redrives, m2.Failures)
+	}
+	checkAgainstInput(t, bt, m2, echo)
+	// Only shards with failures got new objects; the others are unchanged.
+	changed := 0
+	for i, r := range m2.Results {
+		if r.Key != m1.Results[i].Key {
+			changed++
+			if !strings.Contains(r.Key, ".r1.") {
+				t.Fatalf("redriven shard key %s", r.Key)
+			}
+		} else if r.SHA256 != m1.Results[i].SHA256 {
+			t.Fatalf("shard %d was rewritten though it had no failures", i)
+		}
+	}
+	shardsWithFailures := 0
+	for _, r := range m1.Results {
+		if r.Failed > 0 {
+			shardsWithFailures++
+		}
+	}
+	if changed != shardsWithFailures {
+		t.Fatalf("%d shards rewritten, %d had failures", changed, shardsWithFailures)
+	}
+	// Succeeded items were not re-run: their lines are the same bytes.
+	for _, r := range m2.Results {
+		for _, l := range decodeLines[manifests.ResultLine](t, readObject(t, bt.bucket, r.Key, r.Size, r.SHA256)) {
+			if l.Attempts != 1 {
+				t.Fatalf("item %d has %d attempts", l.Index, l.Attempts)
+			}
+		}
+	}
+}
+
+func TestCancelThenRedriveCoversEveryItem(t *testing.T) {
+	ctx := context.Background()
+	o := smallOpts("slow", 10, 7)
+	o.Concurrency, o.ItemParallelism = 2, 1
+	store := fileStore(t)
+	done := make(chan *batch)
+	go func() { done <- runBatch(t, store, "cancel-redrive", makeItems(300, nil), o) }()
+	for {
+		p, err := pipeline.QueryProgress(ctx, temporalClient, "cancel-redrive")
+		if err == nil && p.ShardsDone >= 2 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	temporalClient.CancelWorkflow(ctx, "cancel-redrive", "")
+	bt := <-done
+	m1 := bt.manifest(t)
+	if m1.Status != manifests.StatusCanceled || m1.Counts.Items >= 300 {
+		t.Fatalf("after cancel: %s %+v", m1.Status, m1.Counts)
+	}
+	o.Concurrency, o.ItemParallelism = 8, 8
+	spec := pipeline.BatchInput{BatchID: bt.id, Store: store, Source: m1.Input.Source, Items: 300, Shards: 30, Options: o}
+	run, err := pipeline.StartRedrive(ctx, temporalClient, bt.tq, spec, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := run.Get(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	m2 := bt.manifest(t)
+	if m2.Status != manifests.StatusSucceeded {
+		t.Fatalf("after redrive: %s %+v", m2.Status, m2.Counts)
+	}
+	checkAgainstInput(t, bt, m2, echo)
 }

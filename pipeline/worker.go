@@ -40,4 +40,5 @@ func RegisterAll(w worker.Registry, a *Activities) {
 	w.RegisterWorkflowWithOptions(ShardWorkflow, workflow.RegisterOptions{Name: ShardWorkflowName})
 	w.RegisterActivityWithOptions(a.ProcessShard, activity.RegisterOptions{Name: activityProcessShard})
 	w.RegisterActivityWithOptions(a.Finalize, activity.RegisterOptions{Name: activityFinalize})
+	w.RegisterActivityWithOptions(a.ShardsToRedrive, activity.RegisterOptions{Name: activityShardsToRedrive})
 }

@@ -57,6 +57,9 @@ type BatchInput struct {
 	Items   int64   `json:"items"`
 	Shards  int     `json:"shards"`
 	Options Options `json:"options"`
+	// Redrive numbers a redrive of a finished batch (1 for the first); 0
+	// for the original run. A redrive runs only failed or missing shards.
+	Redrive int `json:"redrive,omitempty"`
 	// Cursor is set by continue-as-new; nil on the first run.
 	Cursor *Cursor `json:"cursor,omitempty"`
 }
@@ -79,6 +82,15 @@ type ShardInput struct {
 	FirstIndex int64   `json:"first_index"`
 	Items      int     `json:"items"`
 	Options    Options `json:"options"`
+	Redrive    int     `json:"redrive,omitempty"`
+}
+
+// RedriveQuery asks which shards in [From, To) a redrive must run.
+type RedriveQuery struct {
+	BatchID string `json:"batch_id"`
+	Store   string `json:"store"`
+	From    int    `json:"from"`
+	To      int    `json:"to"`
 }
 
 // ShardResult is all a child returns: where its results are and their counts.
@@ -160,6 +172,20 @@ func BatchWorkflow(ctx workflow.Context, in BatchInput) (BatchResult, error) {
 	})
 	sel := workflow.NewSelector(ctx)
 	startedThisRun := 0
+	// A redrive runs only the shards of this run's chunk that have failed
+	// items or no committed results; an activity reads their receipts.
+	var redo []int
+	chunkEnd := min(in.Shards, cur.NextShard+o.ShardsPerRun)
+	if in.Redrive > 0 && cur.NextShard < in.Shards {
+		actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+			StartToCloseTimeout: 10 * time.Minute,
+			RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: time.Minute},
+		})
+		req := RedriveQuery{BatchID: in.BatchID, Store: in.Store, From: cur.NextShard, To: chunkEnd}
+		if err := workflow.ExecuteActivity(actx, activityShardsToRedrive, req).Get(ctx, &redo); err != nil {
+			return BatchResult{}, err
+		}
+	}
 	for cur.NextShard < in.Shards && stopping == "" {
 		if startedThisRun >= o.ShardsPerRun || workflow.GetInfo(ctx).GetContinueAsNewSuggested() {
 			break
@@ -169,13 +195,21 @@ func BatchWorkflow(ctx workflow.Context, in BatchInput) (BatchResult, error) {
 			break
 		}
 		shard := cur.NextShard
+		if in.Redrive > 0 {
+			if len(redo) == 0 {
+				cur.NextShard = chunkEnd
+				break
+			}
+			shard, redo = redo[0], redo[1:]
+		}
 		sin := ShardInput{
 			BatchID: in.BatchID, Store: in.Store, Shard: shard,
 			FirstIndex: int64(shard) * int64(o.ShardSize), Items: shardItems(in, shard), Options: o,
+			Redrive: in.Redrive,
 		}
 		cctx := workflow.WithWorkflowID(childCtx, fmt.Sprintf("%s/shard-%d", in.BatchID, shard))
 		f := workflow.ExecuteChildWorkflow(cctx, ShardWorkflowName, sin)
-		cur.NextShard++
+		cur.NextShard = shard + 1
 		startedThisRun++
 		inFlight++
 		sel.AddFuture(f, func(f workflow.Future) {
@@ -210,6 +244,9 @@ func BatchWorkflow(ctx workflow.Context, in BatchInput) (BatchResult, error) {
 	}
 	if ctx.Err() != nil && stopping == "" {
 		stopping, stopStatus = "canceled", manifests.StatusCanceled
+	}
+	if in.Redrive > 0 && stopping == "" && len(redo) == 0 && cur.NextShard < chunkEnd {
+		cur.NextShard = chunkEnd // the chunk's last shards needed no redrive
 	}
 	if stopping == "" && cur.NextShard < in.Shards {
 		next := in

@@ -306,3 +306,65 @@ func fmtTime(t *time.Time) string {
 	}
 	return t.UTC().Format(time.RFC3339)
 }
+
+func newRedriveCommand(o *IO) *cobra.Command {
+	f := &opsFlags{}
+	wait := true
+	cmd := subcommand("redrive ID", "Re-run only the failed (and never-finished) items of a finished batch, in place", cobra.ExactArgs(1),
+		func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			start := time.Now()
+			id := args[0]
+			if err := manifests.ValidateBatchID(id); err != nil {
+				return usageError{err}
+			}
+			b, _, err := openStore(ctx, o, f.store)
+			if err != nil {
+				return err
+			}
+			defer b.Close()
+			m, err := readManifest(ctx, b, id)
+			if errors.Is(err, blobstore.ErrNotFound) {
+				return usagef("batch %s has no manifest in %s: it is unknown or still running; only a finished batch can be redriven", id, b.URL())
+			}
+			if err != nil {
+				return err
+			}
+			if m.Status == manifests.StatusSucceeded {
+				fmt.Fprintf(o.Stderr, "batch %s succeeded: nothing to redrive\n", id)
+				printSummary(o, b, m, 0)
+				return nil
+			}
+			spec, err := pipeline.ReadSpec(ctx, b, id)
+			if err != nil {
+				return fmt.Errorf("batch %s cannot be redriven: its start parameters (%s) cannot be read: %w", id, manifests.BatchSpecKey(id), err)
+			}
+			conn, err := connect(ctx, o, f.taskQueue, newLogger(o.Stderr, f.verbose), true)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			n := m.Redrives + 1
+			run, err := pipeline.StartRedrive(ctx, conn.Client, f.taskQueue, spec, n)
+			if err != nil {
+				return fmt.Errorf("redriving batch %s: %w", id, err)
+			}
+			fmt.Fprintf(o.Stderr, "redrive %d of batch %s: re-running %d failed items and %d unfinished\n", n, id, m.Counts.Failed, m.Input.Items-m.Counts.Items)
+			if !wait {
+				fmt.Fprintln(o.Stdout, id)
+				return nil
+			}
+			if _, err := waitWithProgress(ctx, o, conn.Client, run, spec.Items); err != nil && ctx.Err() != nil {
+				return exitError{ExitFailed}
+			}
+			m, err = readManifest(context.WithoutCancel(ctx), b, id)
+			if err != nil {
+				return err
+			}
+			printSummary(o, b, m, time.Since(start))
+			return exitError{statusExit(m.Status)}
+		})
+	f.register(cmd, false)
+	cmd.Flags().BoolVar(&wait, "wait", true, "wait for the redrive to finish, showing progress")
+	return cmd
+}

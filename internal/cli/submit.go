@@ -101,7 +101,7 @@ canceled, 2 bad usage or bad input.`,
 		},
 	}
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	cmd.AddCommand(newStatusCommand(o), newCancelCommand(o), newListCommand(o))
+	cmd.AddCommand(newStatusCommand(o), newCancelCommand(o), newListCommand(o), newRedriveCommand(o))
 	fl := cmd.Flags()
 	fl.StringVar(&f.store, "store", "", "blob store URL (file:///dir, s3://bucket/prefix, minio://host:port/bucket/prefix); default file://$PWD/.batchpipe/blobs")
 	fl.StringVar(&f.processor, "processor", d.Processor, "processor to run on each item (built in: "+strings.Join(pipeline.DefaultRegistry.Names(), ", ")+")")
@@ -265,6 +265,11 @@ func runSubmit(ctx context.Context, o *IO, f *submitFlags, path string) error {
 	defer conn.Close()
 
 	bin := pipeline.BatchInput{BatchID: batchID, Store: storeURL, Source: staged.Source, Items: staged.Items, Shards: staged.Shards, Options: opts}
+	if _, err := pipeline.ReadSpec(ctx, b, batchID); errors.Is(err, blobstore.ErrNotFound) {
+		if err := pipeline.SaveSpec(ctx, b, bin); err != nil {
+			return err
+		}
+	}
 	run, err := pipeline.Start(ctx, conn.Client, f.taskQueue, bin)
 	if errors.Is(err, pipeline.ErrAlreadyStarted) {
 		return reportFinished(ctx, o, b, batchID)
