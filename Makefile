@@ -32,7 +32,7 @@ test-short:
 	$(GO) test -short -count=1 ./...
 
 bench: $(MINIO)
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./blobstore/ ./zjsonl/
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./blobstore/ ./zjsonl/ ./inputs/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go') 2>/dev/null); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

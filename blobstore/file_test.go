@@ -130,3 +130,7 @@ func TestWriter(t *testing.T) {
 		t.Fatal("an aborted write left an object")
 	}
 }
+
+func BenchmarkFilePut(b *testing.B) { benchPut(b, "file://"+b.TempDir()) }
+
+func BenchmarkFileGet(b *testing.B) { benchGet(b, "file://"+b.TempDir()) }

@@ -50,12 +50,12 @@ func fileBucket(t testing.TB) (blobstore.Bucket, string) {
 // spec describes a hand-built batch.
 type spec struct {
 	id        string
-	items     int   // input items
-	objects   int   // result objects (shards); items are spread evenly
-	failEvery int   // item i fails when failEvery > 0 and i%failEvery == 3%failEvery
+	items     int    // input items
+	objects   int    // result objects (shards); items are spread evenly
+	failEvery int    // item i fails when failEvery > 0 and i%failEvery == 3%failEvery
 	status    string // "" derives succeeded / completed_with_failures
-	skip      []int // shards left out (for failed or canceled batches)
-	pad       int   // bytes of padding in each output
+	skip      []int  // shards left out (for failed or canceled batches)
+	pad       int    // bytes of padding in each output
 }
 
 func (s spec) fails(i int) bool { return s.failEvery > 0 && i%s.failEvery == 3%s.failEvery }

@@ -181,10 +181,15 @@ func (b *Batch) RelativeKey(manifestKey string) (string, error) {
 // which names the object; a line whose index is not the next one expected,
 // or an object holding more or fewer lines than the manifest says, is an
 // error (Verify checks everything else). Breaking out of the loop early is
-// fine.
+// fine. A failed or canceled batch lists only the shards that finished, so
+// its indexes may skip ranges; a finished one yields every index once.
 func (b *Batch) Results(ctx context.Context) iter.Seq2[ResultLine, error] {
 	return func(yield func(ResultLine, error) bool) {
 		for _, r := range b.Manifest.Results {
+			if err := ctx.Err(); err != nil {
+				yield(ResultLine{}, err)
+				return
+			}
 			n := int64(0)
 			stopped := false
 			err := b.readLines(ctx, r.Key, func(zr *zjsonl.Reader) error {

@@ -169,6 +169,14 @@ func indexes(first, last int64) string {
 	return fmt.Sprintf("indexes %d..%d are", first, last)
 }
 
+// after says where decoding stopped.
+func after(goodLines int64) string {
+	if goodLines == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" after %d good lines", goodLines)
+}
+
 func isSHA256(s string) bool {
 	if len(s) != 64 {
 		return false
@@ -355,7 +363,7 @@ func checkResultLines(src io.Reader, r Result, digest failedDigest) *VerifyError
 			break
 		}
 		if err != nil {
-			return bad(err, "does not decode as zstd JSON lines after %d lines: %v", n, err)
+			return bad(err, "does not decode as zstd JSON lines%s: %v", after(n), err)
 		}
 		line := zr.Line()
 		want := r.FirstIndex + n
@@ -475,7 +483,7 @@ func (b *Batch) verifyFailures(ctx context.Context, digests [][32]byte) error {
 		case errors.As(err, &se):
 			return err
 		}
-		return &VerifyError{Key: f.Key, Err: err, Problem: fmt.Sprintf("does not decode as zstd JSON lines of failed items after %d lines: %v", lines, errors.Unwrap(err))}
+		return &VerifyError{Key: f.Key, Err: err, Problem: fmt.Sprintf("does not decode as zstd JSON lines of failed items%s: %v", after(lines), errors.Unwrap(err))}
 	}
 	for ; j < len(results); j++ {
 		if err := finish(); err != nil {
@@ -528,7 +536,7 @@ func (b *Batch) diagnoseFailures(ctx context.Context, r Result, group []failedIt
 		case g.index != w.index:
 			return bad("failed item %d (in %s) is missing", w.index, r.Key)
 		case g.err != w.err:
-			return bad("line %d (index %d): error %s: %q differs from the result line's %s: %q",
+			return bad("line %d (index %d): error (%s: %q) differs from the result line's (%s: %q)",
 				g.line, g.index, g.err.Type, g.err.Message, w.err.Type, w.err.Message)
 		}
 	}

@@ -44,7 +44,7 @@ func TestVerifyCatchesCorruption(t *testing.T) {
 	failuresKey := func(m manifests.Manifest) string { return m.Failures.Key }
 	manifestKey := func(m manifests.Manifest) string { return "pre/fix/" + manifests.ManifestKey(m.BatchID) }
 	failLine := func(i int) manifests.FailureLine {
-		return manifests.FailureLine{Index: int64(i), Input: inputFor(i), Error: corruptBase.lineFor(i).Error}
+		return manifests.FailureLine{Index: int64(i), Input: inputFor(i), Error: &manifests.ItemError{Type: "error", Message: "made up"}}
 	}
 
 	for _, tc := range []struct {
@@ -116,7 +116,7 @@ func TestVerifyCatchesCorruption(t *testing.T) {
 				e.m.Results[4].Size, e.m.Results[4].SHA256 = sizeSum(data)
 				save(e)
 			}},
-		{name: "not JSON lines", key: resultKey(4), problem: "does not decode as zstd JSON lines after 0 lines",
+		{name: "not JSON lines", key: resultKey(4), problem: "does not decode as zstd JSON lines: zjsonl: line 1: invalid character",
 			mutate: func(e env) {
 				data := compress(e.t, "not json")
 				putObj(e, e.m.Results[4].Key, data)
@@ -193,7 +193,7 @@ func TestVerifyCatchesCorruption(t *testing.T) {
 			mutate: func(e env) {
 				rewriteFailures(e.t, e.b, e.m, func(ls []manifests.FailureLine) []manifests.FailureLine { return append(ls, failLine(150)) })
 			}},
-		{name: "failures with another error", key: failuresKey, problem: `line 4 (index 33): error error: "changed" differs from the result line's error: "item 33 broke"`,
+		{name: "failures with another error", key: failuresKey, problem: `line 4 (index 33): error (error: "changed") differs from the result line's (error: "item 33 broke")`,
 			mutate: func(e env) {
 				rewriteFailures(e.t, e.b, e.m, func(ls []manifests.FailureLine) []manifests.FailureLine {
 					ls[3].Error = &manifests.ItemError{Type: "error", Message: "changed"}
@@ -204,7 +204,7 @@ func TestVerifyCatchesCorruption(t *testing.T) {
 			mutate: func(e env) {
 				rewriteFailures(e.t, e.b, e.m, func(ls []manifests.FailureLine) []manifests.FailureLine { ls[0].Input = nil; return ls })
 			}},
-		{name: "failures not decodable", key: failuresKey, problem: "does not decode as zstd JSON lines of failed items after 0 lines",
+		{name: "failures not decodable", key: failuresKey, problem: "does not decode as zstd JSON lines of failed items: zjsonl: line 1: json: cannot unmarshal array",
 			mutate: func(e env) {
 				data := compress(e.t, "[1,2]")
 				putObj(e, e.m.Failures.Key, data)

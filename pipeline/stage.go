@@ -36,6 +36,39 @@ func AutoShardSize(items int64) int {
 	return int((items + AutoShards - 1) / AutoShards)
 }
 
+// ItemSource yields validated input items; *inputs.Reader is one.
+type ItemSource interface {
+	Next() (inputs.Item, error)
+}
+
+// FailureInputs reads failure lines ({"index","input","error"}, as in a
+// batch's failed.jsonl.zst or `submit results --failed`) from src and
+// yields each line's input, so failed items can be resubmitted as they are.
+func FailureInputs(source string, src ItemSource) ItemSource {
+	return &failureInputs{source: source, src: src}
+}
+
+type failureInputs struct {
+	source string
+	src    ItemSource
+}
+
+func (f *failureInputs) Next() (inputs.Item, error) {
+	it, err := f.src.Next()
+	if err != nil {
+		return it, err
+	}
+	var line struct {
+		Input json.RawMessage `json:"input"`
+	}
+	if err := json.Unmarshal(it.JSON, &line); err != nil || len(line.Input) == 0 || line.Input[0] != '{' {
+		return inputs.Item{}, &inputs.Error{Source: f.source, Line: it.Line,
+			Msg: `not a failure line: want {"index":…,"input":{…},"error":…} (drop --from-failures to submit the lines themselves)`}
+	}
+	it.JSON = line.Input
+	return it, nil
+}
+
 // Staged describes a staged input; it is stored as input/index.json.
 type Staged struct {
 	BatchID   string    `json:"batch_id"`
@@ -55,7 +88,7 @@ const stageUploads = 4
 // input/index.json. If r yields an error (bad input) or a write fails,
 // everything staged so far is deleted and the error is returned as it came.
 // progress, if not nil, is called after every shard with the items so far.
-func Stage(ctx context.Context, b blobstore.Bucket, batchID, source string, r *inputs.Reader, shardSize int, progress func(items int64)) (Staged, error) {
+func Stage(ctx context.Context, b blobstore.Bucket, batchID, source string, r ItemSource, shardSize int, progress func(items int64)) (Staged, error) {
 	if shardSize <= 0 {
 		return Staged{}, fmt.Errorf("shard size must be at least 1, got %d", shardSize)
 	}
@@ -83,7 +116,7 @@ func Stage(ctx context.Context, b blobstore.Bucket, batchID, source string, r *i
 
 // Fingerprint reads r as Stage would, writing nothing, and returns the
 // items' count and the sha256 Stage would record.
-func Fingerprint(r *inputs.Reader) (items int64, sha string, err error) {
+func Fingerprint(r ItemSource) (items int64, sha string, err error) {
 	h := sha256.New()
 	for {
 		it, err := r.Next()
@@ -99,7 +132,7 @@ func Fingerprint(r *inputs.Reader) (items int64, sha string, err error) {
 	}
 }
 
-func stageShards(ctx context.Context, b blobstore.Bucket, st *Staged, r *inputs.Reader, progress func(int64)) error {
+func stageShards(ctx context.Context, b blobstore.Bucket, st *Staged, r ItemSource, progress func(int64)) error {
 	h := sha256.New()
 	var (
 		wg       sync.WaitGroup

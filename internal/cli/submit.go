@@ -43,6 +43,7 @@ type submitFlags struct {
 	itemPar      int
 	verbose      bool
 	shardSizeSet bool // --shard-size given: no automatic sizing
+	fromFailures bool
 }
 
 // Submit runs the submit command with args (without the program name) and
@@ -116,6 +117,7 @@ canceled, 2 bad usage or bad input.`,
 	fl.DurationVar(&f.itemTimeout, "item-timeout", d.ItemTimeout, "timeout of one attempt at one item")
 	fl.IntVar(&f.itemAttempts, "item-attempts", d.ItemAttempts, "attempts per item, the first included")
 	fl.IntVar(&f.itemPar, "item-parallelism", d.ItemParallelism, "items processed at once within a shard")
+	fl.BoolVar(&f.fromFailures, "from-failures", false, "FILE holds failure lines (`submit results ID --failed`, failed.jsonl.zst): submit each line's input")
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log debug details")
 	return cmd
 }
@@ -216,11 +218,15 @@ func runSubmit(ctx context.Context, o *IO, f *submitFlags, path string) error {
 	if f.format != "" && f.format != "jsonl" && f.format != "csv" {
 		return usagef("--format %q: want jsonl or csv", f.format)
 	}
-	in, err := openInput(o, path, inOpts)
+	reader, err := openInput(o, path, inOpts)
 	if err != nil {
 		return err
 	}
-	defer in.Close()
+	defer reader.Close()
+	var in pipeline.ItemSource = reader
+	if f.fromFailures {
+		in = pipeline.FailureInputs(displayName(path), reader)
+	}
 
 	logger := newLogger(o.Stderr, f.verbose)
 	b, storeURL, err := openStore(ctx, o, f.store)

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/batchpipe/batchpipe/blobstore"
+	"github.com/batchpipe/batchpipe/manifests"
+	"github.com/batchpipe/batchpipe/zjsonl"
+)
+
+// TestReadManifest runs the example against a small batch written to a local store.
+func TestReadManifest(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	b, err := blobstore.Open(ctx, "file://"+dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	m := manifests.Manifest{Format: manifests.Format, BatchID: "demo", Status: manifests.StatusSucceeded,
+		Store: "file://" + dir, Input: manifests.Input{Items: 4, Shards: 2, ShardSize: 2}, Counts: manifests.Counts{Items: 4, Succeeded: 4}}
+	for shard := range 2 {
+		key := manifests.ResultKey("demo", shard)
+		bw := blobstore.NewWriter(ctx, b, key)
+		zw := zjsonl.NewWriter(bw)
+		for i := shard * 2; i < shard*2+2; i++ {
+			zw.Write(manifests.ResultLine{Index: int64(i), Status: manifests.ItemSucceeded, Output: json.RawMessage(fmt.Sprint(i * i)), Attempts: 1})
+		}
+		if err := zw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := bw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		m.Results = append(m.Results, manifests.Result{Key: key, FirstIndex: int64(shard * 2), Items: 2, Succeeded: 2, Size: bw.Size(), SHA256: bw.SHA256()})
+	}
+	data, _ := json.Marshal(m)
+	if err := b.Put(ctx, manifests.ManifestKey("demo"), strings.NewReader(string(data))); err != nil {
+		t.Fatal(err)
+	}
+
+	out, err := os.Create(filepath.Join(t.TempDir(), "stdout"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	stdout, args := os.Stdout, os.Args
+	os.Stdout, os.Args = out, []string{"read-manifest", "file://" + dir + "/batches/demo/manifest.json"}
+	defer func() { os.Stdout, os.Args = stdout, args }()
+	main()
+
+	got, err := os.ReadFile(out.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"index":0,"status":"succeeded","output":0,"attempts":1,"duration_ms":0}
+{"index":1,"status":"succeeded","output":1,"attempts":1,"duration_ms":0}
+{"index":2,"status":"succeeded","output":4,"attempts":1,"duration_ms":0}
+{"index":3,"status":"succeeded","output":9,"attempts":1,"duration_ms":0}
+`
+	if string(got) != want {
+		t.Fatalf("printed\n%s\nwant\n%s", got, want)
+	}
+}
