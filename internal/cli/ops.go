@@ -1,10 +1,12 @@
 package cli
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -367,4 +369,108 @@ func newRedriveCommand(o *IO) *cobra.Command {
 	f.register(cmd, false)
 	cmd.Flags().BoolVar(&wait, "wait", true, "wait for the redrive to finish, showing progress")
 	return cmd
+}
+
+func newResultsCommand(o *IO) *cobra.Command {
+	f := &opsFlags{}
+	var failedOnly, verify bool
+	var outPath string
+	cmd := subcommand("results ID|MANIFEST_URL", "Print a finished batch's result lines (JSONL, input order); --failed for failures only; --verify to check every object", cobra.ExactArgs(1),
+		func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			batch, err := openBatch(ctx, o, f, args[0])
+			if err != nil {
+				return err
+			}
+			defer batch.Close()
+			if verify {
+				if err := batch.Verify(ctx); err != nil {
+					var ve *manifests.VerifyError
+					if errors.As(err, &ve) {
+						fmt.Fprintf(o.Stderr, "verify failed: %v\n", err)
+						return exitError{ExitFailed}
+					}
+					return err
+				}
+				m := batch.Manifest
+				fmt.Fprintf(o.Stderr, "verified batch %s: %d result objects, %d items, every index once, sizes and sha256 match\n", m.BatchID, len(m.Results), m.Counts.Items)
+				if outPath == "" && !failedOnly {
+					return nil
+				}
+			}
+			out := o.Stdout
+			if outPath != "" {
+				file, err := os.Create(outPath)
+				if err != nil {
+					return usageError{err}
+				}
+				defer file.Close()
+				out = file
+			}
+			w := bufio.NewWriterSize(out, 1<<16)
+			enc := json.NewEncoder(w)
+			enc.SetEscapeHTML(false)
+			var n int64
+			if failedOnly {
+				for l, err := range batch.Failures(ctx) {
+					if err != nil {
+						return err
+					}
+					if err := enc.Encode(l); err != nil {
+						return err
+					}
+					n++
+				}
+			} else {
+				for l, err := range batch.Results(ctx) {
+					if err != nil {
+						return err
+					}
+					if err := enc.Encode(l); err != nil {
+						return err
+					}
+					n++
+				}
+			}
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			if outPath != "" {
+				fmt.Fprintf(o.Stderr, "wrote %d lines to %s\n", n, outPath)
+			}
+			return nil
+		})
+	f.register(cmd, false)
+	fl := cmd.Flags()
+	fl.BoolVar(&failedOnly, "failed", false, "print only the failed items, with their input (resubmit with `submit --from-failures`)")
+	fl.BoolVar(&verify, "verify", false, "check every listed object (size, sha256, decoding, indexes, counts) first; exit 1 naming the first bad object")
+	fl.StringVarP(&outPath, "output", "o", "", "write to this file instead of stdout")
+	return cmd
+}
+
+// openBatch opens a finished batch by id (in --store) or by manifest URL.
+func openBatch(ctx context.Context, o *IO, f *opsFlags, arg string) (*manifests.Batch, error) {
+	if strings.Contains(arg, "://") {
+		b, err := manifests.OpenURL(ctx, arg)
+		if errors.Is(err, blobstore.ErrNotFound) {
+			return nil, usageError{err}
+		}
+		return b, err
+	}
+	if err := manifests.ValidateBatchID(arg); err != nil {
+		return nil, usageError{err}
+	}
+	b, _, err := openStore(ctx, o, f.store)
+	if err != nil {
+		return nil, err
+	}
+	batch, err := manifests.Open(ctx, b, arg)
+	if err != nil {
+		b.Close()
+		if errors.Is(err, blobstore.ErrNotFound) {
+			return nil, usageError{err}
+		}
+		return nil, err
+	}
+	return batch, nil
 }

@@ -102,7 +102,7 @@ canceled, 2 bad usage or bad input.`,
 		},
 	}
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	cmd.AddCommand(newStatusCommand(o), newCancelCommand(o), newListCommand(o), newRedriveCommand(o))
+	cmd.AddCommand(newStatusCommand(o), newCancelCommand(o), newListCommand(o), newRedriveCommand(o), newResultsCommand(o))
 	fl := cmd.Flags()
 	fl.StringVar(&f.store, "store", "", "blob store URL (file:///dir, s3://bucket/prefix, minio://host:port/bucket/prefix); default file://$PWD/.batchpipe/blobs")
 	fl.StringVar(&f.processor, "processor", d.Processor, "processor to run on each item (built in: "+strings.Join(pipeline.DefaultRegistry.Names(), ", ")+")")
