@@ -45,6 +45,8 @@ func Start(ctx context.Context, c client.Client, taskQueue string, in BatchInput
 		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
 		// Without this the SDK hands back a closed run as if it were new.
 		WorkflowExecutionErrorWhenAlreadyStarted: true,
+		Memo: map[string]any{"status": "running", "items": in.Items, "shards": in.Shards,
+			"processor": in.Options.Processor, "source": in.Source},
 	}, BatchWorkflowName, in)
 	var started *serviceerror.WorkflowExecutionAlreadyStarted
 	if errors.As(err, &started) {

@@ -2,6 +2,7 @@ package pipeline_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -106,6 +107,11 @@ func TestReplayRecordedHistories(t *testing.T) {
 	}
 }
 
+// historyGeneration names the files recordHistories writes; bump it when
+// the workflows change (behind workflow.GetVersion), so the histories of
+// every earlier generation keep being replayed.
+const historyGeneration = "g2-memo"
+
 // recordHistories runs a small batch with failures across several
 // continue-as-new runs and writes each run's history, and one shard's.
 func recordHistories(t *testing.T, dir string) {
@@ -124,9 +130,9 @@ func recordHistories(t *testing.T, dir string) {
 	}
 	os.MkdirAll(dir, 0o755)
 	for i, r := range historyRuns(t, bt.id) {
-		writeHistory(t, filepath.Join(dir, "batch-run"+string(rune('1'+i))+".json"), fetchHistory(t, bt.id, r.runID))
+		writeHistory(t, filepath.Join(dir, fmt.Sprintf("%s-batch-run%d.json", historyGeneration, i+1)), fetchHistory(t, bt.id, r.runID))
 	}
-	writeHistory(t, filepath.Join(dir, "shard.json"), fetchHistory(t, bt.id+"/shard-0", ""))
+	writeHistory(t, filepath.Join(dir, historyGeneration+"-shard.json"), fetchHistory(t, bt.id+"/shard-0", ""))
 }
 
 func writeHistory(t *testing.T, path string, h *historypb.History) {

@@ -19,6 +19,7 @@ import (
 
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 	sdklog "go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/worker"
 
@@ -328,6 +329,19 @@ func TestBatchAcrossContinueAsNewFileStore(t *testing.T) {
 	if len(runs) != bt.result.Runs {
 		t.Fatalf("history has %d runs, result says %d", len(runs), bt.result.Runs)
 	}
+	// The memo (what the Web UI shows) carries the final progress.
+	desc, err := temporalClient.DescribeWorkflowExecution(context.Background(), bt.id, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var status string
+	var done int64
+	fields := desc.WorkflowExecutionInfo.GetMemo().GetFields()
+	converter.GetDefaultDataConverter().FromPayload(fields["status"], &status)
+	converter.GetDefaultDataConverter().FromPayload(fields["done"], &done)
+	if status != manifests.StatusSucceeded || done != 1000 {
+		t.Fatalf("memo status %q done %d, want succeeded 1000", status, done)
+	}
 }
 
 func TestBatchOnMinIO(t *testing.T) {
@@ -347,6 +361,54 @@ func TestBatchOnMinIO(t *testing.T) {
 	checkAgainstInput(t, bt, m, echo)
 	if bt.result.Runs < 3 {
 		t.Fatalf("runs = %d, want >= 3", bt.result.Runs)
+	}
+
+	// The manifests library reads and verifies it from MinIO by URL, and
+	// names the object when one is corrupted, deleted, or counts are edited.
+	ctx := context.Background()
+	url := fmt.Sprintf("minio://%s/%s/some/prefix/batches/can-minio/manifest.json?secure=false", srv.Endpoint, bucket)
+	verify := func() error {
+		batch, err := manifests.OpenURL(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer batch.Close()
+		return batch.Verify(ctx)
+	}
+	if err := verify(); err != nil {
+		t.Fatalf("Verify on a good batch: %v", err)
+	}
+	rel := func(k string) string { return strings.TrimPrefix(k, "some/prefix/") }
+	victim := m.Results[3]
+	orig := readObject(t, bt.bucket, victim.Key, victim.Size, victim.SHA256)
+	bad := bytes.Clone(orig)
+	bad[len(bad)/2] ^= 0x40
+	put := func(key string, data []byte) {
+		if err := bt.bucket.Put(ctx, key, bytes.NewReader(data)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(rel(victim.Key), bad)
+	if err := verify(); err == nil || !strings.Contains(err.Error(), victim.Key) || !strings.Contains(err.Error(), "sha256") {
+		t.Fatalf("Verify after a flipped byte = %v", err)
+	}
+	put(rel(victim.Key), orig)
+	orig5 := readObject(t, bt.bucket, m.Results[5].Key, m.Results[5].Size, m.Results[5].SHA256)
+	bt.bucket.Delete(ctx, rel(m.Results[5].Key))
+	if err := verify(); err == nil || !strings.Contains(err.Error(), m.Results[5].Key) {
+		t.Fatalf("Verify after a deleted object = %v", err)
+	}
+	put(rel(m.Results[5].Key), orig5)
+	if err := verify(); err != nil {
+		t.Fatalf("Verify after restoring: %v", err)
+	}
+	edited := m
+	edited.Counts.Succeeded--
+	edited.Counts.Failed++
+	data, _ := json.Marshal(edited)
+	put(manifests.ManifestKey(bt.id), data)
+	if err := verify(); err == nil || !strings.Contains(err.Error(), "manifest.json") {
+		t.Fatalf("Verify after editing the counts = %v", err)
 	}
 }
 

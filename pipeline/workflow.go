@@ -164,6 +164,19 @@ func BatchWorkflow(ctx workflow.Context, in BatchInput) (BatchResult, error) {
 		return BatchResult{}, err
 	}
 
+	// The memo shows progress in the Web UI and `temporal workflow describe`;
+	// updated once per run and at the end, so it costs two events a run.
+	memoProgress := workflow.GetVersion(ctx, "memo-progress", workflow.DefaultVersion, 1) >= 1
+	upsertProgress := func(ctx workflow.Context, status string) {
+		if memoProgress {
+			_ = workflow.UpsertMemo(ctx, map[string]any{
+				"status": status, "items": in.Items, "done": cur.Succeeded + cur.Failed,
+				"failed": cur.Failed, "shards": in.Shards, "shards_done": cur.ShardsDone, "run": cur.Run,
+			})
+		}
+	}
+	upsertProgress(ctx, "running")
+
 	childCtx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
 		TaskQueue:             workflow.GetInfo(ctx).TaskQueueName,
 		ParentClosePolicy:     enumspb.PARENT_CLOSE_POLICY_REQUEST_CANCEL,
@@ -276,6 +289,7 @@ func BatchWorkflow(ctx workflow.Context, in BatchInput) (BatchResult, error) {
 		return BatchResult{}, err
 	}
 	res.Runs = cur.Run
+	upsertProgress(fctx, res.Status)
 	if stopStatus == manifests.StatusCanceled {
 		// Report the cancellation to Temporal as such, after the manifest is written.
 		return res, temporal.NewCanceledError(res)
