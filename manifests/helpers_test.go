@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -56,6 +59,7 @@ type spec struct {
 	status    string // "" derives succeeded / completed_with_failures
 	skip      []int  // shards left out (for failed or canceled batches)
 	pad       int    // bytes of padding in each output
+	noisy     bool   // pad with pseudo-random text that zstd cannot shrink much
 }
 
 func (s spec) fails(i int) bool { return s.failEvery > 0 && i%s.failEvery == 3%s.failEvery }
@@ -66,7 +70,15 @@ func (s spec) lineFor(i int) manifests.ResultLine {
 		return manifests.ResultLine{Index: int64(i), Status: manifests.ItemFailed, Attempts: 3,
 			Error: &manifests.ItemError{Type: "error", Message: fmt.Sprintf("item %d broke", i)}}
 	}
-	out, _ := json.Marshal(map[string]any{"n": i, "pad": strings.Repeat(fmt.Sprint(i%10), s.pad)})
+	pad := strings.Repeat(fmt.Sprint(i%10), s.pad)
+	if s.noisy {
+		var seed [32]byte
+		binary.LittleEndian.PutUint64(seed[:], uint64(i))
+		raw := make([]byte, s.pad*3/4)
+		rand.NewChaCha8(seed).Read(raw)
+		pad = base64.StdEncoding.EncodeToString(raw)
+	}
+	out, _ := json.Marshal(map[string]any{"n": i, "pad": pad})
 	return manifests.ResultLine{Index: int64(i), Status: manifests.ItemSucceeded, Output: out, Attempts: 1, DurationMS: 2}
 }
 

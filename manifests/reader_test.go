@@ -345,3 +345,49 @@ func TestIterationMemoryBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestIterationMemoryBoundedLargeStore reads a batch whose stored result
+// objects total over 200 MB from the file store.
+func TestIterationMemoryBoundedLargeStore(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes over 200 MB")
+	}
+	ctx := context.Background()
+	b, _ := fileBucket(t)
+	const objects, per = 100, 1000
+	m := writeBatch(t, b, spec{items: objects * per, objects: objects, pad: 2800, noisy: true})
+	var stored int64
+	for _, r := range m.Results {
+		stored += r.Size
+	}
+	if stored < 200<<20 {
+		t.Fatalf("result objects total %d MB, want at least 200 MB", stored>>20)
+	}
+	batch, err := manifests.Open(ctx, b, m.BatchID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapInuse
+	}
+	base := heap()
+	var peak uint64
+	lines := 0
+	for _, err := range batch.Results(ctx) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines++
+		if lines%(5*per) == 0 {
+			peak = max(peak, heap())
+		}
+	}
+	growth := int64(peak) - int64(base)
+	t.Logf("%d lines from %d MB of stored objects; heap in use grew by %d KB at most", lines, stored>>20, growth>>10)
+	if lines != objects*per || growth > 16<<20 {
+		t.Fatalf("%d lines; heap grew by %d MB", lines, growth>>20)
+	}
+}
