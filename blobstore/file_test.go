@@ -134,3 +134,23 @@ func TestWriter(t *testing.T) {
 func BenchmarkFilePut(b *testing.B) { benchPut(b, "file://"+b.TempDir()) }
 
 func BenchmarkFileGet(b *testing.B) { benchGet(b, "file://"+b.TempDir()) }
+
+func TestSplitObjectURL(t *testing.T) {
+	for _, c := range []struct{ in, store, key string }{
+		{"file:///data/in/inputs.jsonl", "file:///data/in", "inputs.jsonl"},
+		{"file:///inputs.jsonl", "file:///", "inputs.jsonl"},
+		{"s3://bkt/nightly/in.jsonl.zst?region=eu-west-1", "s3://bkt?region=eu-west-1", "nightly/in.jsonl.zst"},
+		{"minio://127.0.0.1:9000/bkt/a/b.csv?secure=false", "minio://127.0.0.1:9000/bkt?secure=false", "a/b.csv"},
+		{"mem://x/in.jsonl", "mem://x", "in.jsonl"},
+	} {
+		store, key, err := blobstore.SplitObjectURL(c.in)
+		if err != nil || store != c.store || key != c.key {
+			t.Errorf("SplitObjectURL(%q) = %q, %q, %v; want %q, %q", c.in, store, key, err, c.store, c.key)
+		}
+	}
+	for _, bad := range []string{"s3://bkt", "minio://h:1/bkt", "file:///dir/", "s3://bkt/../x"} {
+		if _, _, err := blobstore.SplitObjectURL(bad); err == nil {
+			t.Errorf("SplitObjectURL(%q) succeeded", bad)
+		}
+	}
+}

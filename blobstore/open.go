@@ -248,3 +248,46 @@ func (c *checked) Delete(ctx context.Context, key string) error {
 
 func (c *checked) URL() string  { return c.url }
 func (c *checked) Close() error { return c.inner.Close() }
+
+// SplitObjectURL splits the URL of one object into the URL of its store and
+// the object's key: file:///dir/in.jsonl → file:///dir + in.jsonl,
+// s3://bucket/a/b.jsonl → s3://bucket + a/b.jsonl, minio://host:port/bucket/a.jsonl
+// → minio://host:port/bucket + a.jsonl, mem://name/a.jsonl → mem://name + a.jsonl.
+// Query parameters stay with the store.
+func SplitObjectURL(rawURL string) (storeURL, key string, err error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return "", "", fmt.Errorf("bad object URL %q: %v", Redact(rawURL), err)
+	}
+	p := strings.TrimPrefix(u.Path, "/")
+	switch u.Scheme {
+	case "file":
+		i := strings.LastIndex(u.Path, "/")
+		if i < 0 || i == len(u.Path)-1 {
+			return "", "", fmt.Errorf("object URL %q names no file", Redact(rawURL))
+		}
+		key = u.Path[i+1:]
+		u.Path = u.Path[:i]
+		if u.Path == "" {
+			u.Path = "/"
+		}
+	case "minio":
+		bucket, rest, ok := strings.Cut(p, "/")
+		if !ok || rest == "" {
+			return "", "", fmt.Errorf("object URL %q: want minio://host:port/bucket/key", Redact(rawURL))
+		}
+		key = rest
+		u.Path = "/" + bucket
+	default:
+		if p == "" {
+			return "", "", fmt.Errorf("object URL %q names no object", Redact(rawURL))
+		}
+		key = p
+		u.Path = ""
+	}
+	u.RawPath = ""
+	if err := ValidateKey(key); err != nil {
+		return "", "", err
+	}
+	return u.String(), key, nil
+}

@@ -177,3 +177,17 @@ func ValidateBatchID(id string) error {
 	}
 	return nil
 }
+
+// Latest is schedules/<name>/latest.json: the newest finished batch of a
+// schedule, written after that batch's manifest, so a downstream job reads
+// one fixed key.
+type Latest struct {
+	Schedule   string    `json:"schedule"`
+	BatchID    string    `json:"batch_id"`
+	Manifest   string    `json:"manifest"` // full key, prefix included
+	Status     string    `json:"status"`
+	FinishedAt time.Time `json:"finished_at"`
+}
+
+// LatestKey is where a schedule's Latest lives.
+func LatestKey(schedule string) string { return "schedules/" + schedule + "/latest.json" }

@@ -26,6 +26,9 @@ const (
 	activityProcessShard    = "ProcessShard"
 	activityFinalize        = "FinalizeBatch"
 	activityShardsToRedrive = "ShardsToRedrive"
+	activityStageInput      = "StageInput"
+	// ErrTypeBadInput marks an input that failed validation: no retry helps.
+	ErrTypeBadInput = "BadInput"
 	// errTypeBadShard marks a shard no retry can fix (unknown processor,
 	// corrupt input shard).
 	errTypeBadShard = "BadShard"
@@ -517,6 +520,13 @@ func (a *Activities) Finalize(ctx context.Context, in FinalizeInput) (BatchResul
 	}
 	if err := b.Put(ctx, manifests.ManifestKey(bin.BatchID), bytes.NewReader(append(data, '\n'))); err != nil {
 		return BatchResult{}, err
+	}
+	if bin.Schedule != "" {
+		latest, _ := json.MarshalIndent(manifests.Latest{Schedule: bin.Schedule, BatchID: bin.BatchID,
+			Manifest: prefix + manifests.ManifestKey(bin.BatchID), Status: status, FinishedAt: m.FinishedAt}, "", "  ")
+		if err := b.Put(ctx, manifests.LatestKey(bin.Schedule), bytes.NewReader(latest)); err != nil {
+			return BatchResult{}, err
+		}
 	}
 	return BatchResult{ManifestKey: prefix + manifests.ManifestKey(bin.BatchID), Status: status, Counts: m.Counts}, nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 )
 
@@ -48,8 +49,9 @@ func IsPermanent(err error) bool {
 // Registry maps processor names to processors. The zero value is empty;
 // DefaultRegistry holds the built-in ones.
 type Registry struct {
-	mu sync.RWMutex
-	m  map[string]Processor
+	mu   sync.RWMutex
+	m    map[string]Processor
+	exec execPools // exec:CMD processors, created by Lookup (exec.go)
 }
 
 // Register adds (or replaces) a processor under name.
@@ -63,13 +65,23 @@ func (r *Registry) Register(name string, p Processor) {
 }
 
 // Lookup returns the processor registered under name, or an error listing
-// the known names.
+// the known names. A name "exec:CMD" that is not registered runs the
+// command line CMD as a pool of processes speaking JSON lines (see Exec);
+// the pool is created on first use and shared by later lookups of the same
+// name until Close.
 func (r *Registry) Lookup(name string) (Processor, error) {
 	r.mu.RLock()
 	p, ok := r.m[name]
 	r.mu.RUnlock()
 	if !ok {
-		return nil, fmt.Errorf("unknown processor %q (known: %v)", name, r.Names())
+		if cmd, isExec := strings.CutPrefix(name, ExecPrefix); isExec {
+			e, err := r.exec.exec(cmd)
+			if err != nil {
+				return nil, err
+			}
+			return e, nil
+		}
+		return nil, fmt.Errorf("unknown processor %q (known: %v, or exec:CMD to run a command speaking JSON lines)", name, r.Names())
 	}
 	return p, nil
 }

@@ -8,8 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
+
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
 
 	"github.com/batchpipe/batchpipe/blobstore"
 	"github.com/batchpipe/batchpipe/inputs"
@@ -260,4 +264,70 @@ func ReadStaged(ctx context.Context, b blobstore.Bucket, batchID string) (Staged
 		return st, fmt.Errorf("%s: %w", manifests.InputIndexKey(batchID), err)
 	}
 	return st, nil
+}
+
+// StageInput stages a batch's input object (in.InputURL) into the batch's
+// store, streaming it with bounded memory and heartbeating progress. Invalid
+// input fails with an error of type ErrTypeBadInput naming the object key
+// and line; nothing staged is left behind. A retry after a finished staging
+// returns what was staged.
+func (a *Activities) StageInput(ctx context.Context, in BatchInput) (Staged, error) {
+	b, err := a.Stores.Open(ctx, in.Store)
+	if err != nil {
+		return Staged{}, err
+	}
+	if st, err := ReadStaged(ctx, b, in.BatchID); err == nil {
+		return st, nil
+	}
+	storeURL, key, err := blobstore.SplitObjectURL(in.InputURL)
+	if err != nil {
+		return Staged{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeBadInput, nil)
+	}
+	src, err := a.Stores.Open(ctx, storeURL)
+	if err != nil {
+		return Staged{}, err
+	}
+	shardSize := in.Options.ShardSize
+	if shardSize <= 0 {
+		shardSize = DefaultShardSize
+		if attrs, err := src.Stat(ctx, key); err == nil {
+			shardSize = AutoShardSize(estimateItems(key, attrs.Size))
+		}
+	}
+	r, err := src.NewReader(ctx, key)
+	if errors.Is(err, blobstore.ErrNotFound) {
+		return Staged{}, temporal.NewNonRetryableApplicationError(fmt.Sprintf("%s: no such object in %s", key, src.URL()), ErrTypeBadInput, nil)
+	}
+	if err != nil {
+		return Staged{}, err
+	}
+	defer r.Close()
+	ir, err := inputs.NewReader(key, r, inputs.Options{Format: inputs.Format(in.InputFormat), MaxItemBytes: in.MaxItemBytes})
+	if err != nil {
+		return Staged{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeBadInput, nil)
+	}
+	defer ir.Close()
+	st, err := Stage(ctx, b, in.BatchID, blobstore.Redact(in.InputURL), ir, shardSize, func(items int64) {
+		activity.RecordHeartbeat(ctx, items)
+	})
+	var ie *inputs.Error
+	if errors.As(err, &ie) && ie.Err == nil || errors.Is(err, inputs.ErrNoItems) {
+		return Staged{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeBadInput, nil)
+	}
+	if err != nil {
+		return Staged{}, err
+	}
+	// Keep the start parameters, with the staged counts, for redrive.
+	spec := in
+	spec.Items, spec.Shards, spec.Source, spec.Options.ShardSize, spec.Cursor = st.Items, st.Shards, st.Source, st.ShardSize, nil
+	return st, SaveSpec(ctx, b, spec)
+}
+
+// estimateItems guesses an input's item count from its size, erring high
+// (short lines; compressed inputs expand ~5×), for AutoShardSize.
+func estimateItems(key string, size int64) int64 {
+	if strings.HasSuffix(key, ".zst") || strings.HasSuffix(key, ".gz") {
+		size *= 5
+	}
+	return size / 64
 }

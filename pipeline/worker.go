@@ -38,7 +38,9 @@ func NewWorker(c client.Client, taskQueue string, opts WorkerOptions) worker.Wor
 func RegisterAll(w worker.Registry, a *Activities) {
 	w.RegisterWorkflowWithOptions(BatchWorkflow, workflow.RegisterOptions{Name: BatchWorkflowName})
 	w.RegisterWorkflowWithOptions(ShardWorkflow, workflow.RegisterOptions{Name: ShardWorkflowName})
+	w.RegisterWorkflowWithOptions(ScheduledBatchWorkflow, workflow.RegisterOptions{Name: ScheduledBatchWorkflowName})
 	w.RegisterActivityWithOptions(a.ProcessShard, activity.RegisterOptions{Name: activityProcessShard})
 	w.RegisterActivityWithOptions(a.Finalize, activity.RegisterOptions{Name: activityFinalize})
 	w.RegisterActivityWithOptions(a.ShardsToRedrive, activity.RegisterOptions{Name: activityShardsToRedrive})
+	w.RegisterActivityWithOptions(a.StageInput, activity.RegisterOptions{Name: activityStageInput})
 }

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -57,6 +58,15 @@ type BatchInput struct {
 	Items   int64   `json:"items"`
 	Shards  int     `json:"shards"`
 	Options Options `json:"options"`
+	// InputURL, when set, names an input object in a blob store that the
+	// batch stages itself (in an activity on a worker) before fanning out;
+	// Items and Shards are then filled in from what was staged.
+	InputURL     string `json:"input_url,omitempty"`
+	InputFormat  string `json:"input_format,omitempty"`
+	MaxItemBytes int    `json:"max_item_bytes,omitempty"`
+	// Schedule names the schedule that started the batch; its
+	// schedules/<name>/latest.json is updated when the batch finishes.
+	Schedule string `json:"schedule,omitempty"`
 	// Redrive numbers a redrive of a finished batch (1 for the first); 0
 	// for the original run. A redrive runs only failed or missing shards.
 	Redrive int `json:"redrive,omitempty"`
@@ -149,7 +159,6 @@ func BatchWorkflow(ctx workflow.Context, in BatchInput) (BatchResult, error) {
 		cur = *in.Cursor
 		cur.Run++
 	}
-	o := in.Options
 	inFlight := 0
 	stopping := "" // why no more shards start
 	var stopStatus string
@@ -163,6 +172,28 @@ func BatchWorkflow(ctx workflow.Context, in BatchInput) (BatchResult, error) {
 	}); err != nil {
 		return BatchResult{}, err
 	}
+
+	var stageErr string
+	if in.Cursor == nil && in.InputURL != "" && in.Shards == 0 {
+		actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+			StartToCloseTimeout: 24 * time.Hour,
+			HeartbeatTimeout:    time.Minute,
+			RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: time.Minute,
+				NonRetryableErrorTypes: []string{ErrTypeBadInput}},
+		})
+		var st Staged
+		err := workflow.ExecuteActivity(actx, activityStageInput, in).Get(ctx, &st)
+		var appErr *temporal.ApplicationError
+		switch {
+		case errors.As(err, &appErr) && appErr.Type() == ErrTypeBadInput:
+			stageErr = "bad input: " + appErr.Message()
+		case err != nil:
+			return BatchResult{}, err
+		default:
+			in.Items, in.Shards, in.Source, in.Options.ShardSize = st.Items, st.Shards, st.Source, st.ShardSize
+		}
+	}
+	o := in.Options
 
 	// The memo shows progress in the Web UI and `temporal workflow describe`;
 	// updated once per run and at the end, so it costs two events a run.
@@ -198,6 +229,9 @@ func BatchWorkflow(ctx workflow.Context, in BatchInput) (BatchResult, error) {
 		if err := workflow.ExecuteActivity(actx, activityShardsToRedrive, req).Get(ctx, &redo); err != nil {
 			return BatchResult{}, err
 		}
+	}
+	if stageErr != "" {
+		stopping, stopStatus = stageErr, manifests.StatusFailed
 	}
 	for cur.NextShard < in.Shards && stopping == "" {
 		if startedThisRun >= o.ShardsPerRun || workflow.GetInfo(ctx).GetContinueAsNewSuggested() {

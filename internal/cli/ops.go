@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -103,13 +104,22 @@ func lookupBatch(ctx context.Context, o *IO, f *opsFlags, b blobstore.Bucket, id
 	conn, cerr := opsConnect(ctx, o, f)
 	if cerr == nil {
 		defer conn.Close()
-		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		p, err := pipeline.QueryProgress(qctx, conn.Client, id)
-		cancel()
-		if err == nil {
-			if desc, derr := conn.Client.DescribeWorkflowExecution(ctx, id, ""); derr == nil && desc.WorkflowExecutionInfo.GetCloseTime() == nil {
+		// Ask for progress only while the batch runs: a query on a closed
+		// workflow waits for a worker to replay it, for nothing.
+		if desc, derr := conn.Client.DescribeWorkflowExecution(ctx, id, ""); derr == nil && desc.WorkflowExecutionInfo.GetCloseTime() == nil {
+			qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			p, err := pipeline.QueryProgress(qctx, conn.Client, id)
+			cancel()
+			if err == nil {
 				return fromProgress(p), nil
 			}
+			// Started, but no worker answers (in embedded mode nothing runs
+			// a batch once its submit exited): running, progress unknown.
+			st := batchState{BatchID: id, Status: "running"}
+			if staged, err := pipeline.ReadStaged(ctx, b, id); err == nil {
+				st.Items, st.Shards = staged.Items, staged.Shards
+			}
+			return st, nil
 		}
 	}
 	m, err := readManifest(ctx, b, id)
@@ -149,7 +159,9 @@ func newStatusCommand(o *IO) *cobra.Command {
 			}
 			fmt.Fprintf(o.Stdout, "batch %s: %s\n", st.BatchID, st.Status)
 			fmt.Fprintf(o.Stdout, "items: %d/%d done, %d succeeded, %d failed\n", st.Done, st.Items, st.Succeeded, st.Failed)
-			if st.Status == "running" {
+			if st.Status == "running" && st.Run == 0 {
+				fmt.Fprintf(o.Stdout, "progress: unknown, no worker answered (is a worker running? with the embedded server a batch runs only while its submit runs: run submit again with --batch-id %s)\n", st.BatchID)
+			} else if st.Status == "running" {
 				fmt.Fprintf(o.Stdout, "shards: %d in flight of %d, run %d, %.0f items/s, ETA %s\n",
 					st.InFlight, st.Shards, st.Run, st.Rate, (time.Duration(st.ETASeconds) * time.Second).String())
 			}
@@ -267,7 +279,9 @@ func newListCommand(o *IO) *cobra.Command {
 						p, err := pipeline.QueryProgress(qctx, conn.Client, id)
 						cancel()
 						if err != nil {
-							states[id] = batchState{BatchID: id, Status: "running"}
+							// No worker answers: keep the size the store knows.
+							prev := states[id]
+							states[id] = batchState{BatchID: id, Status: "running", Items: prev.Items, Shards: prev.Shards}
 							continue
 						}
 						states[id] = fromProgress(p)
@@ -374,11 +388,21 @@ func newRedriveCommand(o *IO) *cobra.Command {
 func newResultsCommand(o *IO) *cobra.Command {
 	f := &opsFlags{}
 	var failedOnly, verify bool
+	var schedule string
 	var outPath string
-	cmd := subcommand("results ID|MANIFEST_URL", "Print a finished batch's result lines (JSONL, input order); --failed for failures only; --verify to check every object", cobra.ExactArgs(1),
+	cmd := subcommand("results ID|MANIFEST_URL", "Print a finished batch's result lines (JSONL, input order); --failed for failures only; --verify to check every object", cobra.MaximumNArgs(1),
 		func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			batch, err := openBatch(ctx, o, f, args[0])
+			if (schedule == "") == (len(args) == 0) {
+				return usagef("give a batch id, a manifest URL, or --schedule NAME")
+			}
+			var batch *manifests.Batch
+			var err error
+			if schedule != "" {
+				batch, err = openLatest(ctx, o, f, schedule)
+			} else {
+				batch, err = openBatch(ctx, o, f, args[0])
+			}
 			if err != nil {
 				return err
 			}
@@ -399,8 +423,13 @@ func newResultsCommand(o *IO) *cobra.Command {
 				}
 			}
 			out := o.Stdout
+			var file *os.File
 			if outPath != "" {
-				file, err := os.Create(outPath)
+				// Relative to the command's directory, like submit's FILE.
+				if !filepath.IsAbs(outPath) && o.Dir != "" {
+					outPath = filepath.Join(o.Dir, outPath)
+				}
+				file, err = os.Create(outPath)
 				if err != nil {
 					return usageError{err}
 				}
@@ -435,7 +464,10 @@ func newResultsCommand(o *IO) *cobra.Command {
 			if err := w.Flush(); err != nil {
 				return err
 			}
-			if outPath != "" {
+			if file != nil {
+				if err := file.Close(); err != nil {
+					return err
+				}
 				fmt.Fprintf(o.Stderr, "wrote %d lines to %s\n", n, outPath)
 			}
 			return nil
@@ -445,6 +477,7 @@ func newResultsCommand(o *IO) *cobra.Command {
 	fl.BoolVar(&failedOnly, "failed", false, "print only the failed items, with their input (resubmit with `submit --from-failures`)")
 	fl.BoolVar(&verify, "verify", false, "check every listed object (size, sha256, decoding, indexes, counts) first; exit 1 naming the first bad object")
 	fl.StringVarP(&outPath, "output", "o", "", "write to this file instead of stdout")
+	fl.StringVar(&schedule, "schedule", "", "read the newest finished batch of this schedule (schedules/NAME/latest.json)")
 	return cmd
 }
 
@@ -473,4 +506,31 @@ func openBatch(ctx context.Context, o *IO, f *opsFlags, arg string) (*manifests.
 		return nil, err
 	}
 	return batch, nil
+}
+
+// openLatest opens the batch a schedule's latest.json points at.
+func openLatest(ctx context.Context, o *IO, f *opsFlags, schedule string) (*manifests.Batch, error) {
+	if err := manifests.ValidateBatchID(schedule); err != nil {
+		return nil, usagef("--schedule: %v", err)
+	}
+	b, _, err := openStore(ctx, o, f.store)
+	if err != nil {
+		return nil, err
+	}
+	data, err := blobstore.ReadAll(ctx, b, manifests.LatestKey(schedule))
+	if errors.Is(err, blobstore.ErrNotFound) {
+		b.Close()
+		return nil, usagef("schedule %s has no finished batch in %s yet (%s is missing)", schedule, b.URL(), manifests.LatestKey(schedule))
+	}
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	var latest manifests.Latest
+	if err := json.Unmarshal(data, &latest); err != nil {
+		b.Close()
+		return nil, fmt.Errorf("%s: %w", manifests.LatestKey(schedule), err)
+	}
+	fmt.Fprintf(o.Stderr, "schedule %s: latest batch %s (%s, finished %s)\n", schedule, latest.BatchID, latest.Status, latest.FinishedAt.Format(time.RFC3339))
+	return manifests.Open(ctx, b, latest.BatchID)
 }

@@ -524,14 +524,30 @@ func TestOpsList(t *testing.T) {
 func TestOpsCancelRunning(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	writeLines(t, filepath.Join(dir, "slow.jsonl"), exampleItems(40, "c"))
+	// Shards of one item, one at a time: at ~0.25 s a shard the batch
+	// cannot finish in the moment between its start and submit's exit.
+	writeLines(t, filepath.Join(dir, "slow.jsonl"), exampleItems(12, "c"))
 	r := submit(t, dir, nil, "--wait=false", "--batch-id", "cx", "--shard-size", "1", "--concurrency", "1", "slow.jsonl")
 	wantExit(t, "submit --wait=false", r, cli.ExitOK)
 
+	// Started, but no worker runs it: running, with its staged size and
+	// how to resume it.
 	r = submit(t, dir, nil, "status", "cx")
 	wantExit(t, "status of a started batch", r, cli.ExitOK)
-	if !strings.Contains(r.stdout, "running") {
-		t.Errorf("status of a started batch does not say running\n%s", r)
+	for _, w := range []string{"batch cx: running", "0/12 done", "--batch-id cx"} {
+		if !strings.Contains(r.stdout, w) {
+			t.Errorf("status of a started batch without a worker: stdout does not contain %q\n%s", w, r)
+		}
+	}
+	r = submit(t, dir, nil, "list", "--json")
+	wantExit(t, "list with a started batch", r, cli.ExitOK)
+	var list []struct {
+		BatchID string `json:"batch_id"`
+		Status  string `json:"status"`
+		Items   int64  `json:"items"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &list); err != nil || len(list) != 1 || list[0].BatchID != "cx" || list[0].Status != "running" || list[0].Items != 12 {
+		t.Errorf("list --json with a started batch: %+v (%v), want cx running with 12 items\n%s", list, err, r)
 	}
 
 	r = submit(t, dir, nil, "cancel", "cx")
@@ -540,9 +556,10 @@ func TestOpsCancelRunning(t *testing.T) {
 		t.Errorf("cancel: stdout does not report the canceled batch\n%s", r)
 	}
 	m := readManifest(t, dir, "cx")
-	if m.Status != manifests.StatusCanceled || m.Counts.Items >= 40 {
-		t.Errorf("canceled batch: status %q, counts %+v", m.Status, m.Counts)
+	if m.Status != manifests.StatusCanceled || m.Counts.Items >= 12 || m.Error == "" {
+		t.Errorf("canceled batch: status %q, counts %+v, error %q", m.Status, m.Counts, m.Error)
 	}
+	t.Logf("canceled after %d of 12 items", m.Counts.Items)
 
 	r = submit(t, dir, nil, "status", "cx")
 	wantExit(t, "status of a canceled batch", r, cli.ExitOK)
@@ -554,4 +571,28 @@ func TestOpsCancelRunning(t *testing.T) {
 	if !bytes.Equal(must(json.Marshal(readManifest(t, dir, "cx"))), must(json.Marshal(m))) {
 		t.Errorf("a second cancel changed the manifest")
 	}
+
+	// Redrive runs the items the canceled batch never finished; the
+	// shards it did finish keep their objects.
+	r = submit(t, dir, nil, "redrive", "cx")
+	wantExit(t, "redrive of a canceled batch", r, cli.ExitOK)
+	m2 := readManifest(t, dir, "cx")
+	if m2.Status != manifests.StatusSucceeded || m2.Counts != (manifests.Counts{Items: 12, Succeeded: 12}) || m2.Redrives != 1 || len(m2.Results) != 12 {
+		t.Fatalf("redriven canceled batch: status %q, counts %+v, redrives %d, %d results", m2.Status, m2.Counts, m2.Redrives, len(m2.Results))
+	}
+	kept := map[string]manifests.Result{}
+	for _, res := range m.Results {
+		kept[res.Key] = res
+	}
+	for i, res := range m2.Results {
+		if old, ok := kept[res.Key]; ok {
+			if old != res {
+				t.Errorf("result %d of a shard finished before the cancel changed: %+v, was %+v", i, res, old)
+			}
+		} else if res.Key != manifests.RedriveResultKey("cx", i, 1) {
+			t.Errorf("result %d: key %q, want %q or one of the canceled manifest", i, res.Key, manifests.RedriveResultKey("cx", i, 1))
+		}
+	}
+	r = submit(t, dir, nil, "results", "--verify", "cx")
+	wantExit(t, "results --verify of the redriven canceled batch", r, cli.ExitOK)
 }

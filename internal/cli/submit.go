@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -82,9 +83,8 @@ func exitCode(o *IO, err error) int {
 
 func newSubmitCommand(ctx context.Context, o *IO) *cobra.Command {
 	f := &submitFlags{}
-	d := pipeline.DefaultOptions()
 	cmd := &cobra.Command{
-		Use:   "submit [flags] FILE",
+		Use:   "submit [flags] FILE|URL",
 		Short: "Run a processor over every item of FILE as a durable Temporal batch",
 		Long: `Submit stages FILE (JSON Lines or CSV with a header; .gz/.zst by extension;
 "-" for stdin) into shards in the blob store, starts the batch and waits for
@@ -102,24 +102,32 @@ canceled, 2 bad usage or bad input.`,
 		},
 	}
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	cmd.AddCommand(newStatusCommand(o), newCancelCommand(o), newListCommand(o), newRedriveCommand(o), newResultsCommand(o))
+	cmd.AddCommand(newStatusCommand(o), newCancelCommand(o), newListCommand(o), newRedriveCommand(o), newResultsCommand(o), newScheduleCommand(o))
+	fl := cmd.Flags()
+	f.registerBatchFlags(cmd)
+	fl.StringVar(&f.batchID, "batch-id", "", "batch id (default: input name + UTC time); reuse it to attach to or resume a batch")
+	fl.BoolVar(&f.wait, "wait", true, "wait for the batch to finish, showing progress")
+	fl.BoolVar(&f.fromFailures, "from-failures", false, "FILE holds failure lines (`submit results ID --failed`, failed.jsonl.zst): submit each line's input")
+	return cmd
+}
+
+// registerBatchFlags adds the flags a batch is run with (shared by submit
+// and schedule create).
+func (f *submitFlags) registerBatchFlags(cmd *cobra.Command) {
+	d := pipeline.DefaultOptions()
 	fl := cmd.Flags()
 	fl.StringVar(&f.store, "store", "", "blob store URL (file:///dir, s3://bucket/prefix, minio://host:port/bucket/prefix); default file://$PWD/.batchpipe/blobs")
-	fl.StringVar(&f.processor, "processor", d.Processor, "processor to run on each item (built in: "+strings.Join(pipeline.DefaultRegistry.Names(), ", ")+")")
+	fl.StringVar(&f.processor, "processor", d.Processor, "processor to run on each item (built in: "+strings.Join(pipeline.DefaultRegistry.Names(), ", ")+"; or exec:COMMAND)")
 	fl.IntVar(&f.shardSize, "shard-size", d.ShardSize, "items per shard, one child workflow each (default: 1000, more for inputs over 250,000 items, keeping ~250 shards)")
 	fl.IntVar(&f.concurrency, "concurrency", d.Concurrency, "shards in flight at once")
-	fl.StringVar(&f.batchID, "batch-id", "", "batch id (default: input name + UTC time); reuse it to attach to or resume a batch")
 	fl.StringVar(&f.maxFailures, "max-failures", "", `stop the batch as failed once more than N items (or "N%" of items) failed; default: never`)
 	fl.StringVar(&f.taskQueue, "task-queue", pipeline.DefaultTaskQueue, "Temporal task queue the workers poll")
-	fl.BoolVar(&f.wait, "wait", true, "wait for the batch to finish, showing progress")
 	fl.IntVar(&f.maxItemSize, "max-item-size", inputs.DefaultMaxItemBytes, "largest input item in bytes")
 	fl.StringVar(&f.format, "format", "", `input format: "jsonl" or "csv" (default: by file extension)`)
 	fl.DurationVar(&f.itemTimeout, "item-timeout", d.ItemTimeout, "timeout of one attempt at one item")
 	fl.IntVar(&f.itemAttempts, "item-attempts", d.ItemAttempts, "attempts per item, the first included")
 	fl.IntVar(&f.itemPar, "item-parallelism", d.ItemParallelism, "items processed at once within a shard")
-	fl.BoolVar(&f.fromFailures, "from-failures", false, "FILE holds failure lines (`submit results ID --failed`, failed.jsonl.zst): submit each line's input")
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log debug details")
-	return cmd
 }
 
 // parseMaxFailures reads "N" or "N%".
@@ -204,9 +212,6 @@ func runSubmit(ctx context.Context, o *IO, f *submitFlags, path string) error {
 	if err != nil {
 		return err
 	}
-	if !f.shardSizeSet {
-		opts.ShardSize = pipeline.AutoShardSize(countLines(o, path))
-	}
 	batchID := f.batchID
 	if batchID == "" {
 		batchID = defaultBatchID(path)
@@ -214,18 +219,27 @@ func runSubmit(ctx context.Context, o *IO, f *submitFlags, path string) error {
 	if err := manifests.ValidateBatchID(batchID); err != nil {
 		return usagef("--batch-id: %v", err)
 	}
-	inOpts := inputs.Options{Format: inputs.Format(f.format), MaxItemBytes: f.maxItemSize}
 	if f.format != "" && f.format != "jsonl" && f.format != "csv" {
 		return usagef("--format %q: want jsonl or csv", f.format)
 	}
-	reader, err := openInput(o, path, inOpts)
-	if err != nil {
-		return err
-	}
-	defer reader.Close()
-	var in pipeline.ItemSource = reader
-	if f.fromFailures {
-		in = pipeline.FailureInputs(displayName(path), reader)
+	remote := strings.Contains(path, "://")
+	var reader *inputs.Reader
+	if remote {
+		if err := checkInputURL(path, f); err != nil {
+			return err
+		}
+		if !f.shardSizeSet {
+			opts.ShardSize = 0 // sized by the staging activity from the object's size
+		}
+	} else {
+		if !f.shardSizeSet {
+			opts.ShardSize = pipeline.AutoShardSize(countLines(o, path))
+		}
+		reader, err = openInput(o, path, inputs.Options{Format: inputs.Format(f.format), MaxItemBytes: f.maxItemSize})
+		if err != nil {
+			return err
+		}
+		defer reader.Close()
 	}
 
 	logger := newLogger(o.Stderr, f.verbose)
@@ -235,47 +249,45 @@ func runSubmit(ctx context.Context, o *IO, f *submitFlags, path string) error {
 	}
 	defer b.Close()
 
-	// An existing batch id: attach when the input is the same, refuse when not.
-	staged, err := pipeline.ReadStaged(ctx, b, batchID)
-	switch {
-	case err == nil:
-		items, sha, ferr := pipeline.Fingerprint(in)
-		if ferr != nil {
-			return inputError(ferr)
+	bin := pipeline.BatchInput{BatchID: batchID, Store: storeURL, Options: opts}
+	if remote {
+		bin.Source, bin.InputURL, bin.InputFormat, bin.MaxItemBytes = path, path, f.format, f.maxItemSize
+		if spec, err := pipeline.ReadSpec(ctx, b, batchID); err == nil {
+			if spec.InputURL != path {
+				return usagef("batch %s already exists with a different input (%s); choose another --batch-id", batchID, spec.Source)
+			}
+			if _, merr := readManifest(ctx, b, batchID); merr == nil {
+				return reportFinished(ctx, o, b, batchID)
+			}
+			fmt.Fprintf(o.Stderr, "batch %s exists with this input; attaching\n", batchID)
 		}
-		if sha != staged.SHA256 {
-			return usagef("batch %s already exists with a different input (%s, %d items, staged %s); this input has %d items. Choose another --batch-id",
-				batchID, staged.Source, staged.Items, staged.StagedAt.Format(time.RFC3339), items)
+		fmt.Fprintf(o.Stderr, "batch %s: a worker stages %s, then runs processor %s\n", batchID, path, opts.Processor)
+	} else {
+		var in pipeline.ItemSource = reader
+		if f.fromFailures {
+			in = pipeline.FailureInputs(displayName(path), reader)
 		}
-		// A manifest means the batch finished: report it without starting
-		// anything (and without relying on Start to notice a closed run).
-		if _, merr := readManifest(ctx, b, batchID); merr == nil {
+		staged, err := stageLocal(ctx, o, b, batchID, path, in, opts.ShardSize)
+		if err != nil {
+			return err
+		}
+		if staged == nil { // finished before: reported
 			return reportFinished(ctx, o, b, batchID)
 		}
-		fmt.Fprintf(o.Stderr, "batch %s exists with this input; attaching\n", batchID)
-	case errors.Is(err, blobstore.ErrNotFound):
-		fmt.Fprintf(o.Stderr, "staging %s as batch %s\n", displayName(path), batchID)
-		staged, err = pipeline.Stage(ctx, b, batchID, displayName(path), in, opts.ShardSize, nil)
-		if err != nil {
-			return inputError(err)
-		}
-	default:
-		return err
+		bin.Source, bin.Items, bin.Shards, bin.Options.ShardSize = staged.Source, staged.Items, staged.Shards, staged.ShardSize
+		fmt.Fprintf(o.Stderr, "batch %s: %d items in %d shards of %d, processor %s\n", batchID, staged.Items, staged.Shards, staged.ShardSize, opts.Processor)
 	}
-	opts.ShardSize = staged.ShardSize
+	if _, err := pipeline.ReadSpec(ctx, b, batchID); errors.Is(err, blobstore.ErrNotFound) {
+		if err := pipeline.SaveSpec(ctx, b, bin); err != nil {
+			return err
+		}
+	}
 
 	conn, err := connect(ctx, o, f.taskQueue, logger, true)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-
-	bin := pipeline.BatchInput{BatchID: batchID, Store: storeURL, Source: staged.Source, Items: staged.Items, Shards: staged.Shards, Options: opts}
-	if _, err := pipeline.ReadSpec(ctx, b, batchID); errors.Is(err, blobstore.ErrNotFound) {
-		if err := pipeline.SaveSpec(ctx, b, bin); err != nil {
-			return err
-		}
-	}
 	run, err := pipeline.Start(ctx, conn.Client, f.taskQueue, bin)
 	if errors.Is(err, pipeline.ErrAlreadyStarted) {
 		return reportFinished(ctx, o, b, batchID)
@@ -283,7 +295,6 @@ func runSubmit(ctx context.Context, o *IO, f *submitFlags, path string) error {
 	if err != nil {
 		return fmt.Errorf("starting batch %s: %w", batchID, err)
 	}
-	fmt.Fprintf(o.Stderr, "batch %s: %d items in %d shards of %d, processor %s\n", batchID, staged.Items, staged.Shards, staged.ShardSize, opts.Processor)
 	if !f.wait {
 		if conn.Embedded {
 			fmt.Fprintf(o.Stderr, "note: the embedded server stops with this command, so the batch waits until you run it again with --batch-id %s (or use `worker --dev` and TEMPORAL_ADDRESS)\n", batchID)
@@ -291,29 +302,77 @@ func runSubmit(ctx context.Context, o *IO, f *submitFlags, path string) error {
 		fmt.Fprintln(o.Stdout, batchID)
 		return nil
 	}
-	res, err := waitWithProgress(ctx, o, conn.Client, run, staged.Items)
-	if err != nil {
-		if ctx.Err() != nil {
-			if conn.Embedded {
-				fmt.Fprintf(o.Stderr, "\ninterrupted; the batch is saved in .batchpipe/ and resumes when you run the same command with --batch-id %s\n", batchID)
-			} else {
-				fmt.Fprintf(o.Stderr, "\nstopped waiting; batch %s keeps running on the cluster\n", batchID)
-			}
-			return exitError{ExitFailed}
+	res, err := waitWithProgress(ctx, o, conn.Client, run, bin.Items)
+	if err != nil && ctx.Err() != nil {
+		if conn.Embedded {
+			fmt.Fprintf(o.Stderr, "\ninterrupted; the batch is saved in .batchpipe/ and resumes when you run the same command with --batch-id %s\n", batchID)
+		} else {
+			fmt.Fprintf(o.Stderr, "\nstopped waiting; batch %s keeps running on the cluster\n", batchID)
 		}
-		// A canceled batch still wrote its manifest.
-		if m, merr := readManifest(context.WithoutCancel(ctx), b, batchID); merr == nil {
-			printSummary(o, b, m, time.Since(start))
-			return exitError{statusExit(m.Status)}
-		}
-		return fmt.Errorf("batch %s: %w", batchID, err)
+		return exitError{ExitFailed}
 	}
-	m, err := readManifest(ctx, b, batchID)
-	if err != nil {
-		return fmt.Errorf("batch %s finished as %s but its manifest cannot be read: %w", batchID, res.Status, err)
+	// A canceled batch also wrote its manifest.
+	m, merr := readManifest(context.WithoutCancel(ctx), b, batchID)
+	if merr != nil {
+		if err != nil {
+			return fmt.Errorf("batch %s: %w", batchID, err)
+		}
+		return fmt.Errorf("batch %s finished as %s but its manifest cannot be read: %w", batchID, res.Status, merr)
+	}
+	if msg, ok := strings.CutPrefix(m.Error, "bad input: "); ok && len(m.Results) == 0 {
+		return usagef("%s", msg) // a remote input failed validation: nothing was staged
 	}
 	printSummary(o, b, m, time.Since(start))
 	return exitError{statusExit(m.Status)}
+}
+
+// stageLocal stages a local input, or checks an existing batch id against
+// it: nil Staged means the batch finished before (report it).
+func stageLocal(ctx context.Context, o *IO, b blobstore.Bucket, batchID, path string, in pipeline.ItemSource, shardSize int) (*pipeline.Staged, error) {
+	staged, err := pipeline.ReadStaged(ctx, b, batchID)
+	switch {
+	case err == nil:
+		items, sha, ferr := pipeline.Fingerprint(in)
+		if ferr != nil {
+			return nil, inputError(ferr)
+		}
+		if sha != staged.SHA256 {
+			return nil, usagef("batch %s already exists with a different input (%s, %d items, staged %s); this input has %d items. Choose another --batch-id",
+				batchID, staged.Source, staged.Items, staged.StagedAt.Format(time.RFC3339), items)
+		}
+		// A manifest means the batch finished: report it without starting anything.
+		if _, merr := readManifest(ctx, b, batchID); merr == nil {
+			return nil, nil
+		}
+		fmt.Fprintf(o.Stderr, "batch %s exists with this input; attaching\n", batchID)
+		return &staged, nil
+	case errors.Is(err, blobstore.ErrNotFound):
+		fmt.Fprintf(o.Stderr, "staging %s as batch %s\n", displayName(path), batchID)
+		staged, err = pipeline.Stage(ctx, b, batchID, displayName(path), in, shardSize, nil)
+		if err != nil {
+			return nil, inputError(err)
+		}
+		return &staged, nil
+	default:
+		return nil, err
+	}
+}
+
+// checkInputURL rejects an input URL that cannot work before anything starts.
+func checkInputURL(rawURL string, f *submitFlags) error {
+	if f.fromFailures {
+		return usagef("--from-failures reads local files; download %s first", blobstore.Redact(rawURL))
+	}
+	if blobstore.Redact(rawURL) != rawURL {
+		return usagef("input URL %s must not contain credentials: set them in the environment", blobstore.Redact(rawURL))
+	}
+	if _, _, err := blobstore.SplitObjectURL(rawURL); err != nil {
+		return usageError{err}
+	}
+	if scheme, _, _ := strings.Cut(rawURL, "://"); !slices.Contains(blobstore.Schemes(), scheme) {
+		return usagef("input URL %s: unknown scheme %q (known: %s)", rawURL, scheme, strings.Join(blobstore.Schemes(), ", "))
+	}
+	return nil
 }
 
 func displayName(path string) string {
@@ -410,7 +469,7 @@ func waitWithProgress(ctx context.Context, o *IO, c client.Client, run client.Wo
 		tty = true
 	}
 	var bar *progressbar.ProgressBar
-	if tty {
+	newBar := func() {
 		bar = progressbar.NewOptions64(items,
 			progressbar.OptionSetWriter(o.Stderr),
 			progressbar.OptionSetDescription("items"),
@@ -421,6 +480,9 @@ func waitWithProgress(ctx context.Context, o *IO, c client.Client, run client.Wo
 			progressbar.OptionThrottle(200*time.Millisecond),
 			progressbar.OptionClearOnFinish(),
 		)
+	}
+	if tty && items > 0 {
+		newBar()
 	}
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
@@ -439,6 +501,12 @@ func waitWithProgress(ctx context.Context, o *IO, c client.Client, run client.Wo
 			cancel()
 			if err != nil {
 				continue // between runs, or the worker is busy: try again
+			}
+			if items == 0 && p.Items > 0 { // known once a worker staged a remote input
+				items = p.Items
+				if tty {
+					newBar()
+				}
 			}
 			if bar != nil {
 				bar.Set64(p.Done)

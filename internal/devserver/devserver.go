@@ -93,6 +93,11 @@ type Options struct {
 	// LogLevel is the lowest level of server log records that are passed to
 	// Logger. Nil means slog.LevelWarn: the server is chatty at info level.
 	LogLevel slog.Leveler
+	// UIPort is the port of the Temporal Web UI (DefaultUIPort, 8233, is
+	// that of `temporal server start-dev`); zero serves no UI.
+	UIPort int
+	// UIHost is the IP address the Web UI listens on; default Host.
+	UIHost string
 }
 
 // Server is a running embedded Temporal server. Create one with Start and
@@ -103,6 +108,7 @@ type Server struct {
 	addr      string
 	namespace string
 	lock      *dirLock
+	ui        *webUI
 
 	stopOnce sync.Once
 	stopErr  error
@@ -157,6 +163,9 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		}
 		sqlCfg = memoryDatabase()
 	}
+	if err := checkUIPort(opts, layout); err != nil {
+		return nil, err
+	}
 
 	if err := registerNamespace(sqlCfg, opts.Namespace); err != nil {
 		return nil, err
@@ -183,6 +192,12 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		_ = s.Stop()
 		return nil, err
 	}
+	if opts.UIPort != 0 {
+		if s.ui, err = startUI(ctx, opts, s.addr); err != nil {
+			_ = s.Stop()
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
@@ -202,6 +217,9 @@ func (s *Server) Namespace() string { return s.namespace }
 // Starting again on the same directory in the same process works.
 func (s *Server) Stop() error {
 	s.stopOnce.Do(func() {
+		if s.ui != nil {
+			s.ui.stop()
+		}
 		s.logger.mute()
 		s.stopErr = s.srv.Stop()
 		if s.lock != nil {
@@ -223,6 +241,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.Namespace == "" {
 		o.Namespace = DefaultNamespace
+	}
+	if err := o.uiDefaults(); err != nil {
+		return o, err
 	}
 	if o.LogLevel == nil {
 		o.LogLevel = slog.LevelWarn

@@ -1,0 +1,253 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"go.temporal.io/sdk/client"
+
+	"github.com/batchpipe/batchpipe/blobstore"
+	"github.com/batchpipe/batchpipe/inputs"
+	"github.com/batchpipe/batchpipe/manifests"
+	"github.com/batchpipe/batchpipe/pipeline"
+)
+
+// childSampleAbove is the number of children above which only a sample of
+// childSample children's histories is read (every child has the same
+// shape: a start and one activity).
+const (
+	childSampleAbove = 300
+	childSample      = 100
+)
+
+// runBatchpipe runs one batch the way `submit` does (stage the input into
+// the store, save the spec, start BatchWorkflow, wait while querying
+// progress every 500 ms, read the manifest) against the bench's embedded
+// server, with the worker in its own process. shardSize 0 means the
+// product's automatic shard size.
+func runBatchpipe(ctx context.Context, env *env, scenario string, n int, input, storeURL string, shardSize, concurrency int) (Row, error) {
+	opts := pipeline.DefaultOptions()
+	opts.Processor = env.cfg.Processor
+	if shardSize <= 0 {
+		shardSize = pipeline.AutoShardSize(int64(n)) // what submit picks for an n-line file
+	}
+	opts.ShardSize = shardSize
+	if concurrency > 0 {
+		opts.Concurrency = concurrency
+	}
+	row := Row{Scenario: scenario, Items: int64(n), ShardSize: opts.ShardSize, Concurrency: opts.Concurrency, RSSOf: "worker process"}
+	name := fmt.Sprintf("%s-%d-s%d-c%d", scenario, n, opts.ShardSize, opts.Concurrency)
+	tq := env.taskQueue(scenario, n)
+	w, err := startWorker(ctx, env, tq, name)
+	if err != nil {
+		return row, err
+	}
+	defer func() {
+		if w != nil {
+			w.kill()
+		}
+	}()
+	batchID := fmt.Sprintf("%s-%s", name, env.runTag)
+	queriesBefore := env.calls.get("QueryWorkflow")
+
+	start := time.Now()
+	b, err := blobstore.Open(ctx, storeURL)
+	if err != nil {
+		return row, err
+	}
+	defer b.Close()
+	r, err := inputs.Open(input, inputs.Options{})
+	if err != nil {
+		return row, err
+	}
+	staged, err := pipeline.Stage(ctx, b, batchID, filepath.Base(input), r, opts.ShardSize, nil)
+	r.Close()
+	if err != nil {
+		return row, fmt.Errorf("staging: %w", err)
+	}
+	stageDone := time.Now()
+	bin := pipeline.BatchInput{BatchID: batchID, Store: storeURL, Source: staged.Source, Items: staged.Items, Shards: staged.Shards, Options: opts}
+	if err := pipeline.SaveSpec(ctx, b, bin); err != nil {
+		return row, err
+	}
+	run, err := pipeline.Start(ctx, env.client, tq, bin)
+	if err != nil {
+		return row, fmt.Errorf("starting batch: %w", err)
+	}
+	res, err := waitQuerying(ctx, env.client, run)
+	if err != nil {
+		return row, fmt.Errorf("batch %s: %w", batchID, err)
+	}
+	m, err := readManifest(ctx, b, batchID)
+	if err != nil {
+		return row, err
+	}
+	row.Wall = time.Since(start)
+	row.Phases = map[string]float64{"stage": stageDone.Sub(start).Seconds(), "run": time.Since(stageDone).Seconds()}
+	if m.Counts.Items != int64(n) || m.Status != manifests.StatusSucceeded || res.Status != m.Status {
+		return row, fmt.Errorf("batch %s: manifest says %s with %d items, want succeeded with %d", batchID, m.Status, m.Counts.Items, n)
+	}
+
+	rep, rss, err := w.stop()
+	w = nil
+	if err != nil {
+		return row, err
+	}
+	row.WorkerRSS = rss
+	row.Actions.Heartbeats = rep.heartbeats()
+	row.Actions.Queries = env.calls.get("QueryWorkflow") - queriesBefore
+	if err := walkBatch(ctx, env.client, &row, batchID, staged.Shards); err != nil {
+		return row, err
+	}
+	return row, nil
+}
+
+// waitQuerying waits for a batch as submit does: run.Get, and the
+// progress query every 500 ms.
+func waitQuerying(ctx context.Context, c client.Client, run client.WorkflowRun) (pipeline.BatchResult, error) {
+	var res pipeline.BatchResult
+	done := make(chan error, 1)
+	go func() { done <- run.Get(ctx, &res) }()
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			return res, err
+		case <-tick.C:
+			qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			pipeline.QueryProgress(qctx, c, run.GetID())
+			cancel()
+		}
+	}
+}
+
+// walkBatch reads the histories of a batch (every parent run; every child,
+// or a sample of them) into row: runs, largest history, actions.
+func walkBatch(ctx context.Context, c client.Client, row *Row, batchID string, shards int) error {
+	runs, err := runChain(ctx, c, batchID)
+	if err != nil {
+		return err
+	}
+	row.ParentRuns = len(runs)
+	for _, h := range runs {
+		row.observe(h)
+		row.Actions = row.Actions.Add(HistoryActions(h))
+	}
+	row.ChildRuns = shards
+	k := shards
+	if shards > childSampleAbove {
+		k = childSample
+		row.Notes = append(row.Notes, fmt.Sprintf("children's actions extrapolated from %d of %d child histories", k, shards))
+	}
+	var sample Actions
+	for j := range k {
+		i := j * shards / k
+		h, err := fetchHistory(ctx, c, fmt.Sprintf("%s/shard-%d", batchID, i), "")
+		if err != nil {
+			return err
+		}
+		row.observe(h)
+		sample = sample.Add(HistoryActions(h))
+	}
+	row.Actions = row.Actions.Add(sample.Scale(int64(shards), int64(k)))
+	return nil
+}
+
+func readManifest(ctx context.Context, b blobstore.Bucket, batchID string) (manifests.Manifest, error) {
+	var m manifests.Manifest
+	data, err := blobstore.ReadAll(ctx, b, manifests.ManifestKey(batchID))
+	if err != nil {
+		return m, err
+	}
+	return m, json.Unmarshal(data, &m)
+}
+
+var submitSummary = regexp.MustCompile(`(?m)^batch (\S+) (\S+): (\d+) items`)
+
+// runSubmit runs the whole `submit` program on the input in a fresh
+// directory, as a user would on a fresh machine: its embedded Temporal
+// server (SQLite file under .batchpipe/), in-process worker and the file
+// store. Wall time and peak RSS are the process's. Its histories are then
+// read by `bench inspect` on the state it left.
+func runSubmit(ctx context.Context, env *env, n int, input string) (Row, error) {
+	row := Row{Scenario: "submit", Items: int64(n), ShardSize: pipeline.AutoShardSize(int64(n)),
+		Concurrency: pipeline.DefaultConcurrency, RSSOf: "submit process (server + worker)"}
+	dir := env.tempPath(fmt.Sprintf("submit-%d", n))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return row, err
+	}
+	cmd := exec.CommandContext(ctx, env.submitBin, input)
+	cmd.Dir = dir
+	cmd.Env = envFor([]string{"TEMPORAL_"})
+	cmd.SysProcAttr = deathSignal()
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	err := cmd.Run()
+	row.Wall = time.Since(start)
+	row.WorkerRSS = maxRSS(cmd.ProcessState)
+	if err != nil {
+		return row, fmt.Errorf("submit: %v\n%s", err, tail(out.String(), 2000))
+	}
+	match := submitSummary.FindStringSubmatch(out.String())
+	if match == nil || match[2] != manifests.StatusSucceeded || match[3] != fmt.Sprint(n) {
+		return row, fmt.Errorf("submit: unexpected output:\n%s", tail(out.String(), 2000))
+	}
+	batchID := match[1]
+	b, err := blobstore.Open(ctx, "file://"+filepath.Join(dir, ".batchpipe", "blobs"))
+	if err != nil {
+		return row, err
+	}
+	m, err := readManifest(ctx, b, batchID)
+	b.Close()
+	if err != nil {
+		return row, err
+	}
+	if m.Counts.Items != int64(n) {
+		return row, fmt.Errorf("submit: manifest counts %d items, want %d", m.Counts.Items, n)
+	}
+	row.ShardSize = m.Input.ShardSize
+	if err := inspectSubmit(ctx, env, &row, filepath.Join(dir, ".batchpipe", "embedded"), batchID, m.Input.Shards); err != nil {
+		row.Notes = append(row.Notes, "histories not read: "+err.Error())
+	}
+	return row, nil
+}
+
+// inspectSubmit reads the histories a finished submit left in its state
+// directory, by running `bench inspect` (a server on that SQLite file in a
+// process of its own).
+func inspectSubmit(ctx context.Context, env *env, row *Row, stateDir, batchID string, shards int) error {
+	cmd := exec.CommandContext(ctx, env.self, "inspect", "-dir", stateDir, "-batch-id", batchID, "-shards", fmt.Sprint(shards))
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%v: %s", err, tail(errOut.String(), 500))
+	}
+	var got Row
+	if err := json.Unmarshal(out.Bytes(), &got); err != nil {
+		return err
+	}
+	row.ParentRuns, row.ChildRuns = got.ParentRuns, got.ChildRuns
+	row.MaxEvents, row.MaxHistoryBytes = got.MaxEvents, got.MaxHistoryBytes
+	row.Actions = got.Actions
+	row.Notes = append(row.Notes, got.Notes...)
+	row.Notes = append(row.Notes, "heartbeats and progress queries of the submit process not counted (same code as the batchpipe row)")
+	return nil
+}
+
+func tail(s string, n int) string {
+	s = strings.TrimSpace(s)
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
+	return s
+}

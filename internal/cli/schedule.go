@@ -1,0 +1,281 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	commonpb "go.temporal.io/api/common/v1"
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
+
+	"github.com/batchpipe/batchpipe/blobstore"
+	"github.com/batchpipe/batchpipe/manifests"
+	"github.com/batchpipe/batchpipe/pipeline"
+)
+
+var overlapPolicies = map[string]enumspb.ScheduleOverlapPolicy{
+	"skip":            enumspb.SCHEDULE_OVERLAP_POLICY_SKIP,
+	"buffer-one":      enumspb.SCHEDULE_OVERLAP_POLICY_BUFFER_ONE,
+	"buffer-all":      enumspb.SCHEDULE_OVERLAP_POLICY_BUFFER_ALL,
+	"cancel-other":    enumspb.SCHEDULE_OVERLAP_POLICY_CANCEL_OTHER,
+	"terminate-other": enumspb.SCHEDULE_OVERLAP_POLICY_TERMINATE_OTHER,
+	"allow-all":       enumspb.SCHEDULE_OVERLAP_POLICY_ALLOW_ALL,
+}
+
+// scheduleConnect dials Temporal for schedule commands: schedules need a
+// server that keeps running, so the embedded default does not do.
+func scheduleConnect(ctx context.Context, o *IO, verbose bool) (client.Client, error) {
+	prof, err := temporalProfile(o)
+	if err != nil {
+		return nil, usagef("temporal configuration: %v", err)
+	}
+	if prof.Address == "" {
+		return nil, usagef("schedules need a Temporal server that keeps running: start `worker --dev` (or use a cluster) and set TEMPORAL_ADDRESS, e.g. TEMPORAL_ADDRESS=127.0.0.1:7233")
+	}
+	conn, err := connect(ctx, o, "", newLogger(o.Stderr, verbose), false)
+	if err != nil {
+		return nil, err
+	}
+	return conn.Client, nil
+}
+
+func scheduleHandle(ctx context.Context, c client.Client, name string) (client.ScheduleHandle, error) {
+	h := c.ScheduleClient().GetHandle(ctx, pipeline.ScheduleID(name))
+	if _, err := h.Describe(ctx); err != nil {
+		var nf *serviceerror.NotFound
+		if errors.As(err, &nf) {
+			return nil, usagef("unknown schedule %q (see `submit schedule list`)", name)
+		}
+		return nil, err
+	}
+	return h, nil
+}
+
+func newScheduleCommand(o *IO) *cobra.Command {
+	cmd := &cobra.Command{Use: "schedule", Short: "Run a batch on a cron schedule (Temporal Schedules)", SilenceUsage: true, SilenceErrors: true}
+	cmd.AddCommand(newScheduleCreate(o))
+	var verbose bool
+	simple := func(use, short string, run func(ctx context.Context, c client.Client, h client.ScheduleHandle, name string) error) *cobra.Command {
+		sc := subcommand(use+" NAME", short, cobra.ExactArgs(1), func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			c, err := scheduleConnect(ctx, o, verbose)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			h, err := scheduleHandle(ctx, c, args[0])
+			if err != nil {
+				return err
+			}
+			return run(ctx, c, h, args[0])
+		})
+		sc.Flags().BoolVarP(&verbose, "verbose", "v", false, "log debug details")
+		return sc
+	}
+	cmd.AddCommand(
+		simple("describe", "Show a schedule: its spec, next runs and recent runs with their status", func(ctx context.Context, c client.Client, h client.ScheduleHandle, name string) error {
+			return describeSchedule(ctx, o, c, h, name)
+		}),
+		simple("trigger", "Run a schedule's batch now", func(ctx context.Context, _ client.Client, h client.ScheduleHandle, name string) error {
+			if err := h.Trigger(ctx, client.ScheduleTriggerOptions{}); err != nil {
+				return err
+			}
+			fmt.Fprintf(o.Stdout, "triggered schedule %s; its batch id is %s-<UTC time of now>\n", name, name)
+			return nil
+		}),
+		simple("pause", "Pause a schedule", func(ctx context.Context, _ client.Client, h client.ScheduleHandle, name string) error {
+			if err := h.Pause(ctx, client.SchedulePauseOptions{Note: "paused with batchpipe"}); err != nil {
+				return err
+			}
+			fmt.Fprintf(o.Stdout, "paused schedule %s\n", name)
+			return nil
+		}),
+		simple("unpause", "Unpause a schedule", func(ctx context.Context, _ client.Client, h client.ScheduleHandle, name string) error {
+			if err := h.Unpause(ctx, client.ScheduleUnpauseOptions{Note: "unpaused with batchpipe"}); err != nil {
+				return err
+			}
+			fmt.Fprintf(o.Stdout, "unpaused schedule %s\n", name)
+			return nil
+		}),
+		simple("delete", "Delete a schedule (running batches and stored results stay)", func(ctx context.Context, _ client.Client, h client.ScheduleHandle, name string) error {
+			if err := h.Delete(ctx); err != nil {
+				return err
+			}
+			fmt.Fprintf(o.Stdout, "deleted schedule %s\n", name)
+			return nil
+		}),
+	)
+	list := subcommand("list", "List schedules", cobra.NoArgs, func(cmd *cobra.Command, _ []string) error {
+		ctx := cmd.Context()
+		c, err := scheduleConnect(ctx, o, verbose)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		it, err := c.ScheduleClient().List(ctx, client.ScheduleListOptions{})
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(o.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tCRON\tPAUSED\tNEXT RUN")
+		for it.HasNext() {
+			e, err := it.Next()
+			if err != nil {
+				return err
+			}
+			name, ok := strings.CutPrefix(e.ID, "batchpipe-")
+			if !ok {
+				continue
+			}
+			cron, next := memoString(e.Memo, "cron"), "-"
+			if len(e.NextActionTimes) > 0 {
+				next = e.NextActionTimes[0].UTC().Format(time.RFC3339)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%v\t%s\n", name, cron, e.Paused, next)
+		}
+		return tw.Flush()
+	})
+	cmd.AddCommand(list)
+	return cmd
+}
+
+func newScheduleCreate(o *IO) *cobra.Command {
+	f := &submitFlags{}
+	var cron, tz, overlap string
+	var catchup time.Duration
+	cmd := subcommand("create NAME INPUT_URL", "Create a schedule that runs a batch over INPUT_URL on a cron spec", cobra.ExactArgs(2),
+		func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			name, input := args[0], args[1]
+			if err := manifests.ValidateBatchID(name); err != nil {
+				return usagef("schedule name: %v", err)
+			}
+			if cron == "" {
+				return usagef("--cron is required, e.g. --cron \"0 2 * * *\"")
+			}
+			pol, ok := overlapPolicies[overlap]
+			if !ok {
+				return usagef("--overlap %q: want one of skip, buffer-one, buffer-all, cancel-other, terminate-other, allow-all", overlap)
+			}
+			if tz != "" {
+				if _, err := time.LoadLocation(tz); err != nil {
+					return usagef("--timezone %q: %v", tz, err)
+				}
+			}
+			if !strings.Contains(input, "://") {
+				abs, err := filepath.Abs(filepath.Join(o.workDir(), input))
+				if err != nil || filepath.IsAbs(input) {
+					abs = input
+				}
+				input = "file://" + abs
+			}
+			if err := checkInputURL(input, f); err != nil {
+				return err
+			}
+			opts, err := f.options()
+			if err != nil {
+				return err
+			}
+			if !cmd.Flags().Changed("shard-size") {
+				opts.ShardSize = 0
+			}
+			b, storeURL, err := openStore(ctx, o, f.store)
+			if err != nil {
+				return err
+			}
+			b.Close()
+			c, err := scheduleConnect(ctx, o, f.verbose)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_, err = pipeline.CreateSchedule(ctx, c, pipeline.ScheduleSpec{
+				Name: name, Cron: cron, TimeZone: tz, Overlap: pol, CatchupWindow: catchup, TaskQueue: f.taskQueue,
+				Batch: pipeline.BatchInput{Store: storeURL, Source: blobstore.Redact(input), InputURL: input,
+					InputFormat: f.format, MaxItemBytes: f.maxItemSize, Options: opts},
+			})
+			if err != nil {
+				return fmt.Errorf("creating schedule %s: %w", name, err)
+			}
+			fmt.Fprintf(o.Stdout, "created schedule %s: %q (%s) over %s\n", name, cron, zoneName(tz), input)
+			fmt.Fprintf(o.Stdout, "each run is batch %s-<nominal UTC time>; the newest finished one is named by %s in %s\n", name, manifests.LatestKey(name), storeURL)
+			return nil
+		})
+	f.registerBatchFlags(cmd)
+	fl := cmd.Flags()
+	fl.StringVar(&cron, "cron", "", `cron spec, e.g. "0 2 * * *" for 02:00 every day`)
+	fl.StringVar(&tz, "timezone", "", "time zone of the cron spec, e.g. Europe/Berlin (default UTC)")
+	fl.StringVar(&overlap, "overlap", "skip", "when a run is due while the previous batch still runs: skip, buffer-one, buffer-all, cancel-other, terminate-other, allow-all")
+	fl.DurationVar(&catchup, "catchup-window", 24*time.Hour, "after downtime, runs missed within this window are started late; older ones are skipped")
+	return cmd
+}
+
+func zoneName(tz string) string {
+	if tz == "" {
+		return "UTC"
+	}
+	return tz
+}
+
+func describeSchedule(ctx context.Context, o *IO, c client.Client, h client.ScheduleHandle, name string) error {
+	d, err := h.Describe(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(o.Stdout, "schedule %s\n", name)
+	fmt.Fprintf(o.Stdout, "cron: %s (%s)\n", memoString(d.Memo, "cron"), zoneName(memoString(d.Memo, "timezone")))
+	if act, ok := d.Schedule.Action.(*client.ScheduleWorkflowAction); ok && len(act.Args) == 1 {
+		var in pipeline.BatchInput
+		if p, ok := act.Args[0].(interface{ GetData() []byte }); ok {
+			json.Unmarshal(p.GetData(), &in)
+		}
+		if in.Source != "" {
+			fmt.Fprintf(o.Stdout, "input: %s\nstore: %s\nprocessor: %s\n", in.Source, in.Store, in.Options.Processor)
+		}
+	}
+	fmt.Fprintf(o.Stdout, "paused: %v\n", d.Schedule.State.Paused)
+	fmt.Fprintf(o.Stdout, "overlap: %s\n", strings.ToLower(strings.TrimPrefix(d.Schedule.Policy.Overlap.String(), "SCHEDULE_OVERLAP_POLICY_")))
+	fmt.Fprintln(o.Stdout, "next runs:")
+	for _, t := range d.Info.NextActionTimes {
+		fmt.Fprintf(o.Stdout, "  %s  (batch %s)\n", t.UTC().Format(time.RFC3339), pipeline.ScheduledBatchID(name, t))
+	}
+	fmt.Fprintln(o.Stdout, "recent runs:")
+	for _, a := range d.Info.RecentActions {
+		status := "?"
+		if r := a.StartWorkflowResult; r != nil {
+			if desc, err := c.DescribeWorkflowExecution(ctx, r.WorkflowID, r.FirstExecutionRunID); err == nil {
+				status = strings.ToLower(desc.WorkflowExecutionInfo.GetStatus().String())
+				status = strings.TrimPrefix(status, "workflow_execution_status_")
+			}
+		}
+		fmt.Fprintf(o.Stdout, "  %s  batch %s  %s\n", a.ScheduleTime.UTC().Format(time.RFC3339), pipeline.ScheduledBatchID(name, a.ScheduleTime), status)
+	}
+	if d.Info.NumActionsSkippedOverlap > 0 {
+		fmt.Fprintf(o.Stdout, "runs skipped because the previous batch was still running: %d\n", d.Info.NumActionsSkippedOverlap)
+	}
+	return nil
+}
+
+// memoString reads a string field of a memo ("-" when absent; "" for the
+// time zone, which then means UTC).
+func memoString(m *commonpb.Memo, key string) string {
+	var v string
+	if p := m.GetFields()[key]; p != nil {
+		if converter.GetDefaultDataConverter().FromPayload(p, &v) == nil && v != "" {
+			return v
+		}
+	}
+	if key == "timezone" {
+		return ""
+	}
+	return "-"
+}
