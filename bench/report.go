@@ -154,7 +154,7 @@ func temporalRows(rows []Row) []Row {
 
 // summary is the one-line progress report of a run.
 func (r *Row) summary() string {
-	s := fmt.Sprintf("%s s", fmtSeconds(r.WallSeconds))
+	s := fmtSeconds(r.WallSeconds)
 	if r.Stopped != "" {
 		s = "stopped: " + r.Stopped + " after " + s
 	} else {

@@ -1,13 +1,16 @@
 package pipeline_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	historypb "go.temporal.io/api/history/v1"
+	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -15,6 +18,7 @@ import (
 
 	enumspb "go.temporal.io/api/enums/v1"
 
+	"github.com/batchpipe/batchpipe/blobstore"
 	"github.com/batchpipe/batchpipe/manifests"
 	"github.com/batchpipe/batchpipe/pipeline"
 )
@@ -100,6 +104,7 @@ func TestReplayRecordedHistories(t *testing.T) {
 			r := worker.NewWorkflowReplayer()
 			r.RegisterWorkflowWithOptions(pipeline.BatchWorkflow, workflowOpts(pipeline.BatchWorkflowName))
 			r.RegisterWorkflowWithOptions(pipeline.ShardWorkflow, workflowOpts(pipeline.ShardWorkflowName))
+			r.RegisterWorkflowWithOptions(pipeline.ScheduledBatchWorkflow, workflowOpts(pipeline.ScheduledBatchWorkflowName))
 			if err := r.ReplayWorkflowHistoryFromJSONFile(nil, f); err != nil {
 				t.Fatalf("replaying %s: %v", f, err)
 			}
@@ -110,7 +115,7 @@ func TestReplayRecordedHistories(t *testing.T) {
 // historyGeneration names the files recordHistories writes; bump it when
 // the workflows change (behind workflow.GetVersion), so the histories of
 // every earlier generation keep being replayed.
-const historyGeneration = "g2-memo"
+const historyGeneration = "g3-nightly"
 
 // recordHistories runs a small batch with failures across several
 // continue-as-new runs and writes each run's history, and one shard's.
@@ -133,6 +138,37 @@ func recordHistories(t *testing.T, dir string) {
 		writeHistory(t, filepath.Join(dir, fmt.Sprintf("%s-batch-run%d.json", historyGeneration, i+1)), fetchHistory(t, bt.id, r.runID))
 	}
 	writeHistory(t, filepath.Join(dir, historyGeneration+"-shard.json"), fetchHistory(t, bt.id+"/shard-0", ""))
+
+	// A redrive of that batch.
+	ctx := context.Background()
+	m := bt.manifest(t)
+	spec := pipeline.BatchInput{BatchID: bt.id, Store: bt.store, Source: m.Input.Source, Items: m.Input.Items, Shards: m.Input.Shards, Options: bt.opts}
+	run, err := pipeline.StartRedrive(ctx, temporalClient, bt.tq, spec, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := run.Get(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	writeHistory(t, filepath.Join(dir, historyGeneration+"-redrive.json"), fetchHistory(t, bt.id, run.GetRunID()))
+
+	// A batch staging its own input object, started by hand through the
+	// scheduled launcher.
+	b, _ := blobstore.Open(ctx, bt.store)
+	b.Put(ctx, "drop/in.jsonl", bytes.NewReader(input))
+	in := pipeline.BatchInput{Store: bt.store, Source: "drop/in.jsonl", Schedule: "rec",
+		InputURL: bt.store + "/drop/in.jsonl", Options: bt.opts}
+	lrun, err := temporalClient.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "rec-launcher", TaskQueue: bt.tq}, pipeline.ScheduledBatchWorkflowName, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res pipeline.BatchResult
+	if err := lrun.Get(ctx, &res); err != nil {
+		t.Fatal(err)
+	}
+	writeHistory(t, filepath.Join(dir, historyGeneration+"-launcher.json"), fetchHistory(t, "rec-launcher", lrun.GetRunID()))
+	batchID := strings.TrimSuffix(strings.TrimPrefix(res.ManifestKey, "batches/"), "/manifest.json")
+	writeHistory(t, filepath.Join(dir, historyGeneration+"-remote-input.json"), fetchHistory(t, batchID, ""))
 }
 
 func writeHistory(t *testing.T, path string, h *historypb.History) {

@@ -1,0 +1,222 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/batchpipe/batchpipe/blobstore"
+	"github.com/batchpipe/batchpipe/manifests"
+)
+
+// parseAge reads a duration with a "d" (days) unit allowed: 30d, 12h, 1d12h.
+func parseAge(s string) (time.Duration, error) {
+	days := time.Duration(0)
+	if i := strings.Index(s, "d"); i > 0 {
+		n, err := strconv.Atoi(s[:i])
+		if err != nil {
+			return 0, fmt.Errorf("bad age %q", s)
+		}
+		days, s = time.Duration(n)*24*time.Hour, s[i+1:]
+	}
+	if s == "" {
+		return days, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("bad age %q: want e.g. 30d, 36h or 1d12h", s)
+	}
+	return days + d, nil
+}
+
+// gcBatch is one batch's objects in the store.
+type gcBatch struct {
+	id       string
+	keys     []blobstore.Attributes
+	manifest *manifests.Manifest
+}
+
+func newGCCommand(o *IO) *cobra.Command {
+	f := &opsFlags{}
+	var olderThan string
+	var dryRun, yes, keepInputs bool
+	cmd := subcommand("gc --older-than AGE", "Delete the objects of finished batches older than AGE (never running batches, never a schedule's latest)", cobra.NoArgs,
+		func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			if olderThan == "" {
+				return usagef("--older-than is required, e.g. --older-than 30d")
+			}
+			age, err := parseAge(olderThan)
+			if err != nil {
+				return usageError{err}
+			}
+			interactive := false
+			if in, ok := o.Stdin.(*os.File); ok && term.IsTerminal(int(in.Fd())) {
+				interactive = true
+			}
+			if !yes && !interactive && !cmd.Flags().Changed("dry-run") {
+				dryRun = true
+				fmt.Fprintln(o.Stderr, "stdin is not a terminal and --yes was not given: dry run, nothing is deleted")
+			}
+			b, _, err := openStore(ctx, o, f.store)
+			if err != nil {
+				return err
+			}
+			defer b.Close()
+			cutoff := time.Now().Add(-age)
+			victims, kept, err := gcCandidates(ctx, o, f, b, cutoff)
+			if err != nil {
+				return err
+			}
+			for _, k := range kept {
+				fmt.Fprintf(o.Stderr, "keeping %s\n", k)
+			}
+			var total, objects int64
+			for _, v := range victims {
+				for _, a := range v.keys {
+					if keepInputs && strings.Contains(a.Key, "/input/") {
+						continue
+					}
+					total += a.Size
+					objects++
+				}
+			}
+			verb := "deleted"
+			if dryRun {
+				verb = "would delete"
+			}
+			if len(victims) == 0 {
+				fmt.Fprintf(o.Stdout, "no finished batch is older than %s\n", olderThan)
+				return nil
+			}
+			if !dryRun && !yes && interactive {
+				fmt.Fprintf(o.Stderr, "delete %d batches (%d objects, %d bytes)? [y/N] ", len(victims), objects, total)
+				answer, _ := bufio.NewReader(o.Stdin).ReadString('\n')
+				if !strings.HasPrefix(strings.ToLower(strings.TrimSpace(answer)), "y") {
+					return usagef("nothing deleted")
+				}
+			}
+			for _, v := range victims {
+				var n, size int64
+				if !dryRun {
+					if err := deleteBatch(ctx, b, v, keepInputs); err != nil {
+						return fmt.Errorf("deleting batch %s: %w", v.id, err)
+					}
+				}
+				for _, a := range v.keys {
+					if !(keepInputs && strings.Contains(a.Key, "/input/")) {
+						n++
+						size += a.Size
+					}
+				}
+				fmt.Fprintf(o.Stdout, "%s %s: %d objects, %d bytes (finished %s)\n", verb, v.id, n, size, v.manifest.FinishedAt.Format(time.RFC3339))
+			}
+			fmt.Fprintf(o.Stdout, "%s %d batches: %d objects, %d bytes\n", verb, len(victims), objects, total)
+			return nil
+		})
+	f.register(cmd, false)
+	fl := cmd.Flags()
+	fl.StringVar(&olderThan, "older-than", "", "delete batches that finished longer ago than this (e.g. 30d, 36h)")
+	fl.BoolVar(&dryRun, "dry-run", false, "only print what would be deleted (the default when stdin is not a terminal and --yes is not given)")
+	fl.BoolVar(&yes, "yes", false, "delete without asking")
+	fl.BoolVar(&keepInputs, "keep-inputs", false, "keep the batches' staged inputs (input/)")
+	return cmd
+}
+
+// gcCandidates groups the store's batch objects by batch and returns the
+// finished batches older than cutoff, and why others were kept.
+func gcCandidates(ctx context.Context, o *IO, f *opsFlags, b blobstore.Bucket, cutoff time.Time) ([]gcBatch, []string, error) {
+	protected := map[string]string{} // batch id → schedule whose latest.json names it
+	for a, err := range b.List(ctx, "schedules/") {
+		if err != nil {
+			return nil, nil, err
+		}
+		if !strings.HasSuffix(a.Key, "/latest.json") {
+			continue
+		}
+		data, err := blobstore.ReadAll(ctx, b, a.Key)
+		if err != nil {
+			return nil, nil, err
+		}
+		var l manifests.Latest
+		if json.Unmarshal(data, &l) == nil {
+			protected[l.BatchID] = l.Schedule
+		}
+	}
+	byID := map[string]*gcBatch{}
+	var ids []string
+	for a, err := range b.List(ctx, "batches/") {
+		if err != nil {
+			return nil, nil, err
+		}
+		id, _, _ := strings.Cut(strings.TrimPrefix(a.Key, "batches/"), "/")
+		g := byID[id]
+		if g == nil {
+			g = &gcBatch{id: id}
+			byID[id] = g
+			ids = append(ids, id)
+		}
+		g.keys = append(g.keys, a)
+	}
+	slices.Sort(ids)
+	var victims []gcBatch
+	var kept []string
+	var conn *connection
+	defer func() {
+		if conn != nil {
+			conn.Close()
+		}
+	}()
+	for _, id := range ids {
+		g := byID[id]
+		m, err := readManifest(ctx, b, id)
+		if err != nil {
+			continue // no manifest: running, staged, or being written; never collected
+		}
+		if !m.FinishedAt.Before(cutoff) {
+			continue
+		}
+		if s, ok := protected[id]; ok {
+			kept = append(kept, fmt.Sprintf("%s: schedules/%s/latest.json points at it", id, s))
+			continue
+		}
+		// A finished batch may be running again (redrive): ask Temporal.
+		if conn == nil {
+			if conn, err = opsConnect(ctx, o, f); err != nil {
+				return nil, nil, fmt.Errorf("cannot ask Temporal which batches are running, so nothing is deleted: %w", err)
+			}
+		}
+		if desc, err := conn.Client.DescribeWorkflowExecution(ctx, id, ""); err == nil && desc.WorkflowExecutionInfo.GetCloseTime() == nil {
+			kept = append(kept, fmt.Sprintf("%s: running (a redrive)", id))
+			continue
+		}
+		g.manifest = &m
+		victims = append(victims, *g)
+	}
+	return victims, kept, nil
+}
+
+// deleteBatch deletes a batch's objects, the manifest last, so a batch
+// half-deleted by an interrupted gc still reads as finished-but-damaged
+// rather than vanishing silently.
+func deleteBatch(ctx context.Context, b blobstore.Bucket, g gcBatch, keepInputs bool) error {
+	manifestKey := manifests.ManifestKey(g.id)
+	for _, a := range g.keys {
+		if a.Key == manifestKey || keepInputs && strings.Contains(a.Key, "/input/") {
+			continue
+		}
+		if err := b.Delete(ctx, a.Key); err != nil {
+			return err
+		}
+	}
+	return b.Delete(ctx, manifestKey)
+}

@@ -1,0 +1,395 @@
+package cli_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/batchpipe/batchpipe/internal/cli"
+	"github.com/batchpipe/batchpipe/manifests"
+)
+
+// Tests of `submit gc` and of submitting an input by URL (staged by a
+// worker activity), in embedded mode like the other CLI tests; the helpers
+// come from submit_test.go and ops_test.go.
+
+// ageManifest rewrites batch id's manifest in dir so that it finished age
+// ago (its start moved along, keeping its duration), and returns it.
+func ageManifest(t *testing.T, dir, id string, age time.Duration) manifests.Manifest {
+	t.Helper()
+	path := filepath.Join(blobsDir(dir), filepath.FromSlash(manifests.ManifestKey(id)))
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m manifests.Manifest
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatalf("manifest of %s: %v", id, err)
+	}
+	took := m.FinishedAt.Sub(m.StartedAt)
+	m.FinishedAt = time.Now().Add(-age).UTC()
+	m.StartedAt = m.FinishedAt.Add(-took)
+	if data, err = json.MarshalIndent(m, "", "  "); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// writeLatest writes schedules/<schedule>/latest.json naming m's batch.
+func writeLatest(t *testing.T, dir, schedule string, m manifests.Manifest) string {
+	t.Helper()
+	l := manifests.Latest{Schedule: schedule, BatchID: m.BatchID, Manifest: manifests.ManifestKey(m.BatchID), Status: m.Status, FinishedAt: m.FinishedAt}
+	path := filepath.Join(blobsDir(dir), filepath.FromSlash(manifests.LatestKey(schedule)))
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, must(json.MarshalIndent(l, "", "  ")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// split divides a snapshot into the objects of batch id and the others,
+// returning id's object count and bytes.
+func split(snap map[string][]byte, id string) (others map[string][]byte, objects, size int64) {
+	others = map[string][]byte{}
+	for k, v := range snap {
+		if strings.HasPrefix(k, manifests.BatchPrefix(id)) {
+			objects++
+			size += int64(len(v))
+		} else {
+			others[k] = v
+		}
+	}
+	return others, objects, size
+}
+
+// lineWith reports whether some line of s matches every pattern.
+func lineWith(s string, patterns ...string) bool {
+	for l := range strings.Lines(s) {
+		ok := true
+		for _, p := range patterns {
+			if !regexp.MustCompile(p).MatchString(l) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+func batchDirExists(t *testing.T, dir, id string) bool {
+	t.Helper()
+	_, err := os.Stat(filepath.Join(blobsDir(dir), "batches", id))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal(err)
+	}
+	return err == nil
+}
+
+func TestGC(t *testing.T) {
+	t.Parallel()
+	const old = 40 * 24 * time.Hour
+	dir := t.TempDir()
+
+	// A: finished 40 days ago. C: finished 40 days ago, but the latest
+	// batch of schedule nightly. D: finished now. B (below): started and
+	// never finished, standing for a running batch.
+	runBatch(t, dir, "A", 7, 3)
+	runBatch(t, dir, "C", 4, 2)
+	runBatch(t, dir, "D", 4, 2)
+	ageManifest(t, dir, "A", old)
+	mc := ageManifest(t, dir, "C", old)
+	latest := writeLatest(t, dir, "nightly", mc)
+	latestData, err := os.ReadFile(latest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// B last: a later submit's in-process worker would run B to the end.
+	// Shards of one item, one at a time: B cannot finish before submit
+	// exits (see TestOpsCancelRunning).
+	writeLines(t, filepath.Join(dir, "B.jsonl"), exampleItems(12, "B"))
+	r := submit(t, dir, nil, "--wait=false", "--batch-id", "B", "--shard-size", "1", "--concurrency", "1", "B.jsonl")
+	wantExit(t, "submit --wait=false B", r, cli.ExitOK)
+	before := snapshot(t, dir)
+	for _, k := range []string{manifests.InputIndexKey("B"), manifests.ManifestKey("A"), manifests.ManifestKey("C"), manifests.ManifestKey("D")} {
+		if _, ok := before[k]; !ok {
+			t.Fatalf("setup: %s missing from the store", k)
+		}
+	}
+	if _, ok := before[manifests.ManifestKey("B")]; ok {
+		t.Fatalf("setup: batch B finished; it should stand for a running batch")
+	}
+	others, aObjects, aBytes := split(before, "A")
+	if aObjects == 0 {
+		t.Fatal("setup: batch A has no objects")
+	}
+
+	// Stdin is not a terminal and --yes is not given: a dry run.
+	r = submit(t, dir, strings.NewReader(""), "gc", "--older-than", "30d")
+	wantExit(t, "gc --older-than 30d (dry run)", r, cli.ExitOK, "dry run")
+	if !lineWith(r.stdout, `would delete`, `\bA\b`) {
+		t.Errorf("dry run: stdout does not list A as would-delete\n%s", r)
+	}
+	if !lineWith(r.stdout, `would delete`, `\bA\b`, fmt.Sprintf(`\b%d objects`, aObjects), fmt.Sprintf(`\b%d bytes`, aBytes)) {
+		t.Errorf("dry run: stdout does not give A's %d objects and %d bytes\n%s", aObjects, aBytes, r)
+	}
+	for _, id := range []string{"B", "C", "D"} {
+		if lineWith(r.stdout, `delete`, `\b`+id+`\b`) {
+			t.Errorf("dry run: stdout lists %s for deletion\n%s", id, r)
+		}
+	}
+	if after := snapshot(t, dir); !mapsEqual(before, after) {
+		t.Errorf("a dry run changed the store: %d files before, %d after", len(before), len(after))
+	}
+
+	// --yes deletes A, and A only.
+	r = submit(t, dir, strings.NewReader(""), "gc", "--older-than", "30d", "--yes")
+	wantExit(t, "gc --older-than 30d --yes", r, cli.ExitOK, "schedules/nightly/latest.json")
+	if strings.Contains(r.stderr, "dry run") {
+		t.Errorf("gc --yes says it is a dry run\n%s", r)
+	}
+	if !lineWith(r.stderr, `\bC\b`, `latest\.json`) {
+		t.Errorf("gc --yes: stderr does not say C is kept because of latest.json\n%s", r)
+	}
+	if !lineWith(r.stdout, `delete`, `\bA\b`, fmt.Sprintf(`\b%d objects`, aObjects), fmt.Sprintf(`\b%d bytes`, aBytes)) {
+		t.Errorf("gc --yes: stdout does not name A with its %d objects and %d bytes\n%s", aObjects, aBytes, r)
+	}
+	for _, id := range []string{"B", "C", "D"} {
+		if lineWith(r.stdout, `delete`, `\b`+id+`\b`) {
+			t.Errorf("gc --yes: stdout lists %s as deleted\n%s", id, r)
+		}
+	}
+	after := snapshot(t, dir)
+	for k := range after {
+		if strings.HasPrefix(k, manifests.BatchPrefix("A")) {
+			t.Errorf("gc --yes left %s", k)
+		}
+	}
+	if batchDirExists(t, dir, "A") {
+		t.Errorf("gc --yes left the directory of batch A")
+	}
+	if !mapsEqual(others, after) {
+		t.Errorf("gc --yes changed batches other than A: %d files of B, C, D before, %d after", len(others), len(after))
+		for k := range others {
+			if _, ok := after[k]; !ok {
+				t.Errorf("  gone: %s", k)
+			}
+		}
+	}
+	if data, err := os.ReadFile(latest); err != nil || !bytes.Equal(data, latestData) {
+		t.Errorf("gc --yes changed %s (%v)", manifests.LatestKey("nightly"), err)
+	}
+
+	// Nothing left to collect.
+	r = submit(t, dir, strings.NewReader(""), "gc", "--older-than", "30d", "--yes")
+	wantExit(t, "gc --yes again", r, cli.ExitOK)
+	if lineWith(r.stdout, `delete`, `\b[ABCD]\b`) {
+		t.Errorf("gc --yes again deletes something\n%s", r)
+	}
+	if !mapsEqual(after, snapshot(t, dir)) {
+		t.Errorf("gc --yes again changed the store")
+	}
+
+	// Bad usage.
+	r = submit(t, dir, nil, "gc")
+	wantExit(t, "gc without --older-than", r, cli.ExitUsage, "--older-than")
+	r = submit(t, dir, nil, "gc", "--older-than", "abc")
+	wantExit(t, "gc --older-than abc", r, cli.ExitUsage, "abc")
+	if !mapsEqual(after, snapshot(t, dir)) {
+		t.Errorf("bad usage of gc changed the store")
+	}
+}
+
+func TestGCKeepInputs(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	runBatch(t, dir, "A2", 5, 2)
+	ageManifest(t, dir, "A2", 40*24*time.Hour)
+	before := snapshot(t, dir)
+	inputs := map[string][]byte{}
+	var deleted, deletedBytes int64
+	for k, v := range before {
+		if strings.HasPrefix(k, manifests.BatchPrefix("A2")+"input/") {
+			inputs[k] = v
+		} else {
+			deleted++
+			deletedBytes += int64(len(v))
+		}
+	}
+	if len(inputs) != 4 { // 3 shards and the index
+		t.Fatalf("setup: %d input objects, want 4: %v", len(inputs), storeFiles(t, dir))
+	}
+
+	// Ages with days: 1d12h selects a batch 40 days old, 41d does not.
+	r := submit(t, dir, strings.NewReader(""), "gc", "--older-than", "1d12h")
+	wantExit(t, "gc --older-than 1d12h", r, cli.ExitOK, "dry run")
+	if !lineWith(r.stdout, `would delete`, `\bA2\b`) {
+		t.Errorf("gc --older-than 1d12h: stdout does not list A2\n%s", r)
+	}
+	r = submit(t, dir, strings.NewReader(""), "gc", "--older-than", "41d")
+	wantExit(t, "gc --older-than 41d", r, cli.ExitOK)
+	if lineWith(r.stdout, `delete`, `\bA2\b`) {
+		t.Errorf("gc --older-than 41d lists A2, which finished 40 days ago\n%s", r)
+	}
+	if !mapsEqual(before, snapshot(t, dir)) {
+		t.Fatalf("dry runs changed the store")
+	}
+
+	r = submit(t, dir, strings.NewReader(""), "gc", "--older-than", "30d", "--yes", "--keep-inputs")
+	wantExit(t, "gc --older-than 30d --yes --keep-inputs", r, cli.ExitOK)
+	if !lineWith(r.stdout, `delete`, `\bA2\b`, fmt.Sprintf(`\b%d objects`, deleted), fmt.Sprintf(`\b%d bytes`, deletedBytes)) {
+		t.Errorf("gc --keep-inputs: stdout does not name A2 with the %d objects (%d bytes) outside input/\n%s", deleted, deletedBytes, r)
+	}
+	if after := snapshot(t, dir); !mapsEqual(inputs, after) {
+		t.Errorf("gc --keep-inputs: the store holds %v, want exactly A2's input objects", storeFiles(t, dir))
+	}
+}
+
+func TestGCAgeParse(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for _, age := range []string{"1d12h", "30d", "36h", "90m"} {
+		r := submit(t, dir, strings.NewReader(""), "gc", "--older-than", age)
+		wantExit(t, "gc --older-than "+age+" on an empty store", r, cli.ExitOK)
+	}
+	for _, age := range []string{"abc", "1.5d", "d", "30x", "1h2d"} {
+		r := submit(t, dir, strings.NewReader(""), "gc", "--older-than", age)
+		wantExit(t, "gc --older-than "+age, r, cli.ExitUsage)
+	}
+	if files := storeFiles(t, dir); len(files) > 0 {
+		t.Errorf("gc on an empty store created %v", files)
+	}
+}
+
+// batchObjects lists the stored objects of batch id under dir.
+func batchObjects(t *testing.T, dir, id string) []string {
+	t.Helper()
+	var keys []string
+	for _, f := range storeFiles(t, dir) {
+		if strings.HasPrefix(f, manifests.BatchPrefix(id)) {
+			keys = append(keys, f)
+		}
+	}
+	return keys
+}
+
+func TestSubmitInputURL(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	src := t.TempDir() // the input objects' store, apart from the batches'
+	items := exampleItems(300, "url")
+	writeLines(t, filepath.Join(src, "in.jsonl"), items)
+
+	// A JSON Lines object.
+	u1 := "file://" + filepath.Join(src, "in.jsonl")
+	r := submit(t, dir, nil, "--batch-id", "u1", u1)
+	wantExit(t, "submit "+u1, r, cli.ExitOK)
+	m := readManifest(t, dir, "u1")
+	if m.Input.Source != u1 {
+		t.Errorf("input source %q, want %q", m.Input.Source, u1)
+	}
+	if m.Status != manifests.StatusSucceeded || m.Counts != (manifests.Counts{Items: 300, Succeeded: 300}) || m.Input.Items != 300 {
+		t.Errorf("status %q, counts %+v, input %+v; want 300 items, all succeeded", m.Status, m.Counts, m.Input)
+	}
+	checkResults(t, dir, m, items)
+	r = submit(t, dir, nil, "results", "--verify", "u1")
+	wantExit(t, "results --verify u1", r, cli.ExitOK, "verified")
+
+	// A zstd-compressed object, in shards of 128.
+	var zb bytes.Buffer
+	zw := must(zstd.NewWriter(&zb))
+	for _, it := range items {
+		zw.Write(it)
+		zw.Write([]byte{'\n'})
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "in.jsonl.zst"), zb.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	u2 := "file://" + filepath.Join(src, "in.jsonl.zst")
+	r = submit(t, dir, nil, "--batch-id", "u2", "--shard-size", "128", u2)
+	wantExit(t, "submit "+u2, r, cli.ExitOK)
+	m = readManifest(t, dir, "u2")
+	if m.Input.Source != u2 || m.Status != manifests.StatusSucceeded || m.Counts.Succeeded != 300 {
+		t.Errorf("zstd input: source %q, status %q, counts %+v", m.Input.Source, m.Status, m.Counts)
+	}
+	if want := (manifests.Input{Source: u2, Items: 300, Shards: 3, ShardSize: 128}); m.Input != want {
+		t.Errorf("zstd input: input %+v, want %+v", m.Input, want)
+	}
+	checkResults(t, dir, m, items)
+	r = submit(t, dir, nil, "results", "--verify", "u2")
+	wantExit(t, "results --verify u2", r, cli.ExitOK)
+
+	// Line 2 is not JSON. Shards of one item, so line 1 is staged (and
+	// must be cleaned up) before the error.
+	good := `{"arg1":"a","arg2":"b"}` + "\n"
+	if err := os.WriteFile(filepath.Join(src, "in-bad.jsonl"), []byte(good+`{"arg1": "a", "arg2": }`+"\n"+good), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = submit(t, dir, nil, "--batch-id", "bad", "--shard-size", "1", "file://"+filepath.Join(src, "in-bad.jsonl"))
+	wantExit(t, "submit of a bad input object", r, cli.ExitUsage, "in-bad.jsonl:2:")
+	for _, k := range batchObjects(t, dir, "bad") {
+		if strings.Contains(k, "/input/") || strings.Contains(k, "/results/") || strings.Contains(k, "/shards/") {
+			t.Errorf("a bad input object left %s", k)
+		}
+	}
+	mb := readManifest(t, dir, "bad")
+	if mb.Status != manifests.StatusFailed || !strings.Contains(mb.Error, "in-bad.jsonl:2") || len(mb.Results) != 0 || mb.Counts.Items != 0 {
+		t.Errorf("bad input object: manifest status %q, error %q, %d results, counts %+v; want failed, naming in-bad.jsonl:2, nothing processed",
+			mb.Status, mb.Error, len(mb.Results), mb.Counts)
+	}
+
+	// A missing object.
+	r = submit(t, dir, nil, "--batch-id", "missing", "file://"+filepath.Join(src, "in-missing.jsonl"))
+	wantExit(t, "submit of a missing object", r, cli.ExitUsage, "in-missing.jsonl", "no such object")
+	for _, k := range batchObjects(t, dir, "missing") {
+		if strings.Contains(k, "/input/") || strings.Contains(k, "/results/") {
+			t.Errorf("a missing input object left %s", k)
+		}
+	}
+
+	// Rejected before anything starts: a fresh directory stays empty.
+	fresh := t.TempDir()
+	for _, tc := range []struct {
+		name, url string
+		want      []string
+		secret    []string
+	}{
+		{name: "unknown scheme", url: "gs://b/k", want: []string{`"gs"`}},
+		{name: "credentials", url: "s3://AKIAEXAMPLEKEYID:topsecretvalue@bucket/in.jsonl", want: []string{"credentials"},
+			secret: []string{"topsecretvalue", "AKIAEXAMPLEKEYID"}},
+		{name: "secret query", url: "s3://bucket/in.jsonl?secret_key=topsecretvalue", want: []string{"credentials"},
+			secret: []string{"topsecretvalue"}},
+	} {
+		r := submit(t, fresh, nil, "--batch-id", "rej", tc.url)
+		wantExit(t, tc.name, r, cli.ExitUsage, tc.want...)
+		for _, s := range tc.secret {
+			if strings.Contains(r.stdout+r.stderr, s) {
+				t.Errorf("%s: output shows the credential %q\n%s", tc.name, s, r)
+			}
+		}
+	}
+	if files := storeFiles(t, fresh); len(files) > 0 {
+		t.Errorf("rejected input URLs left objects in the store: %v", files)
+	}
+	assertNoEmbeddedServer(t, fresh)
+}

@@ -1,0 +1,575 @@
+package pipeline_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.temporal.io/sdk/worker"
+
+	"github.com/batchpipe/batchpipe/blobstore"
+	"github.com/batchpipe/batchpipe/inputs"
+	"github.com/batchpipe/batchpipe/manifests"
+	"github.com/batchpipe/batchpipe/pipeline"
+)
+
+// execScript is a test processor in Python. Arguments: a file to which each
+// process appends its pid when it starts, and optionally a number of items
+// after which the process exits. Items choose what happens by "mode".
+const execScript = `
+import json, os, sys, time
+pidfile = sys.argv[1]
+exit_after = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+with open(pidfile, "a") as f:
+    f.write("%d\n" % os.getpid())
+n = 0
+for line in sys.stdin:
+    item = json.loads(line)
+    n += 1
+    mode = item.get("mode", "ok")
+    if item.get("sleep"):
+        time.sleep(item["sleep"])
+    if mode == "hang":
+        time.sleep(3600)
+    if mode == "exit":
+        sys.exit(3)
+    if mode == "garbage":
+        print("Loading model... done", flush=True)
+        continue
+    if mode == "noshape":
+        print(json.dumps({"result": 1}), flush=True)
+        continue
+    if mode == "crash":
+        raise RuntimeError("boom on item %d" % item["n"])
+    if mode == "big":
+        print(json.dumps({"output": "x" * item["size"]}), flush=True)
+        continue
+    if mode == "perm":
+        answer = {"error": {"message": "item %d is bad" % item["n"], "permanent": True}}
+    elif mode == "retry":
+        answer = {"error": {"message": "item %d: try again" % item["n"]}}
+    elif mode == "bare":
+        answer = {"error": "plain message"}
+    elif mode == "stderr":
+        print("note about item %d" % item["n"], file=sys.stderr, flush=True)
+        answer = {"output": None}
+    elif mode == "pid":
+        answer = {"output": {"n": item["n"], "pid": os.getpid()}}
+    else:
+        answer = {"output": {"n": item["n"], "twice": 2 * item["n"], "echo": item.get("text")}}
+    print(json.dumps(answer), flush=True)
+    if exit_after and n >= exit_after:
+        sys.exit(0)
+`
+
+type execFixture struct {
+	script  string
+	pidfile string
+}
+
+func newExecFixture(t *testing.T) execFixture {
+	t.Helper()
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("needs python3")
+	}
+	dir := t.TempDir()
+	f := execFixture{script: filepath.Join(dir, "proc.py"), pidfile: filepath.Join(dir, "pids")}
+	if err := os.WriteFile(f.script, []byte(execScript), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// command is the exec command line running the script, quoted so that
+// temp paths with blanks survive.
+func (f execFixture) command(extra ...string) string {
+	args := append([]string{"python3", f.script, f.pidfile}, extra...)
+	for i, a := range args {
+		args[i] = "'" + a + "'"
+	}
+	return strings.Join(args, " ")
+}
+
+// pids lists the processes started so far.
+func (f execFixture) pids(t *testing.T) []int {
+	t.Helper()
+	data, err := os.ReadFile(f.pidfile)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, l := range strings.Fields(string(data)) {
+		n, err := strconv.Atoi(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pids = append(pids, n)
+	}
+	return pids
+}
+
+func (f execFixture) pool(t *testing.T, o pipeline.ExecOptions, extra ...string) *pipeline.Exec {
+	t.Helper()
+	if o.Logger == nil {
+		o.Logger = quietLog
+	}
+	e, err := pipeline.NewExec(f.command(extra...), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e
+}
+
+func callExec(t *testing.T, p pipeline.Processor, timeout time.Duration, item string) (json.RawMessage, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return p.Process(ctx, json.RawMessage(item))
+}
+
+func alive(pid int) bool {
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return false
+	}
+	return p.Signal(syscall.Signal(0)) == nil
+}
+
+func TestExecRoundTrip(t *testing.T) {
+	f := newExecFixture(t)
+	e := f.pool(t, pipeline.ExecOptions{PoolSize: 2})
+	for i := range 20 {
+		// Items with newlines inside are sent compacted, on one line.
+		out, err := callExec(t, e, 10*time.Second, fmt.Sprintf("{\n \"n\": %d,\n \"text\": \"a\\nb ü %d\"\n}", i, i))
+		if err != nil {
+			t.Fatalf("item %d: %v", i, err)
+		}
+		var got struct {
+			N, Twice int
+			Echo     string
+		}
+		if err := json.Unmarshal(out, &got); err != nil {
+			t.Fatalf("item %d: %s: %v", i, out, err)
+		}
+		if got.N != i || got.Twice != 2*i || got.Echo != fmt.Sprintf("a\nb ü %d", i) {
+			t.Fatalf("item %d: got %s", i, out)
+		}
+	}
+	if pids := f.pids(t); len(pids) != 1 {
+		t.Fatalf("sequential items started %d processes, want 1 reused: %v", len(pids), pids)
+	}
+	if out, err := callExec(t, e, 10*time.Second, `{"n":1,"mode":"stderr"}`); err != nil || string(out) != "null" {
+		t.Fatalf(`{"output": null}: %s, %v`, out, err)
+	}
+}
+
+func TestExecErrorShape(t *testing.T) {
+	f := newExecFixture(t)
+	e := f.pool(t, pipeline.ExecOptions{PoolSize: 1})
+	_, err := callExec(t, e, 10*time.Second, `{"n":7,"mode":"perm"}`)
+	if err == nil || !pipeline.IsPermanent(err) || err.Error() != "item 7 is bad" {
+		t.Fatalf("permanent error: %v (permanent %v)", err, pipeline.IsPermanent(err))
+	}
+	_, err = callExec(t, e, 10*time.Second, `{"n":8,"mode":"retry"}`)
+	if err == nil || pipeline.IsPermanent(err) || err.Error() != "item 8: try again" {
+		t.Fatalf("retryable error: %v (permanent %v)", err, pipeline.IsPermanent(err))
+	}
+	_, err = callExec(t, e, 10*time.Second, `{"n":9,"mode":"bare"}`)
+	if err == nil || pipeline.IsPermanent(err) || err.Error() != "plain message" {
+		t.Fatalf("bare string error: %v", err)
+	}
+	if _, err := callExec(t, e, 10*time.Second, `{"n":10}`); err != nil {
+		t.Fatal(err)
+	}
+	// Errors are answers: the same process served them all.
+	if pids := f.pids(t); len(pids) != 1 {
+		t.Fatalf("error answers restarted the process: %v", pids)
+	}
+}
+
+func TestExecRestartsAfterExit(t *testing.T) {
+	f := newExecFixture(t)
+	e := f.pool(t, pipeline.ExecOptions{PoolSize: 1}, "3") // each process exits after 3 items
+	var fails []error
+	for i := range 12 {
+		_, err := callExec(t, e, 10*time.Second, fmt.Sprintf(`{"n":%d}`, i))
+		if err != nil {
+			// The item after a process's third may find it exiting: a
+			// retryable failure, and the next item gets a new process.
+			if pipeline.IsPermanent(err) || !strings.Contains(err.Error(), "exit") {
+				t.Fatalf("item %d: %v", i, err)
+			}
+			fails = append(fails, err)
+			if _, err := callExec(t, e, 10*time.Second, fmt.Sprintf(`{"n":%d}`, i)); err != nil {
+				t.Fatalf("item %d, second attempt: %v", i, err)
+			}
+		}
+	}
+	if pids := f.pids(t); len(pids) != 4 {
+		t.Fatalf("12 items at 3 per process started %d processes, want 4", len(pids))
+	}
+	t.Logf("%d retryable failures, e.g. %v", len(fails), fails)
+
+	// A process dying mid-item: the item fails (retryably) with its exit
+	// status and stderr; the next one succeeds on a new process.
+	_, err := callExec(t, e, 10*time.Second, `{"n":100,"mode":"crash"}`)
+	if err == nil || pipeline.IsPermanent(err) || !strings.Contains(err.Error(), "exit status 1") || !strings.Contains(err.Error(), "boom on item 100") {
+		t.Fatalf("crash: %v", err)
+	}
+	_, err = callExec(t, e, 10*time.Second, `{"n":101,"mode":"exit"}`)
+	if err == nil || pipeline.IsPermanent(err) || !strings.Contains(err.Error(), "exit status 3") {
+		t.Fatalf("exit: %v", err)
+	}
+	if _, err := callExec(t, e, 10*time.Second, `{"n":102}`); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestExecTimeoutKillsProcess(t *testing.T) {
+	f := newExecFixture(t)
+	e := f.pool(t, pipeline.ExecOptions{PoolSize: 1})
+	if _, err := callExec(t, e, 10*time.Second, `{"n":1}`); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err := callExec(t, e, 500*time.Millisecond, `{"n":2,"mode":"hang"}`)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("hang: %v, want a deadline error", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("hang returned after %v", d)
+	}
+	pids := f.pids(t)
+	if len(pids) != 1 || alive(pids[0]) {
+		t.Fatalf("the hung process %v is still alive", pids)
+	}
+	out, err := callExec(t, e, 10*time.Second, `{"n":3,"mode":"pid"}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pids := f.pids(t); len(pids) != 2 || !bytes.Contains(out, []byte(strconv.Itoa(pids[1]))) {
+		t.Fatalf("after the timeout: %s from pids %v", out, pids)
+	}
+	// A context cancelled while waiting for a free process.
+	e2 := f.pool(t, pipeline.ExecOptions{PoolSize: 1})
+	go callExec(t, e2, 2*time.Second, `{"n":4,"mode":"hang"}`)
+	time.Sleep(300 * time.Millisecond)
+	if _, err := callExec(t, e2, 200*time.Millisecond, `{"n":5}`); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("waiting for the busy pool: %v", err)
+	}
+}
+
+func TestExecGarbageOutput(t *testing.T) {
+	f := newExecFixture(t)
+	e := f.pool(t, pipeline.ExecOptions{PoolSize: 1, MaxLine: 1 << 10})
+	for _, c := range []struct{ item, want string }{
+		{`{"n":1,"mode":"garbage"}`, `answered "Loading model... done", not a JSON object`},
+		{`{"n":2,"mode":"noshape"}`, `with neither "output" nor "error"`},
+	} {
+		_, err := callExec(t, e, 10*time.Second, c.item)
+		if err == nil || pipeline.IsPermanent(err) || !strings.Contains(err.Error(), c.want) {
+			t.Fatalf("%s: %v, want a retryable error saying %s", c.item, err, c.want)
+		}
+		if _, err := callExec(t, e, 10*time.Second, `{"n":3}`); err != nil {
+			t.Fatalf("after %s: %v", c.item, err)
+		}
+	}
+	// Every bad answer replaced the process.
+	if pids := f.pids(t); len(pids) != 3 {
+		t.Fatalf("processes started: %v, want 3", pids)
+	}
+	// Lines past MaxLine, either way, fail permanently.
+	if _, err := callExec(t, e, 10*time.Second, `{"n":4,"mode":"big","size":2000}`); !pipeline.IsPermanent(err) || !strings.Contains(err.Error(), "longer than") {
+		t.Fatalf("long answer: %v", err)
+	}
+	if _, err := callExec(t, e, 10*time.Second, `{"n":5,"pad":"`+strings.Repeat("y", 2000)+`"}`); !pipeline.IsPermanent(err) || !strings.Contains(err.Error(), "longer than") {
+		t.Fatalf("long input: %v", err)
+	}
+	if _, err := callExec(t, e, 10*time.Second, `{"n":6,"mode":"big","size":900}`); err != nil {
+		t.Fatalf("answer under the limit: %v", err)
+	}
+}
+
+func TestExecMissingCommand(t *testing.T) {
+	for _, cmd := range []string{"batchpipe-no-such-command --flag", "/nonexistent/dir/proc"} {
+		e, err := pipeline.NewExec(cmd, pipeline.ExecOptions{Logger: quietLog})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = callExec(t, e, 10*time.Second, `{"n":1}`)
+		if err == nil || !pipeline.IsPermanent(err) || !strings.Contains(err.Error(), strings.Fields(cmd)[0]) {
+			t.Fatalf("%s: %v (permanent %v), want a permanent error naming the command", cmd, err, pipeline.IsPermanent(err))
+		}
+		e.Close()
+	}
+	for _, bad := range []string{"", "   ", "python3 'unterminated", `sh -c "x`} {
+		if _, err := (&pipeline.Registry{}).Lookup("exec:" + bad); err == nil {
+			t.Fatalf("exec:%s: no error", bad)
+		}
+	}
+}
+
+func TestExecParallelNeverExceedsPool(t *testing.T) {
+	f := newExecFixture(t)
+	const pool, workers, each = 4, 16, 25
+	e := f.pool(t, pipeline.ExecOptions{PoolSize: pool})
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	var mu sync.Mutex
+	used := map[int]int{}
+	for w := range workers {
+		wg.Go(func() {
+			for i := range each {
+				n := w*1000 + i
+				out, err := callExec(t, e, 20*time.Second, fmt.Sprintf(`{"n":%d,"mode":"pid","sleep":0.002}`, n))
+				if err != nil {
+					errs <- fmt.Errorf("item %d: %v", n, err)
+					return
+				}
+				var got struct{ N, Pid int }
+				if err := json.Unmarshal(out, &got); err != nil || got.N != n {
+					errs <- fmt.Errorf("item %d: got %s", n, out)
+					return
+				}
+				mu.Lock()
+				used[got.Pid]++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	pids := f.pids(t)
+	if len(pids) > pool || len(used) > pool {
+		t.Fatalf("%d processes started (%d answered) with a pool of %d", len(pids), len(used), pool)
+	}
+	total := 0
+	for _, n := range used {
+		total += n
+	}
+	if total != workers*each {
+		t.Fatalf("%d answers, want %d", total, workers*each)
+	}
+	t.Logf("%d processes served %v", len(pids), used)
+
+	// Close ends them all.
+	e.Close()
+	for _, pid := range pids {
+		if alive(pid) {
+			t.Fatalf("pid %d alive after Close", pid)
+		}
+	}
+	if _, err := callExec(t, e, time.Second, `{"n":1}`); err == nil || !strings.Contains(err.Error(), "closed") {
+		t.Fatalf("after Close: %v", err)
+	}
+}
+
+// captureHandler records log records.
+type captureHandler struct {
+	mu   sync.Mutex
+	recs []string
+}
+
+func (h *captureHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *captureHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return &attrHandler{h: h, attrs: as}
+}
+func (h *captureHandler) WithGroup(string) slog.Handler { return h }
+func (h *captureHandler) Handle(_ context.Context, r slog.Record) error {
+	return h.add(r, nil)
+}
+func (h *captureHandler) add(r slog.Record, pre []slog.Attr) error {
+	var b strings.Builder
+	b.WriteString(r.Level.String() + " " + r.Message)
+	for _, a := range pre {
+		b.WriteString(" " + a.String())
+	}
+	r.Attrs(func(a slog.Attr) bool { b.WriteString(" " + a.String()); return true })
+	h.mu.Lock()
+	h.recs = append(h.recs, b.String())
+	h.mu.Unlock()
+	return nil
+}
+
+type attrHandler struct {
+	h     *captureHandler
+	attrs []slog.Attr
+}
+
+func (a *attrHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (a *attrHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return &attrHandler{h: a.h, attrs: append(a.attrs[:len(a.attrs):len(a.attrs)], as...)}
+}
+func (a *attrHandler) WithGroup(string) slog.Handler                 { return a }
+func (a *attrHandler) Handle(_ context.Context, r slog.Record) error { return a.h.add(r, a.attrs) }
+
+func TestExecLookupAndStderr(t *testing.T) {
+	f := newExecFixture(t)
+	h := &captureHandler{}
+	r := &pipeline.Registry{}
+	r.Register("echo", pipeline.ProcessorFunc(func(_ context.Context, in json.RawMessage) (json.RawMessage, error) { return in, nil }))
+	r.SetExecOptions(pipeline.ExecOptions{PoolSize: 2, Logger: slog.New(h)})
+	defer r.Close()
+	name := "exec:" + f.command()
+	p1, err := r.Lookup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2, _ := r.Lookup(name)
+	if p1 != p2 {
+		t.Fatal("two lookups of one exec: name gave two pools")
+	}
+	if names := r.Names(); len(names) != 1 || names[0] != "echo" {
+		t.Fatalf("Names() = %v", names)
+	}
+	if _, err := r.Lookup("nope"); err == nil || !strings.Contains(err.Error(), "exec:CMD") || !strings.Contains(err.Error(), "echo") {
+		t.Fatalf("unknown processor: %v", err)
+	}
+	if _, err := callExec(t, p1, 10*time.Second, `{"n":42,"mode":"stderr"}`); err != nil {
+		t.Fatal(err)
+	}
+	// stderr reaches the log, with the command.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		h.mu.Lock()
+		recs := strings.Join(h.recs, "\n")
+		h.mu.Unlock()
+		if strings.Contains(recs, "note about item 42") {
+			if !strings.Contains(recs, "command="+f.command()) {
+				t.Fatalf("stderr logged without the command:\n%s", recs)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stderr line not logged:\n%s", recs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Close stops the processes; a later Lookup starts a new pool.
+	pids := f.pids(t)
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range pids {
+		if alive(pid) {
+			t.Fatalf("pid %d alive after Registry.Close", pid)
+		}
+	}
+	p3, err := r.Lookup(name)
+	if err != nil || p3 == p1 {
+		t.Fatalf("lookup after Close: %v, same pool %v", err, p3 == p1)
+	}
+	if _, err := callExec(t, p3, 10*time.Second, `{"n":1}`); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestExecBatchEndToEnd runs a real batch through exec:python3 with
+// processes that exit every 20 items and items failing permanently.
+func TestExecBatchEndToEnd(t *testing.T) {
+	if temporalClient == nil {
+		t.Skip("needs the Temporal server (not in -short mode)")
+	}
+	f := newExecFixture(t)
+	reg := &pipeline.Registry{}
+	reg.SetExecOptions(pipeline.ExecOptions{PoolSize: 6, Logger: quietLog})
+	tq := fmt.Sprintf("test-exec-%d", queueSeq.Add(1))
+	w := pipeline.NewWorker(temporalClient, tq, pipeline.WorkerOptions{
+		Processors: reg, Logger: quietLog,
+		Worker: worker.Options{MaxConcurrentActivityExecutionSize: 64},
+	})
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Stop(); reg.Close() })
+
+	const n = 200
+	input := makeItems(n, func(i int) string {
+		if i%23 == 5 {
+			return `,"mode":"perm"`
+		}
+		return ""
+	})
+	opts := smallOpts("exec:"+f.command("20"), 50, 10)
+	opts.ItemAttempts = 5
+	ctx := context.Background()
+	store := fileStore(t)
+	b, err := blobstore.Open(ctx, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	r, err := inputs.NewReader("inputs.jsonl", bytes.NewReader(input), inputs.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := "exec-e2e"
+	st, err := pipeline.Stage(ctx, b, id, "inputs.jsonl", r, opts.ShardSize, nil)
+	r.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bt := &batch{id: id, store: store, bucket: b, input: input, opts: opts, tq: tq}
+	bt.run, err = pipeline.Start(ctx, temporalClient, tq, pipeline.BatchInput{
+		BatchID: id, Store: store, Source: st.Source, Items: st.Items, Shards: st.Shards, Options: opts,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	if err := bt.run.Get(wctx, &bt.result); err != nil {
+		t.Fatal(err)
+	}
+	m := bt.manifest(t)
+	if m.Processor != opts.Processor || m.Input.Shards != 4 || m.Status != manifests.StatusCompletedWithFailures {
+		t.Fatalf("manifest: processor %q, %d shards, status %s", m.Processor, m.Input.Shards, m.Status)
+	}
+	checkAgainstInput(t, bt, m, func(in json.RawMessage) json.RawMessage {
+		var v struct {
+			N    int    `json:"n"`
+			Name string `json:"name"`
+		}
+		json.Unmarshal(in, &v)
+		if v.N%23 == 5 {
+			return nil
+		}
+		return json.RawMessage(fmt.Sprintf(`{"n":%d,"twice":%d,"echo":null}`, v.N, 2*v.N))
+	})
+	// Failed items carry the processor's message as a permanent error,
+	// after one attempt.
+	for _, res := range m.Results {
+		for _, l := range decodeLines[manifests.ResultLine](t, readObject(t, b, res.Key, res.Size, res.SHA256)) {
+			if l.Status != manifests.ItemFailed {
+				continue
+			}
+			if l.Error == nil || l.Error.Type != pipeline.ItemErrorPermanent || l.Error.Message != fmt.Sprintf("item %d is bad", l.Index) || l.Attempts != 1 {
+				t.Fatalf("item %d: %+v attempts %d", l.Index, l.Error, l.Attempts)
+			}
+		}
+	}
+	pids := f.pids(t)
+	if len(pids) < n/20 {
+		t.Fatalf("%d processes for %d items at 20 per process", len(pids), n)
+	}
+	t.Logf("%d items, %d failed, %d processes started", m.Counts.Items, m.Counts.Failed, len(pids))
+}
