@@ -55,7 +55,7 @@ func runBatchpipe(ctx context.Context, env *env, scenario string, n int, input, 
 			w.kill()
 		}
 	}()
-	batchID := fmt.Sprintf("%s-%s", name, env.runTag)
+	batchID := fmt.Sprintf("%s-%d-%s", name, env.seq, env.runTag) // env.taskQueue counted this run
 	queriesBefore := env.calls.get("QueryWorkflow")
 
 	start := time.Now()
@@ -142,6 +142,7 @@ func walkBatch(ctx context.Context, c client.Client, row *Row, batchID string, s
 		row.observe(h)
 		row.Actions = row.Actions.Add(HistoryActions(h))
 	}
+	var tl timeline
 	row.ChildRuns = shards
 	k := shards
 	if shards > childSampleAbove {
@@ -157,8 +158,10 @@ func walkBatch(ctx context.Context, c client.Client, row *Row, batchID string, s
 		}
 		row.observe(h)
 		sample = sample.Add(HistoryActions(h))
+		tl.child(h)
 	}
 	row.Actions = row.Actions.Add(sample.Scale(int64(shards), int64(k)))
+	row.Timeline = tl.summary(runs)
 	return nil
 }
 
@@ -192,9 +195,13 @@ func runSubmit(ctx context.Context, env *env, n int, input string) (Row, error) 
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()
-	err := cmd.Run()
-	row.Wall = time.Since(start)
-	row.WorkerRSS = maxRSS(cmd.ProcessState)
+	err := cmd.Start()
+	if err == nil {
+		rss := watchRSS(cmd, 20*time.Millisecond)
+		err = cmd.Wait()
+		row.Wall = time.Since(start)
+		row.WorkerRSS = rss.Peak()
+	}
 	if err != nil {
 		return row, fmt.Errorf("submit: %v\n%s", err, tail(out.String(), 2000))
 	}

@@ -93,6 +93,9 @@ type Row struct {
 	WallSeconds    float64            `json:"wall_seconds"`
 	ItemsPerSecond float64            `json:"items_per_second"`
 	Phases         map[string]float64 `json:"phases_seconds,omitempty"`
+	// Timeline is read from the histories, in seconds from the parent's
+	// start (child figures are means over the children read).
+	Timeline map[string]float64 `json:"timeline_seconds,omitempty"`
 	// ParentRuns counts the parent's runs (continue-as-new), ChildRuns the
 	// child workflows.
 	ParentRuns int `json:"parent_runs"`

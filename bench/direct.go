@@ -28,6 +28,7 @@ type directResult struct {
 	Items       int64   `json:"items"`
 	Failed      int64   `json:"failed"`
 	Shards      int     `json:"shards"`
+	PeakRSS     int64   `json:"peak_rss"`
 }
 
 // direct is the ceiling without Temporal: it reads the input, runs the
@@ -220,7 +221,7 @@ func runDirectProcess(ctx context.Context, args []string, stdout, stderr io.Writ
 		return 1
 	}
 	json.NewEncoder(stdout).Encode(directResult{WallSeconds: time.Since(start).Seconds(),
-		Items: m.Counts.Items, Failed: m.Counts.Failed, Shards: m.Input.Shards})
+		Items: m.Counts.Items, Failed: m.Counts.Failed, Shards: m.Input.Shards, PeakRSS: peakRSS("self")})
 	return 0
 }
 
@@ -245,7 +246,7 @@ func runDirect(ctx context.Context, env *env, scenario string, n int, input, sto
 		return row, fmt.Errorf("%s: %d items written for %d", scenario, res.Items, n)
 	}
 	row.Wall = time.Duration(res.WallSeconds * float64(time.Second))
-	row.WorkerRSS = maxRSS(cmd.ProcessState)
+	row.WorkerRSS = res.PeakRSS
 	row.RSSOf = "direct process"
 	return row, nil
 }

@@ -212,7 +212,7 @@ func watchNaive(ctx context.Context, env *env, run client.WorkflowRun, n int, ti
 			// the parent makes the same commands on every attempt.
 			if pt := d.GetPendingWorkflowTask(); pt != nil && pt.GetAttempt() >= 3 {
 				cause := lastTaskFailure(ctx, env, run)
-				return fmt.Sprintf("workflow task failing (attempt %d): %s; %s", pt.GetAttempt(), cause, naiveProgress(ctx, env, run, n))
+				return fmt.Sprintf("%s (workflow task attempt %d; %s)", cause, pt.GetAttempt(), naiveProgress(ctx, env, run, n))
 			}
 		}
 	}
@@ -229,7 +229,7 @@ func naiveProgress(ctx context.Context, env *env, run client.WorkflowRun, n int)
 			done++
 		}
 	}
-	return fmt.Sprintf("%d of %d children started, %d completed", childrenStarted(h), n, done)
+	return fmt.Sprintf("%s of %s children started, %s completed", fmtInt(int64(childrenStarted(h))), fmtInt(int64(n)), fmtInt(int64(done)))
 }
 
 // lastTaskFailure describes the last WorkflowTaskFailed event of a run.
@@ -241,7 +241,10 @@ func lastTaskFailure(ctx context.Context, env *env, run client.WorkflowRun) stri
 	events := h.GetEvents()
 	for i := len(events) - 1; i >= 0; i-- {
 		if a := events[i].GetWorkflowTaskFailedEventAttributes(); a != nil {
-			return fmt.Sprintf("%s (%s)", a.GetCause(), a.GetFailure().GetMessage())
+			if msg := a.GetFailure().GetMessage(); msg != "" {
+				return msg
+			}
+			return a.GetCause().String()
 		}
 	}
 	return "no WorkflowTaskFailed event recorded"

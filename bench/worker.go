@@ -80,7 +80,8 @@ func dialOptions(addr, namespace string, c *callCounter, logger *slog.Logger) cl
 
 // workerReport is what a worker process writes when it stops.
 type workerReport struct {
-	Calls map[string]int64 `json:"calls"` // gRPC calls to the server that succeeded
+	Calls   map[string]int64 `json:"calls"`    // gRPC calls to the server that succeeded
+	PeakRSS int64            `json:"peak_rss"` // bytes, VmHWM at exit
 }
 
 // heartbeats is the number of activity heartbeats that reached the server.
@@ -137,7 +138,7 @@ func runWorkerProcess(ctx context.Context, args []string, stderr io.Writer) int 
 	fmt.Println("ready")
 	<-ctx.Done()
 	w.Stop()
-	data, _ := json.Marshal(workerReport{Calls: calls.snapshot()})
+	data, _ := json.Marshal(workerReport{Calls: calls.snapshot(), PeakRSS: peakRSS("self")})
 	if err := os.WriteFile(*report, data, 0o644); err != nil {
 		fmt.Fprintln(stderr, "bench worker:", err)
 		return 1
@@ -207,12 +208,12 @@ func (p *workerProc) stop() (workerReport, int64, error) {
 		p.kill()
 		return r, 0, errors.New("worker process did not stop within 30 s")
 	}
-	rss := maxRSS(p.cmd.ProcessState)
 	data, err := os.ReadFile(p.report)
 	if err != nil {
-		return r, rss, fmt.Errorf("worker report: %w", err)
+		return r, 0, fmt.Errorf("worker report: %w", err)
 	}
-	return r, rss, json.Unmarshal(data, &r)
+	err = json.Unmarshal(data, &r)
+	return r, r.PeakRSS, err
 }
 
 func (p *workerProc) kill() {

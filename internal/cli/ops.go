@@ -534,3 +534,43 @@ func openLatest(ctx context.Context, o *IO, f *opsFlags, schedule string) (*mani
 	fmt.Fprintf(o.Stderr, "schedule %s: latest batch %s (%s, finished %s)\n", schedule, latest.BatchID, latest.Status, latest.FinishedAt.Format(time.RFC3339))
 	return manifests.Open(ctx, b, latest.BatchID)
 }
+
+func newUploadCommand(o *IO) *cobra.Command {
+	var verbose bool
+	cmd := subcommand("upload FILE OBJECT_URL", "Copy a local file to a blob store object (e.g. an input for a schedule)", cobra.ExactArgs(2),
+		func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			path, target := args[0], args[1]
+			if !filepath.IsAbs(path) && o.Dir != "" {
+				path = filepath.Join(o.Dir, path)
+			}
+			file, err := os.Open(path)
+			if err != nil {
+				return usageError{err}
+			}
+			defer file.Close()
+			if blobstore.Redact(target) != target {
+				return usagef("object URL %s must not contain credentials: set them in the environment", blobstore.Redact(target))
+			}
+			storeURL, key, err := blobstore.SplitObjectURL(target)
+			if err != nil {
+				return usageError{err}
+			}
+			b, err := blobstore.Open(ctx, storeURL)
+			if err != nil {
+				return usageError{err}
+			}
+			defer b.Close()
+			if err := b.Put(ctx, key, file); err != nil {
+				return err
+			}
+			a, err := b.Stat(ctx, key)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(o.Stdout, "uploaded %s to %s (%d bytes)\n", args[0], blobstore.Redact(target), a.Size)
+			return nil
+		})
+	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "log debug details")
+	return cmd
+}
