@@ -71,6 +71,7 @@ type Config struct {
 	SweepShardSizes  []int
 	SweepConcurrency []int
 	NaiveTimeout     time.Duration
+	Repeat           int // runs of each measurement but naive; the median by wall time is kept
 	Processor        string
 	OutDir           string // results.json and results.md go here
 	SubmitBin        string // "" builds ./cmd/submit
@@ -88,9 +89,12 @@ type Row struct {
 	ShardSize   int    `json:"shard_size,omitempty"`
 	Concurrency int    `json:"concurrency,omitempty"`
 	// Stopped says why a run could not finish; empty when it did.
-	Stopped        string             `json:"stopped,omitempty"`
-	Wall           time.Duration      `json:"-"`
-	WallSeconds    float64            `json:"wall_seconds"`
+	Stopped     string        `json:"stopped,omitempty"`
+	Wall        time.Duration `json:"-"`
+	WallSeconds float64       `json:"wall_seconds"`
+	// AllWallSeconds lists every repetition's wall time when a measurement
+	// was repeated; the row is the median one.
+	AllWallSeconds []float64          `json:"all_wall_seconds,omitempty"`
 	ItemsPerSecond float64            `json:"items_per_second"`
 	Phases         map[string]float64 `json:"phases_seconds,omitempty"`
 	// Timeline is read from the histories, in seconds from the parent's
@@ -240,6 +244,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	sweepShards := fs.String("sweep-shard-sizes", "100,1000,5000", "shard sizes of the sweep (empty: no sweep)")
 	sweepConc := fs.String("sweep-concurrency", "8,32,128", "concurrencies of the sweep (empty: no sweep)")
 	naiveTimeout := fs.Duration("naive-timeout", 10*time.Minute, "give up on a naive run after this long")
+	repeat := fs.Int("repeat", 1, "run each measurement (but naive) this many times and keep the median")
 	processor := fs.String("processor", "example", "processor run on every item")
 	outDir := fs.String("out", "bench-results", "directory for results.json and results.md (empty: print only)")
 	submitBin := fs.String("submit-bin", "", "the submit program to time (default: go build ./cmd/submit into the work directory)")
@@ -254,7 +259,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 		fmt.Fprintf(stderr, "bench: unexpected arguments %q\n", fs.Args())
 		return Config{}, errors.New("usage")
 	}
-	cfg := Config{SweepItems: *sweepItems, NaiveTimeout: *naiveTimeout, Processor: *processor, OutDir: *outDir,
+	cfg := Config{SweepItems: *sweepItems, NaiveTimeout: *naiveTimeout, Repeat: max(1, *repeat), Processor: *processor, OutDir: *outDir,
 		SubmitBin: *submitBin, MinioBin: *minioBin, PprofDir: *pprofDir, WorkDir: *workDir, Keep: *keep,
 		Command: "bench " + strings.Join(args, " ")}
 	var err error
@@ -374,6 +379,27 @@ func Run(ctx context.Context, cfg Config, stderr io.Writer) (*Report, error) {
 	}
 	defer e.client.Close()
 
+	// repeated runs f cfg.Repeat times and keeps the median by wall time.
+	repeated := func(f func() (Row, error)) (Row, error) {
+		var rows []Row
+		for range cfg.Repeat {
+			row, err := f()
+			if err != nil {
+				return row, err
+			}
+			row.finish()
+			rows = append(rows, row)
+		}
+		if len(rows) == 1 {
+			return rows[0], nil
+		}
+		slices.SortFunc(rows, func(a, b Row) int { return int(a.Wall - b.Wall) })
+		med := rows[len(rows)/2]
+		for _, r := range rows {
+			med.AllWallSeconds = append(med.AllWallSeconds, r.WallSeconds)
+		}
+		return med, nil
+	}
 	record := func(rows *[]Row, what string, row Row, err error) {
 		row.finish()
 		if err != nil {
@@ -413,24 +439,29 @@ func Run(ctx context.Context, cfg Config, stderr io.Writer) (*Report, error) {
 			switch s {
 			case ScenarioDirect:
 				logf("running %s", what)
-				row, err = runDirect(ctx, e, s, n, input, fileStore(fmt.Sprintf("store-direct-%d", n)))
+				row, err = repeated(func() (Row, error) {
+					return runDirect(ctx, e, s, n, input, fileStore(fmt.Sprintf("store-direct-%d", n)))
+				})
 			case ScenarioDirectMinio, ScenarioBatchpipeMinio:
 				var m *minioServer
 				if m, err = e.minioServer(ctx); err != nil {
 					break
 				}
 				logf("running %s", what)
-				if s == ScenarioDirectMinio {
-					row, err = runDirect(ctx, e, s, n, input, m.storeURL(fmt.Sprintf("direct-%d-%s", n, e.runTag)))
-				} else {
-					row, err = runBatchpipe(ctx, e, s, n, input, m.storeURL(fmt.Sprintf("batchpipe-%d-%s", n, e.runTag)), 0, 0)
-				}
+				row, err = repeated(func() (Row, error) {
+					if s == ScenarioDirectMinio {
+						return runDirect(ctx, e, s, n, input, m.storeURL(fmt.Sprintf("direct-%d-%s", n, e.runTag)))
+					}
+					return runBatchpipe(ctx, e, s, n, input, m.storeURL(fmt.Sprintf("batchpipe-%d-%s", n, e.runTag)), 0, 0)
+				})
 			case ScenarioBatchpipe:
 				logf("running %s", what)
-				row, err = runBatchpipe(ctx, e, s, n, input, fileStore(fmt.Sprintf("store-batchpipe-%d", n)), 0, 0)
+				row, err = repeated(func() (Row, error) {
+					return runBatchpipe(ctx, e, s, n, input, fileStore(fmt.Sprintf("store-batchpipe-%d", n)), 0, 0)
+				})
 			case ScenarioSubmit:
 				logf("running %s", what)
-				row, err = runSubmit(ctx, e, n, input)
+				row, err = repeated(func() (Row, error) { return runSubmit(ctx, e, n, input) })
 			default:
 				continue // naive runs last
 			}
@@ -450,8 +481,10 @@ func Run(ctx context.Context, cfg Config, stderr io.Writer) (*Report, error) {
 				}
 				what := fmt.Sprintf("sweep at %d items, shard size %d, concurrency %d", cfg.SweepItems, size, conc)
 				logf("running %s", what)
-				row, err := runBatchpipe(ctx, e, ScenarioBatchpipe, cfg.SweepItems, input,
-					fileStore(fmt.Sprintf("store-sweep-%d-%d", size, conc)), size, conc)
+				row, err := repeated(func() (Row, error) {
+					return runBatchpipe(ctx, e, ScenarioBatchpipe, cfg.SweepItems, input,
+						fileStore(fmt.Sprintf("store-sweep-%d-%d", size, conc)), size, conc)
+				})
 				record(&rep.Sweep, what, row, err)
 			}
 		}
@@ -475,6 +508,7 @@ func Run(ctx context.Context, cfg Config, stderr io.Writer) (*Report, error) {
 	}
 	rep.compare()
 	rep.Seconds = time.Since(began).Seconds()
+	rep.Machine.LoadAfter = loadAverage()
 	return rep, nil
 }
 

@@ -16,11 +16,28 @@ type Machine struct {
 	OS        string `json:"os"`
 	Kernel    string `json:"kernel,omitempty"`
 	Go        string `json:"go"`
+	// Load averages (1, 5, 15 minutes) when the bench started and ended:
+	// other work on the machine shows here.
+	LoadBefore string `json:"load_before,omitempty"`
+	LoadAfter  string `json:"load_after,omitempty"`
+}
+
+// loadAverage returns the 1, 5 and 15 minute load averages.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
 }
 
 // ReadMachine reads the machine's description (from /proc on Linux).
 func ReadMachine() Machine {
-	m := Machine{CPUs: runtime.NumCPU(), OS: runtime.GOOS + "/" + runtime.GOARCH, Go: runtime.Version()}
+	m := Machine{CPUs: runtime.NumCPU(), OS: runtime.GOOS + "/" + runtime.GOARCH, Go: runtime.Version(), LoadBefore: loadAverage()}
 	m.CPUModel = procField("/proc/cpuinfo", "model name")
 	if v := procField("/proc/meminfo", "MemTotal"); v != "" {
 		kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(v, "kB")), 10, 64)

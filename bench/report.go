@@ -13,8 +13,8 @@ func (rep *Report) Markdown() string {
 	var b strings.Builder
 	m := rep.Machine
 	fmt.Fprintf(&b, "## batchpipe bench\n\n")
-	fmt.Fprintf(&b, "Machine: %d CPUs (%s), %s memory, %s, %s. Command: `%s`. Started %s, took %s.\n\n",
-		m.CPUs, orDash(m.CPUModel), fmtMiB(m.MemoryMiB), m.OS, m.Go, rep.Command,
+	fmt.Fprintf(&b, "Machine: %d CPUs (%s), %s memory, %s, %s; load average %s before, %s after. Command: `%s`. Started %s, took %s.\n\n",
+		m.CPUs, orDash(m.CPUModel), fmtMiB(m.MemoryMiB), m.OS, m.Go, orDash(m.LoadBefore), orDash(m.LoadAfter), rep.Command,
 		rep.StartedAt.Format("2006-01-02 15:04 UTC"), fmtSeconds(rep.Seconds))
 
 	b.WriteString("| scenario | items | items/s | wall | runs (parent + children) | largest run: events / bytes | actions / 1k items | peak RSS | vs naive | time vs direct |\n")

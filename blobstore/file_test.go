@@ -154,3 +154,28 @@ func TestSplitObjectURL(t *testing.T) {
 		}
 	}
 }
+
+func TestInstrument(t *testing.T) {
+	ctx := context.Background()
+	inner, _ := blobstore.Open(ctx, "mem://instrument/pre")
+	ops := map[string]int64{}
+	var failed int
+	b := blobstore.Instrument(inner, func(op string, n int64, err error) {
+		ops[op] += n + 1
+		if err != nil {
+			failed++
+		}
+	})
+	b.Put(ctx, "k", strings.NewReader("hello"))
+	data, _ := blobstore.ReadAll(ctx, b, "k")
+	b.Stat(ctx, "missing")
+	for range b.List(ctx, "") {
+	}
+	b.Delete(ctx, "k")
+	if string(data) != "hello" || ops["put"] != 6 || ops["get"] != 6 || ops["stat"] != 1 || ops["list"] != 1 || ops["delete"] != 1 || failed != 1 {
+		t.Fatalf("observed %v, %d failures", ops, failed)
+	}
+	if blobstore.Prefix(b) != "pre/" {
+		t.Fatalf("Prefix through the wrapper = %q", blobstore.Prefix(b))
+	}
+}

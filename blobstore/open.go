@@ -81,10 +81,16 @@ func Open(ctx context.Context, rawURL string) (Bucket, error) {
 // Prefix returns the key prefix a bucket opened by Open adds to every key
 // ("" or ending in "/"), so full keys can be shown to users of other tools.
 func Prefix(b Bucket) string {
-	if c, ok := b.(*checked); ok {
-		return c.prefix
+	for {
+		switch v := b.(type) {
+		case *checked:
+			return v.prefix
+		case interface{ Unwrap() Bucket }:
+			b = v.Unwrap()
+		default:
+			return ""
+		}
 	}
-	return ""
 }
 
 // secretParams are query parameters that are dropped from printed URLs.

@@ -47,6 +47,8 @@ const (
 type Stores struct {
 	mu sync.Mutex
 	m  map[string]blobstore.Bucket
+	// Metrics, if set, counts every operation on the opened buckets.
+	Metrics *Metrics
 }
 
 // Open returns the bucket for url, opening it on first use.
@@ -59,6 +61,9 @@ func (s *Stores) Open(ctx context.Context, url string) (blobstore.Bucket, error)
 	b, err := blobstore.Open(ctx, url)
 	if err != nil {
 		return nil, err
+	}
+	if s.Metrics != nil {
+		b = blobstore.Instrument(b, s.Metrics.observeStore)
 	}
 	if s.m == nil {
 		s.m = map[string]blobstore.Bucket{}
@@ -85,6 +90,7 @@ type Activities struct {
 	Processors *Registry
 	Stores     *Stores
 	Logger     *slog.Logger
+	Metrics    *Metrics // nil records nothing
 }
 
 // shardReceipt is stored at ShardReceiptKey after a shard's objects.
@@ -124,6 +130,7 @@ func (a *Activities) ProcessShard(ctx context.Context, in ShardInput) (ShardResu
 		return ShardResult{}, badShard("input shard %s holds %d items, want %d", manifests.InputShardKey(in.BatchID, in.Shard), len(items), in.Items)
 	}
 
+	defer a.Metrics.shardStarted(in.Options.Processor)()
 	lines := make([]manifests.ResultLine, len(items))
 	todo := make([]int, 0, len(items)) // items to process: all, or a redrive's failed ones
 	resultKey := manifests.ResultKey(in.BatchID, in.Shard)
@@ -158,6 +165,7 @@ func (a *Activities) ProcessShard(ctx context.Context, in ShardInput) (ShardResu
 			for i := range next {
 				lines[i] = runItem(ctx, proc, items[i], in.Options)
 				lines[i].Index = in.FirstIndex + int64(i)
+				a.Metrics.item(in.Options.Processor, lines[i])
 				mu.Lock()
 				finished++
 				mu.Unlock()
@@ -197,6 +205,7 @@ feed:
 		if l.Status == manifests.ItemSucceeded {
 			rec.Succeeded++
 		} else {
+			log.Debug("item failed", "index", l.Index, "error_type", l.Error.Type, "error", l.Error.Message, "attempts", l.Attempts)
 			rec.Failed++
 			failures = append(failures, manifests.FailureLine{Index: l.Index, Input: items[i], Error: l.Error})
 		}

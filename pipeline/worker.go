@@ -17,6 +17,8 @@ type WorkerOptions struct {
 	Logger *slog.Logger
 	// Worker passes options through to the Temporal worker.
 	Worker worker.Options
+	// Metrics, if set, records batchpipe's Prometheus metrics (NewMetrics).
+	Metrics *Metrics
 }
 
 // NewWorker returns a Temporal worker on taskQueue with batchpipe's
@@ -30,7 +32,7 @@ func NewWorker(c client.Client, taskQueue string, opts WorkerOptions) worker.Wor
 		opts.Logger = slog.Default()
 	}
 	w := worker.New(c, taskQueue, opts.Worker)
-	RegisterAll(w, &Activities{Processors: opts.Processors, Stores: &Stores{}, Logger: opts.Logger})
+	RegisterAll(w, &Activities{Processors: opts.Processors, Stores: &Stores{Metrics: opts.Metrics}, Logger: opts.Logger, Metrics: opts.Metrics})
 	return w
 }
 

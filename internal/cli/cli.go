@@ -219,15 +219,9 @@ func openStore(ctx context.Context, o *IO, rawURL string) (blobstore.Bucket, str
 // newLogger builds the process logger: text to stderr, warnings and up
 // unless verbose.
 func newLogger(w io.Writer, verbose bool) *slog.Logger {
-	level := slog.LevelWarn
-	if verbose {
-		level = slog.LevelDebug
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+	l, _ := newFormatLogger(w, "text", verbose)
+	return l
 }
-
-// dialTimeout bounds how long a command waits for Temporal to answer.
-const dialTimeout = 10 * time.Second
 
 // serverLogLevel keeps the embedded server silent unless debugging: its
 // warnings (e.g. on shutdown) mean nothing to a batchpipe user.
@@ -237,3 +231,22 @@ func serverLogLevel(l *slog.Logger) slog.Level {
 	}
 	return slog.LevelError + 8
 }
+
+// newFormatLogger is newLogger with a choice of text or JSON records.
+func newFormatLogger(w io.Writer, format string, verbose bool) (*slog.Logger, error) {
+	level := slog.LevelWarn
+	if verbose {
+		level = slog.LevelDebug
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch format {
+	case "", "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, usagef("--log-format %q: want text or json", format)
+}
+
+// dialTimeout bounds how long a command waits for Temporal to answer.
+const dialTimeout = 10 * time.Second

@@ -62,9 +62,9 @@ func writeLatest(t *testing.T, dir, schedule string, m manifests.Manifest) strin
 	return path
 }
 
-// split divides a snapshot into the objects of batch id and the others,
+// splitOffBatch divides a snapshot into the objects of batch id and the others,
 // returning id's object count and bytes.
-func split(snap map[string][]byte, id string) (others map[string][]byte, objects, size int64) {
+func splitOffBatch(snap map[string][]byte, id string) (others map[string][]byte, objects, size int64) {
 	others = map[string][]byte{}
 	for k, v := range snap {
 		if strings.HasPrefix(k, manifests.BatchPrefix(id)) {
@@ -136,7 +136,7 @@ func TestGC(t *testing.T) {
 	if _, ok := before[manifests.ManifestKey("B")]; ok {
 		t.Fatalf("setup: batch B finished; it should stand for a running batch")
 	}
-	others, aObjects, aBytes := split(before, "A")
+	others, aObjects, aBytes := splitOffBatch(before, "A")
 	if aObjects == 0 {
 		t.Fatal("setup: batch A has no objects")
 	}

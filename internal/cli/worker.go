@@ -14,13 +14,15 @@ import (
 )
 
 type workerFlags struct {
-	dev       bool
-	devDir    string
-	devPort   int
-	devNoWork bool
-	taskQueue string
-	store     string
-	verbose   bool
+	dev         bool
+	devDir      string
+	devPort     int
+	devNoWork   bool
+	taskQueue   string
+	store       string
+	verbose     bool
+	metricsAddr string
+	logFormat   string
 }
 
 // Worker runs the worker command until ctx ends; it returns the exit code.
@@ -49,6 +51,8 @@ SIGINT or SIGTERM stops it cleanly.`,
 	fl.StringVar(&f.taskQueue, "task-queue", pipeline.DefaultTaskQueue, "task queue to poll")
 	fl.StringVar(&f.store, "store", "", "blob store URL to check at start-up (default file://$PWD/.batchpipe/blobs); batches name their own store")
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log debug details")
+	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://HOST:PORT/metrics (SDK and batchpipe metrics)")
+	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	cmd.SetArgs(args)
 	cmd.SetOut(o.Stdout)
 	cmd.SetErr(o.Stderr)
@@ -56,7 +60,18 @@ SIGINT or SIGTERM stops it cleanly.`,
 }
 
 func runWorker(ctx context.Context, o *IO, f *workerFlags) error {
-	logger := newLogger(o.Stderr, f.verbose)
+	logger, err := newFormatLogger(o.Stderr, f.logFormat, f.verbose)
+	if err != nil {
+		return err
+	}
+	var metrics *metricsServer
+	if f.metricsAddr != "" {
+		if metrics, err = startMetrics(f.metricsAddr, logger); err != nil {
+			return err
+		}
+		defer metrics.Close()
+		fmt.Fprintf(o.Stderr, "metrics on http://%s/metrics\n", metrics.Addr)
+	}
 	b, _, err := openStore(ctx, o, f.store)
 	if err != nil {
 		return err
@@ -93,6 +108,11 @@ func runWorker(ctx context.Context, o *IO, f *workerFlags) error {
 		}
 	}
 	copts.Logger = quietSDKLogger(logger)
+	var pm *pipeline.Metrics
+	if metrics != nil {
+		copts.MetricsHandler = metrics.SDK
+		pm = metrics.Pipeline
+	}
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	c, err := client.DialContext(dctx, copts)
 	cancel()
@@ -100,7 +120,10 @@ func runWorker(ctx context.Context, o *IO, f *workerFlags) error {
 		return fmt.Errorf("cannot reach Temporal at %s: %v", copts.HostPort, err)
 	}
 	defer c.Close()
-	w := pipeline.NewWorker(c, f.taskQueue, pipeline.WorkerOptions{Logger: logger})
+	if metrics != nil {
+		metrics.watchBatches(c)
+	}
+	w := pipeline.NewWorker(c, f.taskQueue, pipeline.WorkerOptions{Logger: logger, Metrics: pm})
 	if err := w.Start(); err != nil {
 		return err
 	}

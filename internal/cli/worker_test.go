@@ -1,0 +1,133 @@
+package cli_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/batchpipe/batchpipe/internal/cli"
+)
+
+func freeTCPPort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// startDevWorker runs `worker --dev` in-process on free ports and returns
+// the Temporal address; the worker stops when the test ends.
+func startDevWorker(t *testing.T, dir string, extra ...string) (addr string, stderr *syncBuffer) {
+	t.Helper()
+	port := freeTCPPort(t)
+	stderr = &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	args := append([]string{"--dev", "--dev-port", fmt.Sprint(port), "--dev-dir", dir + "/dev"}, extra...)
+	go func() {
+		done <- cli.Worker(ctx, &cli.IO{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: stderr, Getenv: noEnv, Dir: dir}, args)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case code := <-done:
+			if code != 0 {
+				t.Errorf("worker exited %d: %s", code, stderr)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("worker did not stop within 30 s of SIGINT-equivalent cancel")
+		}
+	})
+	addr = fmt.Sprintf("127.0.0.1:%d", port)
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(stderr.String(), "worker polling") {
+		if time.Now().After(deadline) {
+			t.Fatalf("worker --dev did not start: %s", stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return addr, stderr
+}
+
+func submitTo(t *testing.T, dir, addr string, args ...string) submitResult {
+	t.Helper()
+	var stdout, stderr syncBuffer
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	env := func(k string) string {
+		if k == "TEMPORAL_ADDRESS" {
+			return addr
+		}
+		return ""
+	}
+	code := cli.Submit(ctx, &cli.IO{Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr, Getenv: env, Dir: dir}, args)
+	return submitResult{code: code, stdout: stdout.String(), stderr: stderr.String()}
+}
+
+// A batch through `worker --dev --metrics-addr` leaves batchpipe_ item
+// counters and temporal_ SDK series at /metrics.
+func TestWorkerDevMetrics(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a Temporal server")
+	}
+	dir := t.TempDir()
+	metricsPort := freeTCPPort(t)
+	addr, _ := startDevWorker(t, dir, "--metrics-addr", fmt.Sprintf("127.0.0.1:%d", metricsPort))
+	writeLines(t, dir+"/in.jsonl", exampleItems(120, "m", 5, 17))
+	r := submitTo(t, dir, addr, "--batch-id", "met1", "--shard-size", "40", "in.jsonl")
+	if r.code != cli.ExitWithFailures {
+		t.Fatalf("submit: %s", r)
+	}
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	text := string(body)
+	for _, want := range []string{
+		`batchpipe_items_total{processor="example",status="succeeded"} 118`,
+		`batchpipe_items_total{processor="example",status="failed"} 2`,
+		`batchpipe_shard_duration_seconds_count{processor="example"} 3`,
+		`batchpipe_store_operations_total{operation="put",result="ok"}`,
+		`batchpipe_store_bytes_total{operation="put"}`,
+		"batchpipe_batches_running",
+		"temporal_workflow_completed",
+		"temporal_activity_execution_latency",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("/metrics:\n%s", text)
+	}
+}
+
+func TestWorkerBadFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"--log-format", "xml"},
+		{"extra-arg"},
+		{"--metrics-addr", "not-an-address"},
+	} {
+		var stderr syncBuffer
+		code := cli.Worker(context.Background(), &cli.IO{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: &stderr, Getenv: noEnv, Dir: t.TempDir()}, args)
+		if code != cli.ExitUsage {
+			t.Errorf("worker %v: exit %d, want 2: %s", args, code, stderr.String())
+		}
+	}
+	// No Temporal configured and no --dev: a clear error at once.
+	var stderr syncBuffer
+	code := cli.Worker(context.Background(), &cli.IO{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: &stderr, Getenv: noEnv, Dir: t.TempDir()}, nil)
+	if code != cli.ExitUsage || !strings.Contains(stderr.String(), "TEMPORAL_ADDRESS") {
+		t.Errorf("worker without Temporal: exit %d: %s", code, stderr.String())
+	}
+}
