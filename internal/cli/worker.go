@@ -23,6 +23,8 @@ type workerFlags struct {
 	verbose     bool
 	metricsAddr string
 	logFormat   string
+	uiPort      int
+	noUI        bool
 }
 
 // Worker runs the worker command until ctx ends; it returns the exit code.
@@ -35,7 +37,8 @@ func Worker(ctx context.Context, o *IO, args []string) int {
 (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TLS variables, profiles
 in the Temporal config file) and runs batches from its task queue. With --dev it
 also runs an embedded Temporal server on 127.0.0.1:7233 whose state lives in a
-SQLite file under .batchpipe/dev, so a restarted worker resumes its batches.
+SQLite file under .batchpipe/dev, so a restarted worker resumes its batches,
+and the Temporal Web UI on http://127.0.0.1:8233 (--no-ui turns it off).
 SIGINT or SIGTERM stops it cleanly.`,
 		Args:          usageArgs(cobra.NoArgs),
 		SilenceUsage:  true,
@@ -53,6 +56,8 @@ SIGINT or SIGTERM stops it cleanly.`,
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log debug details")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://HOST:PORT/metrics (SDK and batchpipe metrics)")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fl.IntVar(&f.uiPort, "ui-port", devserver.DefaultUIPort, "with --dev: port of the Temporal Web UI")
+	fl.BoolVar(&f.noUI, "no-ui", false, "with --dev: do not serve the Temporal Web UI")
 	cmd.SetArgs(args)
 	cmd.SetOut(o.Stdout)
 	cmd.SetErr(o.Stderr)
@@ -84,12 +89,19 @@ func runWorker(ctx context.Context, o *IO, f *workerFlags) error {
 		if dir == "" {
 			dir = filepath.Join(o.stateDir(), "dev")
 		}
-		srv, err := devserver.Start(ctx, devserver.Options{Dir: dir, Port: f.devPort, Logger: logger, LogLevel: serverLogLevel(logger)})
+		uiPort := f.uiPort
+		if f.noUI {
+			uiPort = 0
+		}
+		srv, err := devserver.Start(ctx, devserver.Options{Dir: dir, Port: f.devPort, UIPort: uiPort, Logger: logger, LogLevel: serverLogLevel(logger)})
 		if err != nil {
 			return err
 		}
 		defer srv.Stop()
 		fmt.Fprintf(o.Stderr, "embedded Temporal server on %s (namespace %s, state in %s)\n", srv.FrontendAddr(), srv.Namespace(), dir)
+		if a := srv.UIAddr(); a != "" {
+			fmt.Fprintf(o.Stderr, "Temporal Web UI on http://%s\n", a)
+		}
 		copts = client.Options{HostPort: srv.FrontendAddr(), Namespace: srv.Namespace()}
 		if f.devNoWork {
 			<-ctx.Done()

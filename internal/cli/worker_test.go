@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -28,6 +29,9 @@ func freeTCPPort(t *testing.T) int {
 func startDevWorker(t *testing.T, dir string, extra ...string) (addr string, stderr *syncBuffer) {
 	t.Helper()
 	port := freeTCPPort(t)
+	if !slices.Contains(extra, "--ui-port") && !slices.Contains(extra, "--no-ui") {
+		extra = append(extra, "--no-ui")
+	}
 	stderr = &syncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
@@ -80,7 +84,8 @@ func TestWorkerDevMetrics(t *testing.T) {
 	}
 	dir := t.TempDir()
 	metricsPort := freeTCPPort(t)
-	addr, _ := startDevWorker(t, dir, "--metrics-addr", fmt.Sprintf("127.0.0.1:%d", metricsPort))
+	uiPort := freeTCPPort(t)
+	addr, _ := startDevWorker(t, dir, "--metrics-addr", fmt.Sprintf("127.0.0.1:%d", metricsPort), "--ui-port", fmt.Sprint(uiPort))
 	writeLines(t, dir+"/in.jsonl", exampleItems(120, "m", 5, 17))
 	r := submitTo(t, dir, addr, "--batch-id", "met1", "--shard-size", "40", "in.jsonl")
 	if r.code != cli.ExitWithFailures {
@@ -109,6 +114,21 @@ func TestWorkerDevMetrics(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("/metrics:\n%s", text)
+	}
+	// The Web UI answers and its API lists the batch and its shards.
+	for path, want := range map[string]string{
+		"/":                                    "<html",
+		"/api/v1/namespaces/default/workflows": `"met1"`,
+	} {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d%s", uiPort, path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
+			t.Errorf("Web UI %s: %d, body lacks %q", path, resp.StatusCode, want)
+		}
 	}
 }
 
