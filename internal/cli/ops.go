@@ -326,6 +326,7 @@ func fmtTime(t *time.Time) string {
 func newRedriveCommand(o *IO) *cobra.Command {
 	f := &opsFlags{}
 	wait := true
+	concurrency := 0
 	cmd := subcommand("redrive ID", "Re-run only the failed (and never-finished) items of a finished batch, in place", cobra.ExactArgs(1),
 		func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -360,6 +361,9 @@ func newRedriveCommand(o *IO) *cobra.Command {
 				return err
 			}
 			defer conn.Close()
+			if concurrency > 0 {
+				spec.Options.Concurrency = concurrency
+			}
 			n := m.Redrives + 1
 			run, err := pipeline.StartRedrive(ctx, conn.Client, f.taskQueue, spec, n)
 			if err != nil {
@@ -382,6 +386,7 @@ func newRedriveCommand(o *IO) *cobra.Command {
 		})
 	f.register(cmd, false)
 	cmd.Flags().BoolVar(&wait, "wait", true, "wait for the redrive to finish, showing progress")
+	cmd.Flags().IntVar(&concurrency, "concurrency", 0, "shards in flight (default: as the batch was started)")
 	return cmd
 }
 
