@@ -2,16 +2,23 @@ package cli_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/batchpipe/batchpipe/internal/cli"
+	"github.com/batchpipe/batchpipe/pipeline"
 )
 
 func freeTCPPort(t *testing.T) int {
@@ -149,5 +156,47 @@ func TestWorkerBadFlags(t *testing.T) {
 	code := cli.Worker(context.Background(), &cli.IO{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: &stderr, Getenv: noEnv, Dir: t.TempDir()}, nil)
 	if code != cli.ExitUsage || !strings.Contains(stderr.String(), "TEMPORAL_ADDRESS") {
 		t.Errorf("worker without Temporal: exit %d: %s", code, stderr.String())
+	}
+}
+
+// The Grafana dashboard in deploy/ parses and queries only series that
+// a worker with --metrics-addr exports (batchpipe_ ones are checked by name).
+func TestGrafanaDashboardMatchesMetrics(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(repoRoot(t), "deploy", "grafana", "batchpipe-dashboard.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal(data, &dash); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	pipeline.NewMetrics(reg)
+	known := map[string]bool{"batchpipe_batches_running": true}
+	mfs, _ := reg.Gather()
+	for _, mf := range mfs {
+		known[mf.GetName()] = true
+	}
+	for _, name := range []string{"batchpipe_items_total", "batchpipe_item_duration_seconds", "batchpipe_shard_duration_seconds", "batchpipe_shards_in_progress", "batchpipe_store_operations_total", "batchpipe_store_bytes_total"} {
+		known[name] = true // vectors without samples are not gathered
+	}
+	series := regexp.MustCompile(`batchpipe_[a-z_]+`)
+	if len(dash.Panels) < 6 {
+		t.Fatalf("dashboard has %d panels", len(dash.Panels))
+	}
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			for _, s := range series.FindAllString(tg.Expr, -1) {
+				base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(s, "_bucket"), "_count"), "_sum")
+				if !known[base] {
+					t.Errorf("panel %q queries %s, which no worker exports", p.Title, s)
+				}
+			}
+		}
 	}
 }
