@@ -28,12 +28,15 @@ func parseAge(s string) (time.Duration, error) {
 		}
 		days, s = time.Duration(n)*24*time.Hour, s[i+1:]
 	}
-	if s == "" {
-		return days, nil
+	d := time.Duration(0)
+	if s != "" {
+		var err error
+		if d, err = time.ParseDuration(s); err != nil {
+			return 0, fmt.Errorf("bad age %q: want e.g. 30d, 36h or 1d12h", s)
+		}
 	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return 0, fmt.Errorf("bad age %q: want e.g. 30d, 36h or 1d12h", s)
+	if days < 0 || d < 0 || days+d <= 0 {
+		return 0, fmt.Errorf("age %q must be positive", s)
 	}
 	return days + d, nil
 }
@@ -63,7 +66,10 @@ func newGCCommand(o *IO) *cobra.Command {
 			if in, ok := o.Stdin.(*os.File); ok && term.IsTerminal(int(in.Fd())) {
 				interactive = true
 			}
-			if !yes && !interactive && !cmd.Flags().Changed("dry-run") {
+			if !yes && !interactive && !dryRun {
+				if cmd.Flags().Changed("dry-run") {
+					return usagef("--dry-run=false needs --yes when stdin is not a terminal")
+				}
 				dryRun = true
 				fmt.Fprintln(o.Stderr, "stdin is not a terminal and --yes was not given: dry run, nothing is deleted")
 			}
@@ -180,7 +186,7 @@ func gcCandidates(ctx context.Context, o *IO, f *opsFlags, b blobstore.Bucket, c
 		g := byID[id]
 		m, err := readManifest(ctx, b, id)
 		if err != nil {
-			continue // no manifest: running, staged, or being written; never collected
+			continue // no manifest: running, staged, collected with --keep-inputs, or being written
 		}
 		if !m.FinishedAt.Before(cutoff) {
 			continue
@@ -210,8 +216,16 @@ func gcCandidates(ctx context.Context, o *IO, f *opsFlags, b blobstore.Bucket, c
 // rather than vanishing silently.
 func deleteBatch(ctx context.Context, b blobstore.Bucket, g gcBatch, keepInputs bool) error {
 	manifestKey := manifests.ManifestKey(g.id)
+	if keepInputs {
+		// What is left is the input: say so, so the batch does not read as
+		// staged-but-never-run.
+		mark, _ := json.Marshal(map[string]any{"batch_id": g.id, "collected_at": time.Now().UTC(), "kept": "input/"})
+		if err := b.Put(ctx, collectedKey(g.id), strings.NewReader(string(mark))); err != nil {
+			return err
+		}
+	}
 	for _, a := range g.keys {
-		if a.Key == manifestKey || keepInputs && strings.Contains(a.Key, "/input/") {
+		if a.Key == manifestKey || keepInputs && (strings.Contains(a.Key, "/input/") || a.Key == collectedKey(g.id)) {
 			continue
 		}
 		if err := b.Delete(ctx, a.Key); err != nil {
@@ -220,3 +234,6 @@ func deleteBatch(ctx context.Context, b blobstore.Bucket, g gcBatch, keepInputs 
 	}
 	return b.Delete(ctx, manifestKey)
 }
+
+// collectedKey marks a batch whose results gc deleted, keeping its input.
+func collectedKey(batchID string) string { return manifests.BatchPrefix(batchID) + "collected.json" }

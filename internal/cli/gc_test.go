@@ -257,9 +257,22 @@ func TestGCKeepInputs(t *testing.T) {
 	if !lineWith(r.stdout, `delete`, `\bA2\b`, fmt.Sprintf(`\b%d objects`, deleted), fmt.Sprintf(`\b%d bytes`, deletedBytes)) {
 		t.Errorf("gc --keep-inputs: stdout does not name A2 with the %d objects (%d bytes) outside input/\n%s", deleted, deletedBytes, r)
 	}
-	if after := snapshot(t, dir); !mapsEqual(inputs, after) {
-		t.Errorf("gc --keep-inputs: the store holds %v, want exactly A2's input objects", storeFiles(t, dir))
+	after := snapshot(t, dir)
+	marker := "batches/A2/collected.json"
+	if _, ok := after[marker]; !ok {
+		t.Errorf("gc --keep-inputs left no %s marker: %v", marker, storeFiles(t, dir))
 	}
+	delete(after, marker)
+	if !mapsEqual(inputs, after) {
+		t.Errorf("gc --keep-inputs: the store holds %v, want exactly A2's input objects and the marker", storeFiles(t, dir))
+	}
+	// The batch lists as collected, and its id is not reused by accident.
+	r = submit(t, dir, strings.NewReader(""), "list")
+	if !lineWith(r.stdout, `\bA2\b`, `collected`) {
+		t.Errorf("list does not show A2 as collected:\n%s", r)
+	}
+	r = submit(t, dir, strings.NewReader(""), "gc", "--older-than", "-1d", "--yes")
+	wantExit(t, "gc --older-than -1d", r, cli.ExitUsage)
 }
 
 func TestGCAgeParse(t *testing.T) {

@@ -254,6 +254,8 @@ func newListCommand(o *IO) *cobra.Command {
 						return err
 					}
 					states[id] = fromManifest(m, blobstore.Prefix(b)+a.Key)
+				case "collected.json":
+					states[id] = batchState{BatchID: id, Status: "collected"}
 				case "input/index.json":
 					if _, ok := states[id]; !ok {
 						if st, err := pipeline.ReadStaged(ctx, b, id); err == nil {

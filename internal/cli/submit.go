@@ -431,6 +431,12 @@ func readManifest(ctx context.Context, b blobstore.Bucket, batchID string) (mani
 
 func reportFinished(ctx context.Context, o *IO, b blobstore.Bucket, batchID string) error {
 	m, err := readManifest(ctx, b, batchID)
+	if ok, _ := blobstore.Exists(ctx, b, collectedKey(batchID)); ok && err != nil {
+		return usagef("batch %s finished and its results were deleted by gc (its input was kept); choose another --batch-id", batchID)
+	}
+	if err == nil && strings.HasPrefix(m.Error, "bad input: ") && len(m.Results) == 0 {
+		return usagef("batch %s failed validation: %s; fix the input and submit it with another --batch-id", batchID, strings.TrimPrefix(m.Error, "bad input: "))
+	}
 	if err != nil {
 		return fmt.Errorf("batch %s was run before and left no readable manifest (%v); choose another --batch-id", batchID, err)
 	}
