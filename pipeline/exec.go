@@ -67,10 +67,12 @@ func DefaultExecPoolSize() int { return max(8, runtime.NumCPU()) }
 // ends) the process serving it is killed, since its state is unknown; when
 // a process exits, or answers with anything but one line of the shape
 // above, the item fails with a retryable error and the process is
-// discarded. Either way the next item gets a fresh process. A command that
-// cannot be started (not found, not executable) fails items permanently.
-// At Close each process gets EOF on stdin and a moment to exit before it is
-// killed.
+// discarded. Either way the next item gets a fresh process. A process
+// that served items may also end its life between items: when it exits
+// with status 0 without answering the item just handed to it, the item
+// goes to a new process, once, without failing. A command that cannot be
+// started (not found, not executable) fails items permanently. At Close
+// each process gets EOF on stdin and a moment to exit before it is killed.
 type Exec struct {
 	command string   // as given, for messages
 	argv    []string // split command line
@@ -135,17 +137,27 @@ func (e *Exec) Process(ctx context.Context, input json.RawMessage) (json.RawMess
 	}
 	defer func() { <-e.slots }()
 
-	p, err := e.take()
-	if err != nil {
-		return nil, err
-	}
-	out, err, healthy := p.roundTrip(ctx, line)
-	if healthy {
-		e.put(p)
-	} else {
+	for try := 0; ; try++ {
+		p, err := e.take()
+		if err != nil {
+			return nil, err
+		}
+		out, err, healthy := p.roundTrip(ctx, line)
+		if healthy {
+			p.served++
+			e.put(p)
+			return out, err
+		}
 		e.discard(p)
+		if try == 0 && p.served > 0 && p.leftCleanly && ctx.Err() == nil {
+			// It served items and exited with status 0 without a word
+			// on this one: it ended its life between items (say, after
+			// serving a number of them), so the item is not to blame.
+			e.log.Debug("exec processor process exited between items; using a new one", "pid", p.cmd.Process.Pid, "served", p.served)
+			continue
+		}
+		return out, err
 	}
-	return out, err
 }
 
 // take returns an idle live process or starts one. The caller holds a slot,
@@ -241,6 +253,10 @@ type execProc struct {
 	exited chan struct{} // closed once Wait returned
 	err    error         // Wait's result, set before exited closes
 	once   sync.Once
+
+	// Used only by the request holding the process:
+	served      int  // items answered
+	leftCleanly bool // exited with status 0 before reading a byte of an answer
 }
 
 func (e *Exec) start() (*execProc, error) {
@@ -269,9 +285,9 @@ func (e *Exec) start() (*execProc, error) {
 		outR.Close()
 		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, exec.ErrDot) || errors.Is(err, fs.ErrNotExist) ||
 			errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.ENOEXEC) {
-			return nil, Permanent(fmt.Errorf("exec %q: cannot start %s: %v", e.command, e.argv[0], err))
+			return nil, Permanent(fmt.Errorf("exec %q: cannot start: %v", e.command, err))
 		}
-		return nil, fmt.Errorf("exec %q: cannot start %s: %v", e.command, e.argv[0], err)
+		return nil, fmt.Errorf("exec %q: cannot start: %v", e.command, err)
 	}
 	se.mu.Lock()
 	se.pid = cmd.Process.Pid
@@ -362,6 +378,7 @@ func (p *execProc) died(writing bool, rerr error) error {
 	case rerr != nil && !errors.Is(rerr, io.EOF):
 		what = "answer unreadable: " + rerr.Error()
 	}
+	p.leftCleanly = p.err == nil && (writing || errors.Is(rerr, io.EOF))
 	status := "running"
 	if p.err != nil {
 		status = p.err.Error()

@@ -205,39 +205,52 @@ func TestExecErrorShape(t *testing.T) {
 
 func TestExecRestartsAfterExit(t *testing.T) {
 	f := newExecFixture(t)
-	e := f.pool(t, pipeline.ExecOptions{PoolSize: 1}, "3") // each process exits after 3 items
-	var fails []error
+	// Each process exits (status 0) after 3 items: the item handed to one
+	// that is exiting goes to a new process without failing.
+	e := f.pool(t, pipeline.ExecOptions{PoolSize: 1}, "3")
 	for i := range 12 {
-		_, err := callExec(t, e, 10*time.Second, fmt.Sprintf(`{"n":%d}`, i))
-		if err != nil {
-			// The item after a process's third may find it exiting: a
-			// retryable failure, and the next item gets a new process.
-			if pipeline.IsPermanent(err) || !strings.Contains(err.Error(), "exit") {
-				t.Fatalf("item %d: %v", i, err)
-			}
-			fails = append(fails, err)
-			if _, err := callExec(t, e, 10*time.Second, fmt.Sprintf(`{"n":%d}`, i)); err != nil {
-				t.Fatalf("item %d, second attempt: %v", i, err)
-			}
+		if _, err := callExec(t, e, 10*time.Second, fmt.Sprintf(`{"n":%d}`, i)); err != nil {
+			t.Fatalf("item %d: %v", i, err)
 		}
 	}
 	if pids := f.pids(t); len(pids) != 4 {
 		t.Fatalf("12 items at 3 per process started %d processes, want 4", len(pids))
 	}
-	t.Logf("%d retryable failures, e.g. %v", len(fails), fails)
 
 	// A process dying mid-item: the item fails (retryably) with its exit
 	// status and stderr; the next one succeeds on a new process.
-	_, err := callExec(t, e, 10*time.Second, `{"n":100,"mode":"crash"}`)
-	if err == nil || pipeline.IsPermanent(err) || !strings.Contains(err.Error(), "exit status 1") || !strings.Contains(err.Error(), "boom on item 100") {
-		t.Fatalf("crash: %v", err)
+	e = f.pool(t, pipeline.ExecOptions{PoolSize: 1})
+	for _, c := range []struct{ item, want string }{
+		{`{"n":100,"mode":"crash"}`, "exit status 1"},
+		{`{"n":101,"mode":"exit"}`, "exit status 3"},
+	} {
+		if _, err := callExec(t, e, 10*time.Second, `{"n":99}`); err != nil {
+			t.Fatal(err)
+		}
+		_, err := callExec(t, e, 10*time.Second, c.item)
+		if err == nil || pipeline.IsPermanent(err) || !strings.Contains(err.Error(), c.want) {
+			t.Fatalf("%s: %v, want a retryable error with %q", c.item, err, c.want)
+		}
+		if c.want == "exit status 1" && !strings.Contains(err.Error(), "RuntimeError: boom on item 100") {
+			t.Fatalf("crash without its stderr: %v", err)
+		}
+		if _, err := callExec(t, e, 10*time.Second, `{"n":102}`); err != nil {
+			t.Fatal(err)
+		}
 	}
-	_, err = callExec(t, e, 10*time.Second, `{"n":101,"mode":"exit"}`)
-	if err == nil || pipeline.IsPermanent(err) || !strings.Contains(err.Error(), "exit status 3") {
-		t.Fatalf("exit: %v", err)
+	if pids := f.pids(t); len(pids) != 4+3 {
+		t.Fatalf("processes: %v", pids)
 	}
-	if _, err := callExec(t, e, 10*time.Second, `{"n":102}`); err != nil {
+
+	// A fresh process that exits at once, even with status 0, fails the item.
+	e0, err := pipeline.NewExec("sh -c 'echo starting up >&2; exit 0'", pipeline.ExecOptions{Logger: quietLog})
+	if err != nil {
 		t.Fatal(err)
+	}
+	defer e0.Close()
+	_, err = callExec(t, e0, 10*time.Second, `{"n":1}`)
+	if err == nil || pipeline.IsPermanent(err) || !strings.Contains(err.Error(), "exit status 0") || !strings.Contains(err.Error(), "starting up") {
+		t.Fatalf("process exiting at once: %v", err)
 	}
 }
 
@@ -522,7 +535,7 @@ func TestExecBatchEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := "exec-e2e"
+	id := fmt.Sprintf("exec-e2e-%d", queueSeq.Add(1))
 	st, err := pipeline.Stage(ctx, b, id, "inputs.jsonl", r, opts.ShardSize, nil)
 	r.Close()
 	if err != nil {
@@ -556,10 +569,14 @@ func TestExecBatchEndToEnd(t *testing.T) {
 		return json.RawMessage(fmt.Sprintf(`{"n":%d,"twice":%d,"echo":null}`, v.N, 2*v.N))
 	})
 	// Failed items carry the processor's message as a permanent error,
-	// after one attempt.
+	// after one attempt; the others succeeded at the first.
 	for _, res := range m.Results {
 		for _, l := range decodeLines[manifests.ResultLine](t, readObject(t, b, res.Key, res.Size, res.SHA256)) {
 			if l.Status != manifests.ItemFailed {
+				// Processes exiting between items cost no attempts.
+				if l.Attempts != 1 {
+					t.Fatalf("item %d succeeded after %d attempts", l.Index, l.Attempts)
+				}
 				continue
 			}
 			if l.Error == nil || l.Error.Type != pipeline.ItemErrorPermanent || l.Error.Message != fmt.Sprintf("item %d is bad", l.Index) || l.Attempts != 1 {

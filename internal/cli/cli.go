@@ -128,6 +128,7 @@ type connection struct {
 func (c *connection) Close() {
 	if c.worker != nil {
 		c.worker.Stop()
+		pipeline.DefaultRegistry.Close() // stops exec: processors
 	}
 	if c.Client != nil {
 		c.Client.Close()
@@ -178,6 +179,7 @@ func connectEmbedded(ctx context.Context, o *IO, taskQueue string, logger *slog.
 	if !withWorker {
 		return &connection{Client: c, Embedded: true, server: srv}, nil
 	}
+	pipeline.DefaultRegistry.SetExecOptions(pipeline.ExecOptions{Logger: logger})
 	w := pipeline.NewWorker(c, taskQueue, pipeline.WorkerOptions{Logger: logger})
 	if err := w.Start(); err != nil {
 		c.Close()

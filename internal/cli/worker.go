@@ -135,6 +135,8 @@ func runWorker(ctx context.Context, o *IO, f *workerFlags) error {
 	if metrics != nil {
 		metrics.watchBatches(c)
 	}
+	pipeline.DefaultRegistry.SetExecOptions(pipeline.ExecOptions{Logger: logger})
+	defer pipeline.DefaultRegistry.Close() // stops exec: processors
 	w := pipeline.NewWorker(c, f.taskQueue, pipeline.WorkerOptions{Logger: logger, Metrics: pm})
 	if err := w.Start(); err != nil {
 		return err
