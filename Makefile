@@ -5,13 +5,14 @@ MINIO   := bin/minio
 MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
 TEST_TIMEOUT  ?= 60m
 
-.PHONY: help build test test-short bench lint minio minio-bin demo clean
+.PHONY: help build test test-short bench bench-large bench-micro lint minio minio-bin demo clean
 
 help:
 	@echo "build       build bin/worker and bin/submit"
 	@echo "test        build MinIO if missing, then run every test (MinIO-backed ones included)"
 	@echo "test-short  unit tests only (no MinIO, no Temporal server)"
-	@echo "bench       benchmarks (blob store, zstd lines, pipeline)"
+	@echo "bench       micro benchmarks, then naive vs batchpipe vs direct at 1,000 and 20,000 items and a sweep (a few minutes; bench-results/)"
+	@echo "bench-large the same at 100,000 and 1,000,000 items (bench-results/large/)"
 	@echo "lint        gofmt + go vet"
 	@echo "minio       run a throwaway local MinIO in the foreground"
 	@echo "minio-bin   build the pinned MinIO into bin/minio"
@@ -31,7 +32,24 @@ test: $(MINIO) lint
 test-short:
 	$(GO) test -short -count=1 ./...
 
-bench: $(MINIO)
+# The fault suite (faults/, RELIABILITY.md): real worker, submit and MinIO
+# processes killed, starved and misconfigured, each case ending in a full check
+# of the manifest. Rewrites RELIABILITY.md's table from the run (not under
+# CI=true). `make test` runs the same suite as part of ./...
+.PHONY: test-faults
+test-faults: $(MINIO)
+	BATCHPIPE_WRITE_RELIABILITY=1 $(GO) test -count=1 -timeout 30m -v ./faults/
+
+bench: bench-micro
+	$(GO) build -o bin/ ./cmd/bench ./cmd/submit
+	bin/bench -submit-bin bin/submit -minio-bin $(MINIO) -out bench-results
+
+bench-large: $(MINIO)
+	$(GO) build -o bin/ ./cmd/bench ./cmd/submit
+	bin/bench -submit-bin bin/submit -minio-bin $(MINIO) -items 1000,100000,1000000 \
+		-sweep-items 1000000 -sweep-shard-sizes 1000,4000 -sweep-concurrency 32 -out bench-results/large
+
+bench-micro: $(MINIO)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./blobstore/ ./zjsonl/ ./inputs/
 
 lint:
@@ -46,3 +64,11 @@ demo:
 
 clean:
 	rm -rf bin .batchpipe
+
+# deploy/'s topology as local processes (no Docker): one Temporal server
+# (worker --dev --dev-server-only), MinIO, three workers, a 20,000-item batch
+# over s3:// checked item by item; and deploy/compose.yaml checked against
+# the binaries' flags. CI=true: a missing MinIO fails instead of skipping.
+.PHONY: cluster-test
+cluster-test: $(MINIO)
+	CI=true $(GO) test -count=1 -v -timeout 10m ./deploy/clustertest/

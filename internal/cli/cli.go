@@ -158,7 +158,11 @@ func connect(ctx context.Context, o *IO, taskQueue string, logger *slog.Logger, 
 	defer cancel()
 	c, err := client.DialContext(dctx, opts)
 	if err != nil {
-		return nil, fmt.Errorf("cannot reach Temporal at %s (namespace %q): %v", opts.HostPort, opts.Namespace, err)
+		ns := opts.Namespace
+		if ns == "" {
+			ns = "default"
+		}
+		return nil, fmt.Errorf("cannot reach Temporal at %s (namespace %q): %v", opts.HostPort, ns, err)
 	}
 	return &connection{Client: c}, nil
 }
@@ -193,6 +197,9 @@ func connectEmbedded(ctx context.Context, o *IO, taskQueue string, logger *slog.
 // carry credentials (they would end up in workflow history); the default
 // file store's directory is created.
 func openStore(ctx context.Context, o *IO, rawURL string) (blobstore.Bucket, string, error) {
+	if rawURL == "" {
+		rawURL = o.getenv("BATCHPIPE_STORE")
+	}
 	if rawURL == "" {
 		rawURL = o.defaultStore()
 		if err := os.MkdirAll(strings.TrimPrefix(rawURL, "file://"), 0o755); err != nil {

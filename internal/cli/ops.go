@@ -33,7 +33,7 @@ type opsFlags struct {
 
 func (f *opsFlags) register(cmd *cobra.Command, withJSON bool) {
 	fl := cmd.Flags()
-	fl.StringVar(&f.store, "store", "", "blob store URL (default file://$PWD/.batchpipe/blobs)")
+	fl.StringVar(&f.store, "store", "", "blob store URL (default $BATCHPIPE_STORE, else file://$PWD/.batchpipe/blobs)")
 	fl.StringVar(&f.taskQueue, "task-queue", pipeline.DefaultTaskQueue, "Temporal task queue the workers poll")
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log debug details")
 	if withJSON {

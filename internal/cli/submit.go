@@ -107,7 +107,7 @@ canceled, 2 bad usage or bad input.`,
 	f.registerBatchFlags(cmd)
 	fl.StringVar(&f.batchID, "batch-id", "", "batch id (default: input name + UTC time); reuse it to attach to or resume a batch")
 	fl.BoolVar(&f.wait, "wait", true, "wait for the batch to finish, showing progress")
-	fl.BoolVar(&f.fromFailures, "from-failures", false, "FILE holds failure lines (`submit results ID --failed`, failed.jsonl.zst): submit each line's input")
+	fl.BoolVar(&f.fromFailures, "from-failures", false, "FILE holds failure lines (from submit results ID --failed, or a failed.jsonl.zst): submit each line's input")
 	return cmd
 }
 
@@ -116,9 +116,9 @@ canceled, 2 bad usage or bad input.`,
 func (f *submitFlags) registerBatchFlags(cmd *cobra.Command) {
 	d := pipeline.DefaultOptions()
 	fl := cmd.Flags()
-	fl.StringVar(&f.store, "store", "", "blob store URL (file:///dir, s3://bucket/prefix, minio://host:port/bucket/prefix); default file://$PWD/.batchpipe/blobs")
+	fl.StringVar(&f.store, "store", "", "blob store URL (file:///dir, s3://bucket/prefix, minio://host:port/bucket/prefix); default $BATCHPIPE_STORE, else file://$PWD/.batchpipe/blobs")
 	fl.StringVar(&f.processor, "processor", d.Processor, "processor to run on each item (built in: "+strings.Join(pipeline.DefaultRegistry.Names(), ", ")+"; or exec:COMMAND)")
-	fl.IntVar(&f.shardSize, "shard-size", d.ShardSize, "items per shard, one child workflow each (default: 1000, more for inputs over 250,000 items, keeping ~250 shards)")
+	fl.IntVar(&f.shardSize, "shard-size", d.ShardSize, "items per shard, one child workflow each; unset, 1000 or more for inputs over 250,000 items (about 250 shards)")
 	fl.IntVar(&f.concurrency, "concurrency", d.Concurrency, "shards in flight at once")
 	fl.StringVar(&f.maxFailures, "max-failures", "", `stop the batch as failed once more than N items (or "N%" of items) failed; default: never`)
 	fl.StringVar(&f.taskQueue, "task-queue", pipeline.DefaultTaskQueue, "Temporal task queue the workers poll")

@@ -17,6 +17,7 @@ type workerFlags struct {
 	dev         bool
 	devDir      string
 	devPort     int
+	devIP       string
 	devNoWork   bool
 	taskQueue   string
 	store       string
@@ -50,6 +51,7 @@ SIGINT or SIGTERM stops it cleanly.`,
 	fl.BoolVar(&f.dev, "dev", false, "also run an embedded Temporal server (state in --dev-dir)")
 	fl.StringVar(&f.devDir, "dev-dir", "", "state directory of the embedded server (default $PWD/.batchpipe/dev)")
 	fl.IntVar(&f.devPort, "dev-port", 7233, "frontend port of the embedded server")
+	fl.StringVar(&f.devIP, "dev-ip", "127.0.0.1", "IP address the embedded server's frontend (and Web UI) listen on; 0.0.0.0 for all")
 	fl.BoolVar(&f.devNoWork, "dev-server-only", false, "with --dev: run only the server, no worker")
 	fl.StringVar(&f.taskQueue, "task-queue", pipeline.DefaultTaskQueue, "task queue to poll")
 	fl.StringVar(&f.store, "store", "", "blob store URL to check at start-up (default file://$PWD/.batchpipe/blobs); batches name their own store")
@@ -77,11 +79,15 @@ func runWorker(ctx context.Context, o *IO, f *workerFlags) error {
 		defer metrics.Close()
 		fmt.Fprintf(o.Stderr, "metrics on http://%s/metrics\n", metrics.Addr)
 	}
-	b, _, err := openStore(ctx, o, f.store)
-	if err != nil {
-		return err
+	// Check the store at start-up when this process will use it: a worker
+	// given --store, or worker --dev (whose default store submit shares).
+	if f.store != "" || o.getenv("BATCHPIPE_STORE") != "" || f.dev && !f.devNoWork {
+		b, _, err := openStore(ctx, o, f.store)
+		if err != nil {
+			return err
+		}
+		b.Close()
 	}
-	b.Close()
 
 	var copts client.Options
 	if f.dev {
@@ -93,7 +99,7 @@ func runWorker(ctx context.Context, o *IO, f *workerFlags) error {
 		if f.noUI {
 			uiPort = 0
 		}
-		srv, err := devserver.Start(ctx, devserver.Options{Dir: dir, Port: f.devPort, UIPort: uiPort, Logger: logger, LogLevel: serverLogLevel(logger)})
+		srv, err := devserver.Start(ctx, devserver.Options{Dir: dir, Host: f.devIP, Port: f.devPort, UIPort: uiPort, Logger: logger, LogLevel: serverLogLevel(logger)})
 		if err != nil {
 			return err
 		}
