@@ -13,6 +13,8 @@ help:
 	@echo "test-short  unit tests only (no MinIO, no Temporal server)"
 	@echo "bench       micro benchmarks, then naive vs batchpipe vs direct at 1,000 and 20,000 items and a sweep (a few minutes; bench-results/)"
 	@echo "bench-large the same at 100,000 and 1,000,000 items (bench-results/large/)"
+	@echo "test-faults the fault suite (kills, outages, bad input); rewrites RELIABILITY.md's table"
+	@echo "cluster-test Temporal + MinIO + three worker processes, a 20,000-item batch over s3://"
 	@echo "lint        gofmt + go vet"
 	@echo "minio       run a throwaway local MinIO in the foreground"
 	@echo "minio-bin   build the pinned MinIO into bin/minio"
