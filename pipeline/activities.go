@@ -530,7 +530,7 @@ func (a *Activities) Finalize(ctx context.Context, in FinalizeInput) (BatchResul
 	if err := b.Put(ctx, manifests.ManifestKey(bin.BatchID), bytes.NewReader(append(data, '\n'))); err != nil {
 		return BatchResult{}, err
 	}
-	if bin.Schedule != "" {
+	if bin.Schedule != "" && !newerLatest(ctx, b, bin.Schedule, bin.BatchID) {
 		latest, _ := json.MarshalIndent(manifests.Latest{Schedule: bin.Schedule, BatchID: bin.BatchID,
 			Manifest: prefix + manifests.ManifestKey(bin.BatchID), Status: status, FinishedAt: m.FinishedAt}, "", "  ")
 		if err := b.Put(ctx, manifests.LatestKey(bin.Schedule), bytes.NewReader(latest)); err != nil {
@@ -592,4 +592,16 @@ func concatObjects(ctx context.Context, b blobstore.Bucket, key string, parts []
 		}
 	}
 	return bw.Close()
+}
+
+// newerLatest reports whether the schedule's latest.json already names a
+// later batch (ids end in the nominal time, so they sort by time): a
+// redrive of an old night must not move the pointer back.
+func newerLatest(ctx context.Context, b blobstore.Bucket, schedule, batchID string) bool {
+	data, err := blobstore.ReadAll(ctx, b, manifests.LatestKey(schedule))
+	if err != nil {
+		return false
+	}
+	var l manifests.Latest
+	return json.Unmarshal(data, &l) == nil && l.BatchID > batchID
 }
