@@ -129,7 +129,7 @@ func TestJSONL(t *testing.T) {
 		{name: "invalid UTF-8", in: "{}\n{\"a\":\"\xff\"}\n", want: []string{"1 {}"}, wantErr: "inputs.jsonl:2: invalid UTF-8 at column 7 (the input must be UTF-8 encoded)"},
 		{name: "NUL byte", in: "{\"a\":\"\x00\"}\n", wantErr: "inputs.jsonl:1: NUL byte at column 7 (is this a binary or UTF-16 file?)"},
 		{name: "UTF-16", in: "\xff\xfe{\x00}\x00\n\x00", wantErr: "inputs.jsonl:1: the file is UTF-16 encoded; convert it to UTF-8 (e.g. iconv -f UTF-16 -t UTF-8)"},
-		{name: "too deep", in: deep, wantErr: "inputs.jsonl:1: invalid JSON at column 10005: nested too deeply (over 10000 levels)"},
+		{name: "too deep", in: deep, wantErr: "inputs.jsonl:1: invalid JSON at column 10004: nested too deeply (more than 9999 levels; result lines must stay readable)"},
 		{name: "CSV read as JSONL", file: "inputs.txt", in: "id,name\n1,x\n",
 			wantErr: "inputs.txt:1: invalid JSON at column 1: invalid character 'i' looking for beginning of value (if this is a CSV file, name it .csv or set the format to csv)"},
 		{name: "CSV forced to JSONL", file: "inputs.csv", opts: Options{Format: FormatJSONL}, in: "id,name\n1,x\n",
@@ -664,5 +664,22 @@ func TestZstdReleased(t *testing.T) {
 	}
 	if after := runtime.NumGoroutine(); after > before {
 		t.Errorf("%d goroutines before, %d after", before, after)
+	}
+}
+
+func TestDepthLimit(t *testing.T) {
+	item := func(d int) string {
+		return `{"s":"[[[{{{\"","deep":` + strings.Repeat("[", d-1) + strings.Repeat("]", d-1) + "}\n"
+	}
+	r, err := NewReader("deep.jsonl", strings.NewReader(item(MaxDepth)+item(MaxDepth+1)), Options{MaxItemBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.Next(); err != nil {
+		t.Fatalf("an item %d levels deep was refused: %v", MaxDepth, err)
+	}
+	if _, err := r.Next(); err == nil || !strings.Contains(err.Error(), "deep.jsonl:2: invalid JSON at column") || !strings.Contains(err.Error(), "nested too deeply") {
+		t.Fatalf("an item %d levels deep: %v", MaxDepth+1, err)
 	}
 }

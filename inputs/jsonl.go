@@ -35,6 +35,11 @@ func (r *Reader) nextJSONL() (Item, error) {
 		if line[i] != '{' {
 			return Item{}, r.notObject(line, i)
 		}
+		if len(line) > MaxDepth {
+			if col := tooDeep(line); col > 0 {
+				return Item{}, r.errorf(r.line, "invalid JSON at column %d: nested too deeply (more than %d levels; result lines must stay readable)", col, MaxDepth)
+			}
+		}
 		r.jbuf.Reset()
 		if err := json.Compact(&r.jbuf, line); err != nil {
 			return Item{}, r.jsonError(line, err)
@@ -100,4 +105,37 @@ func (r *Reader) jsonError(line []byte, err error) error {
 		msg += " (if this is a CSV file, name it .csv or set the format to csv)"
 	}
 	return r.errorf(r.line, "%s", msg)
+}
+
+// MaxDepth is the deepest nesting of objects and arrays an item may have.
+// encoding/json reads at most 10,000 levels, and a result or failure line
+// wraps the item one level deeper, so items stop at 9,999.
+const MaxDepth = 9999
+
+// tooDeep returns the 1-based column where line's nesting goes past
+// MaxDepth, or 0 when it does not.
+func tooDeep(line []byte) int {
+	depth, inString, escaped := 0, false, false
+	for i, c := range line {
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '{' || c == '[':
+			if depth++; depth > MaxDepth {
+				return i + 1
+			}
+		case c == '}' || c == ']':
+			depth--
+		}
+	}
+	return 0
 }

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"log/slog"
+	"time"
 
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
@@ -30,6 +31,14 @@ func NewWorker(c client.Client, taskQueue string, opts WorkerOptions) worker.Wor
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if opts.Worker.DefaultHeartbeatThrottleInterval == 0 {
+		// Shards heartbeat every 5 s; sending them on (not every 30 s, the
+		// SDK's default) lets a cancel reach a running shard within seconds.
+		opts.Worker.DefaultHeartbeatThrottleInterval = 5 * time.Second
+	}
+	if opts.Worker.MaxHeartbeatThrottleInterval == 0 {
+		opts.Worker.MaxHeartbeatThrottleInterval = 10 * time.Second
 	}
 	w := worker.New(c, taskQueue, opts.Worker)
 	RegisterAll(w, &Activities{Processors: opts.Processors, Stores: &Stores{Metrics: opts.Metrics}, Logger: opts.Logger, Metrics: opts.Metrics})

@@ -338,7 +338,10 @@ func ShardWorkflow(ctx workflow.Context, in ShardInput) (ShardResult, error) {
 		// Item timeouts bound each item; the heartbeat timeout notices a
 		// dead worker within a minute, so the overall bound is generous.
 		StartToCloseTimeout: 24 * time.Hour,
-		HeartbeatTimeout:    time.Minute,
+		HeartbeatTimeout:    30 * time.Second,
+		// A cancelled batch waits for its running shards to stop, so
+		// nothing commits after the canceled manifest.
+		WaitForCancellation: true,
 		RetryPolicy: &temporal.RetryPolicy{
 			InitialInterval:        time.Second,
 			BackoffCoefficient:     2,

@@ -98,6 +98,9 @@ canceled, 2 bad usage or bad input.`,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f.shardSizeSet = cmd.Flags().Changed("shard-size")
+			if cmd.Flags().Changed("batch-id") && f.batchID == "" {
+				return usagef("--batch-id is empty (an unset variable?); leave the flag out to have an id made up")
+			}
 			return runSubmit(cmd.Context(), o, f, args[0])
 		},
 	}
@@ -249,6 +252,17 @@ func runSubmit(ctx context.Context, o *IO, f *submitFlags, path string) error {
 	}
 	defer b.Close()
 
+	// With a Temporal service configured, reach it before staging anything,
+	// so an unreachable service leaves nothing behind. (The embedded server
+	// starts after staging: bad input must not start it.)
+	var conn *connection
+	if prof, err := temporalProfile(o); err == nil && prof.Address != "" {
+		if conn, err = connect(ctx, o, f.taskQueue, logger, true); err != nil {
+			return err
+		}
+		defer conn.Close()
+	}
+
 	bin := pipeline.BatchInput{BatchID: batchID, Store: storeURL, Options: opts}
 	if remote {
 		bin.Source, bin.InputURL, bin.InputFormat, bin.MaxItemBytes = path, path, f.format, f.maxItemSize
@@ -283,11 +297,12 @@ func runSubmit(ctx context.Context, o *IO, f *submitFlags, path string) error {
 		}
 	}
 
-	conn, err := connect(ctx, o, f.taskQueue, logger, true)
-	if err != nil {
-		return err
+	if conn == nil {
+		if conn, err = connect(ctx, o, f.taskQueue, logger, true); err != nil {
+			return err
+		}
+		defer conn.Close()
 	}
-	defer conn.Close()
 	run, err := pipeline.Start(ctx, conn.Client, f.taskQueue, bin)
 	if errors.Is(err, pipeline.ErrAlreadyStarted) {
 		return reportFinished(ctx, o, b, batchID)
