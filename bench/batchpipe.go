@@ -101,7 +101,7 @@ func runBatchpipe(ctx context.Context, env *env, scenario string, n int, input, 
 	if err != nil {
 		return row, err
 	}
-	row.WorkerRSS = rss
+	row.WorkerRSS, row.AnonRSS = rss, rep.PeakAnonRSS
 	row.Actions.Heartbeats = rep.heartbeats()
 	row.Actions.Queries = env.calls.get("QueryWorkflow") - queriesBefore
 	if err := walkBatch(ctx, env.client, &row, batchID, staged.Shards); err != nil {
@@ -197,10 +197,10 @@ func runSubmit(ctx context.Context, env *env, n int, input string) (Row, error) 
 	start := time.Now()
 	err := cmd.Start()
 	if err == nil {
-		rss := watchRSS(cmd, 20*time.Millisecond)
+		rss := watchCmd(cmd, 20*time.Millisecond)
 		err = cmd.Wait()
 		row.Wall = time.Since(start)
-		row.WorkerRSS = rss.Peak()
+		row.WorkerRSS, row.AnonRSS = rss.Peak()
 	}
 	if err != nil {
 		return row, fmt.Errorf("submit: %v\n%s", err, tail(out.String(), 2000))

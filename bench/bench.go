@@ -112,7 +112,11 @@ type Row struct {
 	ActionsTotal    int64   `json:"actions_total"`
 	ActionsPer1000  float64 `json:"actions_per_1000_items"`
 	WorkerRSS       int64   `json:"peak_rss_bytes"`
-	RSSOf           string  `json:"peak_rss_of"`
+	// AnonRSS is the peak of the anonymous resident set (heap, stacks),
+	// sampled every 20 ms: the part that can grow with the work, without
+	// the executable's own pages.
+	AnonRSS int64  `json:"peak_anon_rss_bytes"`
+	RSSOf   string `json:"peak_rss_of"`
 	// SpeedupVsNaive is items/s over naive's items/s at NaiveItems items
 	// (the same count when naive finished there, else the largest count at
 	// which it finished).
@@ -390,15 +394,7 @@ func Run(ctx context.Context, cfg Config, stderr io.Writer) (*Report, error) {
 			row.finish()
 			rows = append(rows, row)
 		}
-		if len(rows) == 1 {
-			return rows[0], nil
-		}
-		slices.SortFunc(rows, func(a, b Row) int { return int(a.Wall - b.Wall) })
-		med := rows[len(rows)/2]
-		for _, r := range rows {
-			med.AllWallSeconds = append(med.AllWallSeconds, r.WallSeconds)
-		}
-		return med, nil
+		return median(rows), nil
 	}
 	record := func(rows *[]Row, what string, row Row, err error) {
 		row.finish()
@@ -474,18 +470,45 @@ func Run(ctx context.Context, cfg Config, stderr io.Writer) (*Report, error) {
 		if err != nil {
 			return rep, err
 		}
+		// Rounds: each round runs every cell once, so that repetitions of a
+		// cell are spread over the sweep rather than run back to back.
+		type cell struct{ size, conc int }
+		var cells []cell
 		for _, size := range cfg.SweepShardSizes {
 			for _, conc := range cfg.SweepConcurrency {
+				cells = append(cells, cell{size, conc})
+			}
+		}
+		runs := make([][]Row, len(cells))
+		failed := make([]bool, len(cells))
+		for round := range cfg.Repeat {
+			for i, c := range cells {
 				if ctx.Err() != nil {
 					return rep, ctx.Err()
 				}
-				what := fmt.Sprintf("sweep at %d items, shard size %d, concurrency %d", cfg.SweepItems, size, conc)
+				if failed[i] {
+					continue
+				}
+				what := fmt.Sprintf("sweep at %d items, shard size %d, concurrency %d", cfg.SweepItems, c.size, c.conc)
+				if cfg.Repeat > 1 {
+					what += fmt.Sprintf(" (round %d of %d)", round+1, cfg.Repeat)
+				}
 				logf("running %s", what)
-				row, err := repeated(func() (Row, error) {
-					return runBatchpipe(ctx, e, ScenarioBatchpipe, cfg.SweepItems, input,
-						fileStore(fmt.Sprintf("store-sweep-%d-%d", size, conc)), size, conc)
-				})
-				record(&rep.Sweep, what, row, err)
+				row, err := runBatchpipe(ctx, e, ScenarioBatchpipe, cfg.SweepItems, input,
+					fileStore(fmt.Sprintf("store-sweep-%d-%d", c.size, c.conc)), c.size, c.conc)
+				row.finish()
+				if err != nil {
+					failed[i] = true
+					record(&rep.Sweep, what, row, err)
+					continue
+				}
+				logf("%s: %s", what, row.summary())
+				runs[i] = append(runs[i], row)
+			}
+		}
+		for i := range cells {
+			if len(runs[i]) > 0 {
+				rep.Sweep = append(rep.Sweep, median(runs[i]))
 			}
 		}
 	}
@@ -510,6 +533,21 @@ func Run(ctx context.Context, cfg Config, stderr io.Writer) (*Report, error) {
 	rep.Seconds = time.Since(began).Seconds()
 	rep.Machine.LoadAfter = loadAverage()
 	return rep, nil
+}
+
+// median returns the row with the median wall time, listing every row's
+// wall time in it when there is more than one.
+func median(rows []Row) Row {
+	if len(rows) == 1 {
+		return rows[0]
+	}
+	rows = slices.Clone(rows)
+	slices.SortFunc(rows, func(a, b Row) int { return int(a.Wall - b.Wall) })
+	med := rows[len(rows)/2]
+	for _, r := range rows {
+		med.AllWallSeconds = append(med.AllWallSeconds, r.WallSeconds)
+	}
+	return med
 }
 
 // compare fills in the ratios to naive and to direct.

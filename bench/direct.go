@@ -29,6 +29,7 @@ type directResult struct {
 	Failed      int64   `json:"failed"`
 	Shards      int     `json:"shards"`
 	PeakRSS     int64   `json:"peak_rss"`
+	PeakAnonRSS int64   `json:"peak_anon_rss"`
 }
 
 // direct is the ceiling without Temporal: it reads the input, runs the
@@ -214,14 +215,17 @@ func runDirectProcess(ctx context.Context, args []string, stdout, stderr io.Writ
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	rss := watchRSS("self", 20*time.Millisecond)
 	start := time.Now()
 	m, err := direct(ctx, *store, *input, *batchID, *processor, *shardSize, *parallel)
+	wall := time.Since(start)
+	_, anon := rss.Peak()
 	if err != nil {
 		fmt.Fprintln(stderr, "bench direct:", err)
 		return 1
 	}
-	json.NewEncoder(stdout).Encode(directResult{WallSeconds: time.Since(start).Seconds(),
-		Items: m.Counts.Items, Failed: m.Counts.Failed, Shards: m.Input.Shards, PeakRSS: peakRSS("self")})
+	json.NewEncoder(stdout).Encode(directResult{WallSeconds: wall.Seconds(),
+		Items: m.Counts.Items, Failed: m.Counts.Failed, Shards: m.Input.Shards, PeakRSS: peakRSS("self"), PeakAnonRSS: anon})
 	return 0
 }
 
@@ -246,7 +250,7 @@ func runDirect(ctx context.Context, env *env, scenario string, n int, input, sto
 		return row, fmt.Errorf("%s: %d items written for %d", scenario, res.Items, n)
 	}
 	row.Wall = time.Duration(res.WallSeconds * float64(time.Second))
-	row.WorkerRSS = res.PeakRSS
+	row.WorkerRSS, row.AnonRSS = res.PeakRSS, res.PeakAnonRSS
 	row.RSSOf = "direct process"
 	return row, nil
 }

@@ -115,7 +115,7 @@ func runNaive(ctx context.Context, env *env, n int, input string) (Row, error) {
 		row.Wall = time.Since(start)
 		rep, rss, _ := w.stop()
 		w = nil
-		row.WorkerRSS, row.Actions.Heartbeats = rss, rep.heartbeats()
+		row.WorkerRSS, row.AnonRSS, row.Actions.Heartbeats = rss, rep.PeakAnonRSS, rep.heartbeats()
 		return row, nil
 	}
 	stopped := watchNaive(ctx, env, run, n, env.cfg.NaiveTimeout)
@@ -131,7 +131,7 @@ func runNaive(ctx context.Context, env *env, n int, input string) (Row, error) {
 	if err != nil {
 		return row, err
 	}
-	row.WorkerRSS = rss
+	row.WorkerRSS, row.AnonRSS = rss, rep.PeakAnonRSS
 	row.Actions.Heartbeats = rep.heartbeats()
 
 	// Histories: the parent's whole, a sample of the children.

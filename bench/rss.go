@@ -25,28 +25,34 @@ func procKB(path, key string) int64 {
 	return kb
 }
 
-// rssWatcher samples a running child's VmHWM until stopped; the last
-// sample is the peak up to that moment (VmHWM only grows).
-type rssWatcher struct {
-	mu   sync.Mutex
-	peak int64
-	stop chan struct{}
-	done chan struct{}
+// anonRSS returns the anonymous part of a process's resident set (heap,
+// stacks) in bytes: unlike the whole, it leaves out the pages of the
+// executable itself, ~100 MB for a binary that links the Temporal server.
+func anonRSS(pid string) int64 {
+	return procKB("/proc/"+pid+"/status", "RssAnon") * 1024
 }
 
-func watchRSS(cmd *exec.Cmd, every time.Duration) *rssWatcher {
+// rssWatcher samples a process's VmHWM and RssAnon until stopped. VmHWM
+// only grows, so its last sample is the peak up to that moment; the peak
+// of RssAnon is the largest sample.
+type rssWatcher struct {
+	mu         sync.Mutex
+	peak, anon int64
+	stop       chan struct{}
+	done       chan struct{}
+}
+
+func watchRSS(pid string, every time.Duration) *rssWatcher {
 	w := &rssWatcher{stop: make(chan struct{}), done: make(chan struct{})}
-	pid := strconv.Itoa(cmd.Process.Pid)
 	go func() {
 		defer close(w.done)
 		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
-			if v := peakRSS(pid); v > 0 {
-				w.mu.Lock()
-				w.peak = max(w.peak, v)
-				w.mu.Unlock()
-			}
+			peak, anon := peakRSS(pid), anonRSS(pid)
+			w.mu.Lock()
+			w.peak, w.anon = max(w.peak, peak), max(w.anon, anon)
+			w.mu.Unlock()
 			select {
 			case <-w.stop:
 				return
@@ -57,8 +63,12 @@ func watchRSS(cmd *exec.Cmd, every time.Duration) *rssWatcher {
 	return w
 }
 
-// Peak stops the watcher and returns the largest VmHWM seen.
-func (w *rssWatcher) Peak() int64 {
+func watchCmd(cmd *exec.Cmd, every time.Duration) *rssWatcher {
+	return watchRSS(strconv.Itoa(cmd.Process.Pid), every)
+}
+
+// Peak stops the watcher and returns the largest VmHWM and RssAnon seen.
+func (w *rssWatcher) Peak() (peak, anon int64) {
 	select {
 	case <-w.stop:
 	default:
@@ -67,5 +77,5 @@ func (w *rssWatcher) Peak() int64 {
 	<-w.done
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.peak
+	return w.peak, w.anon
 }

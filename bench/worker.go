@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"sync"
@@ -80,8 +81,9 @@ func dialOptions(addr, namespace string, c *callCounter, logger *slog.Logger) cl
 
 // workerReport is what a worker process writes when it stops.
 type workerReport struct {
-	Calls   map[string]int64 `json:"calls"`    // gRPC calls to the server that succeeded
-	PeakRSS int64            `json:"peak_rss"` // bytes, VmHWM at exit
+	Calls       map[string]int64 `json:"calls"`         // gRPC calls to the server that succeeded
+	PeakRSS     int64            `json:"peak_rss"`      // bytes, VmHWM at exit
+	PeakAnonRSS int64            `json:"peak_anon_rss"` // bytes, largest RssAnon sampled every 20 ms
 }
 
 // heartbeats is the number of activity heartbeats that reached the server.
@@ -101,6 +103,7 @@ func runWorkerProcess(ctx context.Context, args []string, stderr io.Writer) int 
 	taskQueue := fs.String("task-queue", "", "task queue to poll")
 	report := fs.String("report", "", "file to write the call counts to on exit")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process")
+	heapProfile := fs.String("heapprofile", "", "write a heap profile of this process taken when its heap was largest")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -121,8 +124,13 @@ func runWorkerProcess(ctx context.Context, args []string, stderr io.Writer) int 
 		}
 		defer pprof.StopCPUProfile()
 	}
+	if *heapProfile != "" {
+		stopHeap := profileHeapPeak(*heapProfile, 250*time.Millisecond)
+		defer stopHeap()
+	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	var calls callCounter
+	rss := watchRSS("self", 20*time.Millisecond)
 	c, err := client.Dial(dialOptions(*addr, *namespace, &calls, logger))
 	if err != nil {
 		fmt.Fprintln(stderr, "bench worker:", err)
@@ -138,7 +146,8 @@ func runWorkerProcess(ctx context.Context, args []string, stderr io.Writer) int 
 	fmt.Println("ready")
 	<-ctx.Done()
 	w.Stop()
-	data, _ := json.Marshal(workerReport{Calls: calls.snapshot(), PeakRSS: peakRSS("self")})
+	_, anon := rss.Peak()
+	data, _ := json.Marshal(workerReport{Calls: calls.snapshot(), PeakRSS: peakRSS("self"), PeakAnonRSS: anon})
 	if err := os.WriteFile(*report, data, 0o644); err != nil {
 		fmt.Fprintln(stderr, "bench worker:", err)
 		return 1
@@ -160,7 +169,8 @@ func startWorker(ctx context.Context, env *env, taskQueue, name string) (*worker
 	args := []string{"worker", "-address", env.server.FrontendAddr(), "-namespace", env.server.Namespace(),
 		"-task-queue", taskQueue, "-report", report}
 	if env.cfg.PprofDir != "" {
-		args = append(args, "-cpuprofile", env.pprofPath("worker-"+name+".cpu.pprof"))
+		args = append(args, "-cpuprofile", env.pprofPath("worker-"+name+".cpu.pprof"),
+			"-heapprofile", env.pprofPath("worker-"+name+".heap.pprof"))
 	}
 	cmd := exec.Command(env.self, args...)
 	cmd.Stderr = env.stderr
@@ -219,4 +229,35 @@ func (p *workerProc) stop() (workerReport, int64, error) {
 func (p *workerProc) kill() {
 	p.cmd.Process.Kill()
 	<-p.done
+}
+
+// profileHeapPeak writes a heap profile to path whenever the heap in use is
+// the largest seen so far, checking every interval, until the returned
+// function is called.
+func profileHeapPeak(path string, every time.Duration) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		var best uint64
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			if ms.HeapInuse <= best {
+				continue
+			}
+			best = ms.HeapInuse
+			if f, err := os.Create(path); err == nil {
+				pprof.Lookup("heap").WriteTo(f, 0)
+				f.Close()
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
 }

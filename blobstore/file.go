@@ -72,12 +72,20 @@ func (d *fileDriver) Put(ctx context.Context, key string, r io.Reader) (err erro
 	}
 	target := d.path(key)
 	dir := filepath.Dir(target)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return d.mapErr(err)
-	}
-	tmp, err := os.CreateTemp(dir, tmpPrefix+"*")
-	if err != nil {
-		return d.mapErr(err)
+	var tmp *os.File
+	// A concurrent Delete may prune the directory between MkdirAll and
+	// CreateTemp: make it again and retry.
+	for attempt := 0; ; attempt++ {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return d.mapErr(err)
+		}
+		tmp, err = os.CreateTemp(dir, tmpPrefix+"*")
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, fs.ErrNotExist) || attempt == 5 {
+			return d.mapErr(err)
+		}
 	}
 	defer func() {
 		if err != nil {

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.temporal.io/sdk/activity"
@@ -110,9 +111,16 @@ func badShard(format string, args ...any) error {
 	return temporal.NewNonRetryableApplicationError(fmt.Sprintf(format, args...), errTypeBadShard, nil)
 }
 
+// shardChunk is how many items of a shard are in memory at once: a shard is
+// read, processed and written in chunks, so a worker's memory does not grow
+// with the shard size.
+const shardChunk = 256
+
 // ProcessShard runs every item of one input shard through the processor and
-// writes the shard's result object, failures part and receipt.
-func (a *Activities) ProcessShard(ctx context.Context, in ShardInput) (ShardResult, error) {
+// writes the shard's result object, failures part and receipt. It streams:
+// items are read, processed (ItemParallelism at a time) and written in
+// chunks of shardChunk.
+func (a *Activities) ProcessShard(ctx context.Context, in ShardInput) (res ShardResult, err error) {
 	log := a.Logger.With("batch_id", in.BatchID, "shard", in.Shard)
 	proc, err := a.Processors.Lookup(in.Options.Processor)
 	if err != nil {
@@ -122,106 +130,112 @@ func (a *Activities) ProcessShard(ctx context.Context, in ShardInput) (ShardResu
 	if err != nil {
 		return ShardResult{}, err
 	}
-	items, err := readShard(ctx, b, manifests.InputShardKey(in.BatchID, in.Shard))
+	inputKey := manifests.InputShardKey(in.BatchID, in.Shard)
+	input, err := openLines(ctx, b, inputKey)
+	if errors.Is(err, blobstore.ErrNotFound) {
+		return ShardResult{}, badShard("input shard %s is missing: %v", inputKey, err)
+	}
 	if err != nil {
 		return ShardResult{}, err
 	}
-	if len(items) != in.Items {
-		return ShardResult{}, badShard("input shard %s holds %d items, want %d", manifests.InputShardKey(in.BatchID, in.Shard), len(items), in.Items)
-	}
-
-	defer a.Metrics.shardStarted(in.Options.Processor)()
-	lines := make([]manifests.ResultLine, len(items))
-	todo := make([]int, 0, len(items)) // items to process: all, or a redrive's failed ones
+	defer input.Close()
 	resultKey := manifests.ResultKey(in.BatchID, in.Shard)
+	var prev *lineReader // a redrive's committed lines, read alongside the input
 	if in.Redrive > 0 {
 		resultKey = manifests.RedriveResultKey(in.BatchID, in.Shard, in.Redrive)
-		prev, err := readPreviousLines(ctx, b, in)
-		if err != nil {
+		if prev, err = openPreviousLines(ctx, b, in); err != nil {
 			return ShardResult{}, err
 		}
 		if prev != nil {
-			copy(lines, prev)
+			defer prev.Close()
 		}
-		for i := range items {
-			if prev == nil || lines[i].Status != manifests.ItemSucceeded {
-				todo = append(todo, i)
+	}
+	defer a.Metrics.shardStarted(in.Options.Processor)()
+
+	rec := shardReceipt{Shard: in.Shard, FirstIndex: in.FirstIndex}
+	results := newObjectWriter(ctx, b, resultKey)
+	failKey := manifests.ShardFailuresKey(in.BatchID, in.Shard)
+	var failures *objectWriter // opened at the first failure
+	defer func() {
+		if err != nil {
+			results.abort(err)
+			if failures != nil {
+				failures.abort(err)
 			}
 		}
-	} else {
+	}()
+	var finished atomic.Int64
+	stopBeat := heartbeatEvery(ctx, 5*time.Second, func() any { return finished.Load() })
+	defer stopBeat()
+
+	items := make([]json.RawMessage, 0, shardChunk)
+	lines := make([]manifests.ResultLine, shardChunk)
+	for {
+		items = items[:0]
+		for len(items) < shardChunk {
+			line, err := input.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return ShardResult{}, fmt.Errorf("reading %s: %w", inputKey, err)
+			}
+			items = append(items, bytes.Clone(line))
+		}
+		if len(items) == 0 {
+			break
+		}
+		first := in.FirstIndex + rec.Items
+		todo := make([]int, 0, len(items))
 		for i := range items {
+			lines[i] = manifests.ResultLine{}
+			if prev != nil {
+				if err := prev.Decode(&lines[i]); err != nil {
+					return ShardResult{}, badShard("previous results of shard %d: %v", in.Shard, err)
+				}
+				if lines[i].Status == manifests.ItemSucceeded {
+					continue // a redrive keeps what succeeded
+				}
+			}
 			todo = append(todo, i)
 		}
-	}
-	var done sync.WaitGroup
-	var finished int64
-	var mu sync.Mutex
-	next := make(chan int)
-	par := max(1, in.Options.ItemParallelism)
-	for range min(par, len(todo)) {
-		done.Add(1)
-		go func() {
-			defer done.Done()
-			for i := range next {
-				lines[i] = runItem(ctx, proc, items[i], in.Options)
-				lines[i].Index = in.FirstIndex + int64(i)
-				a.Metrics.item(in.Options.Processor, lines[i])
-				mu.Lock()
-				finished++
-				mu.Unlock()
-			}
-		}()
-	}
-	stopBeat := heartbeatEvery(ctx, 5*time.Second, func() any {
-		mu.Lock()
-		defer mu.Unlock()
-		return finished
-	})
-feed:
-	for _, i := range todo {
-		select {
-		case next <- i:
-		case <-ctx.Done():
-			break feed
-		}
-	}
-	close(next)
-	done.Wait()
-	stopBeat()
-	if err := ctx.Err(); err != nil {
-		return ShardResult{}, err
-	}
-
-	rec := shardReceipt{Shard: in.Shard, FirstIndex: in.FirstIndex, Items: int64(len(items))}
-	bw := blobstore.NewWriter(ctx, b, resultKey)
-	zw := zjsonl.NewWriter(bw)
-	var failures []manifests.FailureLine
-	for i, l := range lines {
-		if err := zw.Write(l); err != nil {
-			zw.Close()
-			bw.Abort(err)
+		runItems(ctx, in.Options.ItemParallelism, todo, func(i int) {
+			lines[i] = runItem(ctx, proc, items[i], in.Options)
+			lines[i].Index = first + int64(i)
+			a.Metrics.item(in.Options.Processor, lines[i])
+			finished.Add(1)
+		})
+		if err := ctx.Err(); err != nil {
 			return ShardResult{}, err
 		}
-		if l.Status == manifests.ItemSucceeded {
-			rec.Succeeded++
-		} else {
+		for i, l := range lines[:len(items)] {
+			if err := results.write(l); err != nil {
+				return ShardResult{}, err
+			}
+			if l.Status == manifests.ItemSucceeded {
+				rec.Succeeded++
+				continue
+			}
 			log.Debug("item failed", "index", l.Index, "error_type", l.Error.Type, "error", l.Error.Message, "attempts", l.Attempts)
 			rec.Failed++
-			failures = append(failures, manifests.FailureLine{Index: l.Index, Input: items[i], Error: l.Error})
+			if failures == nil {
+				failures = newObjectWriter(ctx, b, failKey)
+			}
+			if err := failures.write(manifests.FailureLine{Index: l.Index, Input: items[i], Error: l.Error}); err != nil {
+				return ShardResult{}, err
+			}
 		}
+		rec.Items += int64(len(items))
 	}
-	if err := zw.Close(); err != nil {
-		bw.Abort(err)
+	if rec.Items != int64(in.Items) {
+		return ShardResult{}, badShard("input shard %s holds %d items, want %d", inputKey, rec.Items, in.Items)
+	}
+	if err := results.close(); err != nil {
 		return ShardResult{}, err
 	}
-	if err := bw.Close(); err != nil {
-		return ShardResult{}, err
-	}
-	rec.Key, rec.Size, rec.SHA256 = blobstore.Prefix(b)+resultKey, bw.Size(), bw.SHA256()
-
-	failKey := manifests.ShardFailuresKey(in.BatchID, in.Shard)
-	if len(failures) > 0 {
-		if err := putLines(ctx, b, failKey, failures); err != nil {
+	rec.Key, rec.Size, rec.SHA256 = blobstore.Prefix(b)+resultKey, results.bw.Size(), results.bw.SHA256()
+	if failures != nil {
+		if err := failures.close(); err != nil {
 			return ShardResult{}, err
 		}
 		rec.FailuresKey = failKey
@@ -236,9 +250,85 @@ feed:
 	return ShardResult{Key: rec.Key, Items: rec.Items, Succeeded: rec.Succeeded, Failed: rec.Failed, Size: rec.Size, SHA256: rec.SHA256}, nil
 }
 
-// readPreviousLines returns the committed result lines of a shard a redrive
-// re-runs, or nil when the shard never committed results.
-func readPreviousLines(ctx context.Context, b blobstore.Bucket, in ShardInput) ([]manifests.ResultLine, error) {
+// runItems calls fn for every index in todo, par at a time, and returns when
+// all are done or ctx ends.
+func runItems(ctx context.Context, par int, todo []int, fn func(i int)) {
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(max(1, par), len(todo)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				fn(i)
+			}
+		}()
+	}
+feed:
+	for _, i := range todo {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+}
+
+// objectWriter writes zstd JSON lines to one object.
+type objectWriter struct {
+	bw *blobstore.Writer
+	zw *zjsonl.Writer
+}
+
+func newObjectWriter(ctx context.Context, b blobstore.Bucket, key string) *objectWriter {
+	bw := blobstore.NewWriter(ctx, b, key)
+	return &objectWriter{bw: bw, zw: zjsonl.NewWriter(bw)}
+}
+
+func (w *objectWriter) write(v any) error { return w.zw.Write(v) }
+
+func (w *objectWriter) close() error {
+	if err := w.zw.Close(); err != nil {
+		w.bw.Abort(err)
+		return err
+	}
+	return w.bw.Close()
+}
+
+func (w *objectWriter) abort(err error) {
+	w.zw.Close()
+	w.bw.Abort(err)
+}
+
+// lineReader reads the zstd JSON lines of one object.
+type lineReader struct {
+	*zjsonl.Reader
+	body io.Closer
+}
+
+func openLines(ctx context.Context, b blobstore.Bucket, key string) (*lineReader, error) {
+	r, err := b.NewReader(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	zr, err := zjsonl.NewReader(r)
+	if err != nil {
+		r.Close()
+		return nil, fmt.Errorf("%s: %w", key, err)
+	}
+	return &lineReader{Reader: zr, body: r}, nil
+}
+
+func (l *lineReader) Close() error {
+	l.Reader.Close()
+	return l.body.Close()
+}
+
+// openPreviousLines opens the committed result lines of a shard a redrive
+// re-runs, or returns nil when the shard never committed results.
+func openPreviousLines(ctx context.Context, b blobstore.Bucket, in ShardInput) (*lineReader, error) {
 	rec, err := readReceipt(ctx, b, manifests.ShardReceiptKey(in.BatchID, in.Shard))
 	if errors.Is(err, blobstore.ErrNotFound) {
 		return nil, nil
@@ -250,32 +340,10 @@ func readPreviousLines(ctx context.Context, b blobstore.Bucket, in ShardInput) (
 	if !ok {
 		return nil, badShard("receipt of shard %d names %s, outside the store's prefix", in.Shard, rec.Key)
 	}
-	r, err := b.NewReader(ctx, key)
-	if err != nil {
-		return nil, err
+	if rec.Items != int64(in.Items) {
+		return nil, badShard("%s holds %d lines, want %d", key, rec.Items, in.Items)
 	}
-	defer r.Close()
-	zr, err := zjsonl.NewReader(r)
-	if err != nil {
-		return nil, err
-	}
-	defer zr.Close()
-	lines := make([]manifests.ResultLine, 0, in.Items)
-	for {
-		var l manifests.ResultLine
-		err := zr.Decode(&l)
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", key, err)
-		}
-		lines = append(lines, l)
-	}
-	if len(lines) != in.Items {
-		return nil, badShard("%s holds %d lines, want %d", key, len(lines), in.Items)
-	}
-	return lines, nil
+	return openLines(ctx, b, key)
 }
 
 func readReceipt(ctx context.Context, b blobstore.Bucket, key string) (shardReceipt, error) {
@@ -348,52 +416,6 @@ func heartbeatEvery(ctx context.Context, interval time.Duration, details func() 
 		}
 	}()
 	return func() { close(done); wg.Wait() }
-}
-
-// readShard reads an input shard's items into memory (a shard is bounded
-// by the shard size).
-func readShard(ctx context.Context, b blobstore.Bucket, key string) ([]json.RawMessage, error) {
-	r, err := b.NewReader(ctx, key)
-	if err != nil {
-		if errors.Is(err, blobstore.ErrNotFound) {
-			return nil, badShard("input shard %s is missing: %v", key, err)
-		}
-		return nil, err
-	}
-	defer r.Close()
-	zr, err := zjsonl.NewReader(r)
-	if err != nil {
-		return nil, err
-	}
-	defer zr.Close()
-	var items []json.RawMessage
-	for {
-		line, err := zr.Next()
-		if err == io.EOF {
-			return items, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("reading %s: %w", key, err)
-		}
-		items = append(items, bytes.Clone(line))
-	}
-}
-
-func putLines[T any](ctx context.Context, b blobstore.Bucket, key string, lines []T) error {
-	bw := blobstore.NewWriter(ctx, b, key)
-	zw := zjsonl.NewWriter(bw)
-	for _, l := range lines {
-		if err := zw.Write(l); err != nil {
-			zw.Close()
-			bw.Abort(err)
-			return err
-		}
-	}
-	if err := zw.Close(); err != nil {
-		bw.Abort(err)
-		return err
-	}
-	return bw.Close()
 }
 
 // runItem processes one item with retries, backoff and a timeout per attempt.

@@ -49,7 +49,10 @@ func (p *pool[T]) put(c T) {
 var encoders = &pool[*zstd.Encoder]{
 	ch: make(chan *zstd.Encoder, 4*runtime.GOMAXPROCS(0)),
 	newFn: func() *zstd.Encoder {
-		e, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedDefault))
+		// A 1 MiB window keeps each pooled encoder small (a worker holds one
+		// per shard in flight); objects are shards, so little ratio is lost.
+		e, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedDefault),
+			zstd.WithWindowSize(1<<20), zstd.WithLowerEncoderMem(true))
 		if err != nil {
 			panic(err) // only on invalid options
 		}
