@@ -19,8 +19,6 @@ import (
 
 	"go.temporal.io/sdk/worker"
 
-	"github.com/batchpipe/batchpipe/blobstore"
-	"github.com/batchpipe/batchpipe/inputs"
 	"github.com/batchpipe/batchpipe/manifests"
 	"github.com/batchpipe/batchpipe/pipeline"
 )
@@ -524,34 +522,9 @@ func TestExecBatchEndToEnd(t *testing.T) {
 	})
 	opts := smallOpts("exec:"+f.command("20"), 50, 10)
 	opts.ItemAttempts = 5
-	ctx := context.Background()
-	store := fileStore(t)
-	b, err := blobstore.Open(ctx, store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	r, err := inputs.NewReader("inputs.jsonl", bytes.NewReader(input), inputs.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := fmt.Sprintf("exec-e2e-%d", queueSeq.Add(1))
-	st, err := pipeline.Stage(ctx, b, id, "inputs.jsonl", r, opts.ShardSize, nil)
-	r.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bt := &batch{id: id, store: store, bucket: b, input: input, opts: opts, tq: tq}
-	bt.run, err = pipeline.Start(ctx, temporalClient, tq, pipeline.BatchInput{
-		BatchID: id, Store: store, Source: st.Source, Items: st.Items, Shards: st.Shards, Options: opts,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	wctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
-	defer cancel()
-	if err := bt.run.Get(wctx, &bt.result); err != nil {
-		t.Fatal(err)
+	bt := runBatchOn(t, tq, fileStore(t), fmt.Sprintf("exec-e2e-%d", queueSeq.Add(1)), input, opts)
+	if bt.err != nil {
+		t.Fatal(bt.err)
 	}
 	m := bt.manifest(t)
 	if m.Processor != opts.Processor || m.Input.Shards != 4 || m.Status != manifests.StatusCompletedWithFailures {
@@ -571,7 +544,7 @@ func TestExecBatchEndToEnd(t *testing.T) {
 	// Failed items carry the processor's message as a permanent error,
 	// after one attempt; the others succeeded at the first.
 	for _, res := range m.Results {
-		for _, l := range decodeLines[manifests.ResultLine](t, readObject(t, b, res.Key, res.Size, res.SHA256)) {
+		for _, l := range decodeLines[manifests.ResultLine](t, readObject(t, bt.bucket, res.Key, res.Size, res.SHA256)) {
 			if l.Status != manifests.ItemFailed {
 				// Processes exiting between items cost no attempts.
 				if l.Attempts != 1 {

@@ -165,11 +165,17 @@ type batch struct {
 	err    error
 }
 
-// runBatch stages input into store and runs it to the end.
+// runBatch stages input into store and runs it to the end on a fresh
+// worker with the test processors.
 func runBatch(t *testing.T, storeURL, id string, input []byte, opts pipeline.Options) *batch {
 	t.Helper()
+	return runBatchOn(t, startWorker(t), storeURL, id, input, opts)
+}
+
+// runBatchOn is runBatch on the task queue of a worker the caller started.
+func runBatchOn(t *testing.T, tq, storeURL, id string, input []byte, opts pipeline.Options) *batch {
+	t.Helper()
 	ctx := context.Background()
-	tq := startWorker(t)
 	b, err := blobstore.Open(ctx, storeURL)
 	if err != nil {
 		t.Fatal(err)

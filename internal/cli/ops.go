@@ -180,10 +180,7 @@ func newCancelCommand(o *IO) *cobra.Command {
 		func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			id := args[0]
-			if err := manifests.ValidateBatchID(id); err != nil {
-				return usageError{err}
-			}
-			b, _, err := openStore(ctx, o, f.store)
+			b, err := openBatchStore(ctx, o, f, id)
 			if err != nil {
 				return err
 			}
@@ -334,10 +331,7 @@ func newRedriveCommand(o *IO) *cobra.Command {
 			ctx := cmd.Context()
 			start := time.Now()
 			id := args[0]
-			if err := manifests.ValidateBatchID(id); err != nil {
-				return usageError{err}
-			}
-			b, _, err := openStore(ctx, o, f.store)
+			b, err := openBatchStore(ctx, o, f, id)
 			if err != nil {
 				return err
 			}
@@ -497,10 +491,7 @@ func openBatch(ctx context.Context, o *IO, f *opsFlags, arg string) (*manifests.
 		}
 		return b, err
 	}
-	if err := manifests.ValidateBatchID(arg); err != nil {
-		return nil, usageError{err}
-	}
-	b, _, err := openStore(ctx, o, f.store)
+	b, err := openBatchStore(ctx, o, f, arg)
 	if err != nil {
 		return nil, err
 	}
@@ -580,4 +571,14 @@ func newUploadCommand(o *IO) *cobra.Command {
 		})
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "log debug details")
 	return cmd
+}
+
+// openBatchStore checks a batch id given on the command line and opens the
+// store the batch lives in.
+func openBatchStore(ctx context.Context, o *IO, f *opsFlags, id string) (blobstore.Bucket, error) {
+	if err := manifests.ValidateBatchID(id); err != nil {
+		return nil, usageError{err}
+	}
+	b, _, err := openStore(ctx, o, f.store)
+	return b, err
 }
