@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/contrib/envconfig"
+	"go.temporal.io/sdk/worker"
 
 	"github.com/batchpipe/batchpipe/internal/devserver"
 	"github.com/batchpipe/batchpipe/pipeline"
@@ -26,6 +27,7 @@ type workerFlags struct {
 	logFormat   string
 	uiPort      int
 	noUI        bool
+	shards      int
 }
 
 // Worker runs the worker command until ctx ends; it returns the exit code.
@@ -54,6 +56,7 @@ SIGINT or SIGTERM stops it cleanly.`,
 	fl.StringVar(&f.devIP, "dev-ip", "127.0.0.1", "IP address the embedded server's frontend (and Web UI) listen on; 0.0.0.0 for all")
 	fl.BoolVar(&f.devNoWork, "dev-server-only", false, "with --dev: run only the server, no worker")
 	fl.StringVar(&f.taskQueue, "task-queue", pipeline.DefaultTaskQueue, "task queue to poll")
+	fl.IntVar(&f.shards, "max-concurrent-shards", pipeline.DefaultConcurrentShards(), "shards (activities) this worker runs at once; the rest wait for it or for other workers")
 	fl.StringVar(&f.store, "store", "", "blob store URL to check at start-up (default file://$PWD/.batchpipe/blobs); batches name their own store")
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log debug details")
 	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://HOST:PORT/metrics (SDK and batchpipe metrics)")
@@ -67,6 +70,9 @@ SIGINT or SIGTERM stops it cleanly.`,
 }
 
 func runWorker(ctx context.Context, o *IO, f *workerFlags) error {
+	if f.shards < 1 {
+		return usagef("--max-concurrent-shards must be at least 1, got %d", f.shards)
+	}
 	logger, err := newFormatLogger(o.Stderr, f.logFormat, f.verbose)
 	if err != nil {
 		return err
@@ -143,7 +149,8 @@ func runWorker(ctx context.Context, o *IO, f *workerFlags) error {
 	}
 	pipeline.DefaultRegistry.SetExecOptions(pipeline.ExecOptions{Logger: logger})
 	defer pipeline.DefaultRegistry.Close() // stops exec: processors
-	w := pipeline.NewWorker(c, f.taskQueue, pipeline.WorkerOptions{Logger: logger, Metrics: pm})
+	w := pipeline.NewWorker(c, f.taskQueue, pipeline.WorkerOptions{Logger: logger, Metrics: pm,
+		Worker: worker.Options{MaxConcurrentActivityExecutionSize: f.shards}})
 	if err := w.Start(); err != nil {
 		return err
 	}

@@ -144,6 +144,7 @@ func TestWorkerBadFlags(t *testing.T) {
 		{"--log-format", "xml"},
 		{"extra-arg"},
 		{"--metrics-addr", "not-an-address"},
+		{"--max-concurrent-shards", "0"},
 	} {
 		var stderr syncBuffer
 		code := cli.Worker(context.Background(), &cli.IO{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: &stderr, Getenv: noEnv, Dir: t.TempDir()}, args)
