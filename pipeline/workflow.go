@@ -267,7 +267,7 @@ func BatchWorkflow(ctx workflow.Context, in BatchInput) (BatchResult, error) {
 					if temporal.IsCanceledError(err) || ctx.Err() != nil {
 						stopping, stopStatus = "canceled", manifests.StatusCanceled
 					} else {
-						stopping, stopStatus = fmt.Sprintf("shard %d failed: %v", shard, err), manifests.StatusFailed
+						stopping, stopStatus = shardFailure(shard, err), manifests.StatusFailed
 					}
 				}
 				return
@@ -352,4 +352,15 @@ func ShardWorkflow(ctx workflow.Context, in ShardInput) (ShardResult, error) {
 	var r ShardResult
 	err := workflow.ExecuteActivity(actx, activityProcessShard, in).Get(ctx, &r)
 	return r, err
+}
+
+// shardFailure says why a shard's child failed: what the activity said (the
+// innermost application error's message), not the chain of child-workflow and
+// activity errors around it, which names nothing the shard number does not.
+func shardFailure(shard int, err error) string {
+	var appErr *temporal.ApplicationError
+	if errors.As(err, &appErr) && appErr.Message() != "" {
+		return fmt.Sprintf("shard %d failed: %s", shard, appErr.Message())
+	}
+	return fmt.Sprintf("shard %d failed: %v", shard, err)
 }

@@ -181,7 +181,7 @@ func newScheduleCreate(o *IO) *cobra.Command {
 			if err := checkInputURL(input, f); err != nil {
 				return err
 			}
-			opts, err := f.options()
+			opts, err := f.options(o.Stderr, true) // schedules live on a Temporal service
 			if err != nil {
 				return err
 			}

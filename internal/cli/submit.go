@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -155,10 +156,21 @@ func parseMaxFailures(s string) (pipeline.FailureLimit, error) {
 	return pipeline.FailureLimit{Count: v}, nil
 }
 
-func (f *submitFlags) options() (pipeline.Options, error) {
+// options checks the flags and returns the batch options. The processor
+// must be built into submit (or be an exec: command line) unless a Temporal
+// service is configured: a custom worker polling it may have registered the
+// name (pipeline.Register), which submit cannot see, so the name is then
+// accepted with a notice on stderr.
+func (f *submitFlags) options(stderr io.Writer, temporalConfigured bool) (pipeline.Options, error) {
 	o := pipeline.DefaultOptions()
 	if _, err := pipeline.DefaultRegistry.Lookup(f.processor); err != nil {
-		return o, usageError{err}
+		if strings.HasPrefix(f.processor, pipeline.ExecPrefix) {
+			return o, usagef("--processor: %v", err)
+		}
+		if !temporalConfigured {
+			return o, usagef("--processor: %v; a custom worker's processors run on a Temporal service that worker polls (set TEMPORAL_ADDRESS)", err)
+		}
+		fmt.Fprintf(stderr, "processor %q is not built into submit: the workers on task queue %q must register it (a worker without it fails the batch at its first shard)\n", f.processor, f.taskQueue)
 	}
 	switch {
 	case f.shardSize < 1:
@@ -211,7 +223,9 @@ func defaultBatchID(path string) string {
 
 func runSubmit(ctx context.Context, o *IO, f *submitFlags, path string) error {
 	start := time.Now()
-	opts, err := f.options()
+	prof, profErr := temporalProfile(o)
+	temporalConfigured := profErr == nil && prof.Address != ""
+	opts, err := f.options(o.Stderr, temporalConfigured)
 	if err != nil {
 		return err
 	}
@@ -256,7 +270,7 @@ func runSubmit(ctx context.Context, o *IO, f *submitFlags, path string) error {
 	// so an unreachable service leaves nothing behind. (The embedded server
 	// starts after staging: bad input must not start it.)
 	var conn *connection
-	if prof, err := temporalProfile(o); err == nil && prof.Address != "" {
+	if temporalConfigured {
 		if conn, err = connect(ctx, o, f.taskQueue, logger, true); err != nil {
 			return err
 		}

@@ -290,7 +290,7 @@ func TestSubmitBadUsage(t *testing.T) {
 		secret []string // must appear nowhere
 	}{
 		{name: "unknown processor", args: []string{"--processor", "nope"},
-			want: []string{`unknown processor "nope"`, "echo", "example"}},
+			want: []string{`unknown processor "nope"`, "echo", "example", "TEMPORAL_ADDRESS"}},
 		{name: "shard size 0", args: []string{"--shard-size", "0"}, want: []string{"--shard-size"}},
 		{name: "concurrency -1", args: []string{"--concurrency", "-1"}, want: []string{"--concurrency"}},
 		{name: "batch id escapes", args: []string{"--batch-id", "../x"}, want: []string{"--batch-id", "../x"}},

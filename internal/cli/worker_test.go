@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -16,8 +17,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.temporal.io/sdk/client"
+	sdklog "go.temporal.io/sdk/log"
 
 	"github.com/batchpipe/batchpipe/internal/cli"
+	"github.com/batchpipe/batchpipe/internal/devserver"
 	"github.com/batchpipe/batchpipe/pipeline"
 )
 
@@ -199,5 +203,60 @@ func TestGrafanaDashboardMatchesMetrics(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// A processor only a custom worker registers runs through `submit` when a
+// Temporal service is configured: submit notes that it does not know the
+// name and the worker runs it. A name no worker has fails the batch at its
+// first shard, naming the processor.
+func TestSubmitCustomWorkerProcessor(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a Temporal server")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	srv, err := devserver.Start(ctx, devserver.Options{Port: freeTCPPort(t), LogLevel: slog.LevelError + 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop()
+	c, err := client.Dial(client.Options{HostPort: srv.FrontendAddr(), Namespace: srv.Namespace(), Logger: sdklog.NewStructuredLogger(slog.New(slog.DiscardHandler))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	custom := &pipeline.Registry{}
+	custom.Register("shout", pipeline.ProcessorFunc(func(_ context.Context, in json.RawMessage) (json.RawMessage, error) {
+		return json.RawMessage(strings.ToUpper(string(in))), nil
+	}))
+	w := pipeline.NewWorker(c, pipeline.DefaultTaskQueue, pipeline.WorkerOptions{Processors: custom, Logger: slog.New(slog.DiscardHandler)})
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+
+	dir := t.TempDir()
+	writeLines(t, filepath.Join(dir, "in.jsonl"), [][]byte{[]byte(`{"text":"abc"}`), []byte(`{"text":"héllo"}`)})
+	r := submitTo(t, dir, srv.FrontendAddr(), "--batch-id", "custom1", "--processor", "shout", "in.jsonl")
+	if r.code != cli.ExitOK || !strings.Contains(r.stderr, `processor "shout" is not built into submit`) {
+		t.Fatalf("submit --processor shout: %s", r)
+	}
+	r = submitTo(t, dir, srv.FrontendAddr(), "results", "custom1")
+	var outputs []string
+	for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+		var res struct{ Output json.RawMessage }
+		if err := json.Unmarshal([]byte(line), &res); err != nil {
+			t.Fatalf("results line %q: %v", line, err)
+		}
+		outputs = append(outputs, string(res.Output))
+	}
+	if want := []string{`{"TEXT":"ABC"}`, `{"TEXT":"HÉLLO"}`}; r.code != cli.ExitOK || !slices.Equal(outputs, want) {
+		t.Fatalf("results: outputs %q, want %q (%s)", outputs, want, r)
+	}
+
+	r = submitTo(t, dir, srv.FrontendAddr(), "--batch-id", "custom2", "--processor", "no-such", "in.jsonl")
+	if r.code != cli.ExitFailed || !strings.Contains(r.stdout, `reason: shard 0 failed: this worker cannot run the batch: unknown processor "no-such" (known: [shout]`) {
+		t.Fatalf("submit --processor no-such: want exit %d naming the processor: %s", cli.ExitFailed, r)
 	}
 }
