@@ -430,11 +430,19 @@ func newResultsCommand(o *IO) *cobra.Command {
 				if !filepath.IsAbs(outPath) && o.Dir != "" {
 					outPath = filepath.Join(o.Dir, outPath)
 				}
-				file, err = os.Create(outPath)
+				// Written beside it and renamed at the end: a failed read
+				// leaves no partial file, and an existing one untouched.
+				file, err = os.CreateTemp(filepath.Dir(outPath), "."+filepath.Base(outPath)+".*.tmp")
 				if err != nil {
 					return usageError{err}
 				}
-				defer file.Close()
+				defer func() {
+					file.Close()
+					os.Remove(file.Name()) // gone already once renamed
+				}()
+				if err := file.Chmod(0o644); err != nil {
+					return err
+				}
 				out = file
 			}
 			w := bufio.NewWriterSize(out, 1<<16)
@@ -467,6 +475,9 @@ func newResultsCommand(o *IO) *cobra.Command {
 			}
 			if file != nil {
 				if err := file.Close(); err != nil {
+					return err
+				}
+				if err := os.Rename(file.Name(), outPath); err != nil {
 					return err
 				}
 				fmt.Fprintf(o.Stderr, "wrote %d lines to %s\n", n, outPath)

@@ -318,6 +318,17 @@ func TestOpsResults(t *testing.T) {
 	if r.stdout != "" {
 		t.Errorf("results --verify of a corrupted batch: stdout %q, want nothing", r.stdout)
 	}
+
+	// -o when reading fails: the out.jsonl written above is left as it
+	// was, and no temporary file is left beside it.
+	r = submit(t, dir, nil, "results", "-o", "out.jsonl", "res1")
+	wantExit(t, "results -o of a corrupted batch", r, cli.ExitFailed, objKey)
+	if data, err := os.ReadFile(filepath.Join(dir, "out.jsonl")); err != nil || string(data) != all {
+		t.Errorf("results -o of a corrupted batch changed out.jsonl (%v):\n%s", err, data)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".out.jsonl*")); len(left) > 0 {
+		t.Errorf("results -o of a corrupted batch left %v", left)
+	}
 }
 
 func TestOpsFromFailures(t *testing.T) {
