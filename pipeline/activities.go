@@ -449,6 +449,16 @@ func runItem(ctx context.Context, p Processor, input json.RawMessage, o Options)
 // that ignores its context past the timeout is abandoned (its goroutine
 // finishes on its own) and the attempt fails as a timeout.
 func callProcessor(ctx context.Context, p Processor, input json.RawMessage, timeout time.Duration) (json.RawMessage, *manifests.ItemError) {
+	process, release := p.Process, func() {}
+	if pool, ok := p.(pooled); ok {
+		// Wait for a free process before the attempt's clock starts: time
+		// queued behind other items is not the item's fault.
+		var err error
+		if release, err = pool.acquire(ctx); err != nil {
+			return nil, &manifests.ItemError{Type: ItemErrorRetryable, Message: err.Error()}
+		}
+		process = pool.processAcquired
+	}
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
@@ -460,12 +470,13 @@ func callProcessor(ctx context.Context, p Processor, input json.RawMessage, time
 	}
 	ch := make(chan outcome, 1)
 	go func() {
+		defer release() // when the call ends, even past the timeout
 		defer func() {
 			if r := recover(); r != nil {
 				ch <- outcome{err: &manifests.ItemError{Type: ItemErrorPanic, Message: fmt.Sprint(r)}}
 			}
 		}()
-		out, err := p.Process(ctx, input)
+		out, err := process(ctx, input)
 		switch {
 		case err != nil && (errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil):
 			ch <- outcome{err: &manifests.ItemError{Type: ItemErrorTimeout, Message: fmt.Sprintf("no result within %v: %v", timeout, err)}}

@@ -119,6 +119,37 @@ func NewExec(command string, opts ExecOptions) (*Exec, error) {
 // Process sends input to an idle process (starting one if fewer than
 // PoolSize run) and returns its answer.
 func (e *Exec) Process(ctx context.Context, input json.RawMessage) (json.RawMessage, error) {
+	release, err := e.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	return e.processAcquired(ctx, input)
+}
+
+// pooled is a processor that serves a bounded number of items at once. The
+// shard activity takes a slot (acquire) before an attempt's timeout starts
+// and then calls processAcquired, so that --item-timeout bounds the work on
+// an item and not its wait behind others.
+type pooled interface {
+	acquire(ctx context.Context) (release func(), err error)
+	processAcquired(ctx context.Context, input json.RawMessage) (json.RawMessage, error)
+}
+
+var _ pooled = (*Exec)(nil)
+
+// acquire waits for one of the PoolSize slots.
+func (e *Exec) acquire(ctx context.Context) (func(), error) {
+	select {
+	case e.slots <- struct{}{}:
+		return func() { <-e.slots }, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("exec %q: waiting for a free process: %w", e.command, ctx.Err())
+	}
+}
+
+// processAcquired is Process for a caller that holds a slot.
+func (e *Exec) processAcquired(ctx context.Context, input json.RawMessage) (json.RawMessage, error) {
 	line := []byte(input)
 	if bytes.ContainsAny(line, "\r\n") {
 		var buf bytes.Buffer
@@ -130,13 +161,6 @@ func (e *Exec) Process(ctx context.Context, input json.RawMessage) (json.RawMess
 	if len(line) > e.opts.MaxLine {
 		return nil, Permanent(fmt.Errorf("exec %q: input of %d bytes is longer than the %d-byte line limit", e.command, len(line), e.opts.MaxLine))
 	}
-	select {
-	case e.slots <- struct{}{}:
-	case <-ctx.Done():
-		return nil, fmt.Errorf("exec %q: waiting for a free process: %w", e.command, ctx.Err())
-	}
-	defer func() { <-e.slots }()
-
 	for try := 0; ; try++ {
 		p, err := e.take()
 		if err != nil {

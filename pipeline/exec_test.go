@@ -563,3 +563,42 @@ func TestExecBatchEndToEnd(t *testing.T) {
 	}
 	t.Logf("%d items, %d failed, %d processes started", m.Counts.Items, m.Counts.Failed, len(pids))
 }
+
+// An item's --item-timeout starts when a process takes it, not while it
+// waits for one: 4 items of 0.5 s each on a pool of 1 process, all 4 at
+// once, with a 1.2 s timeout and a single attempt, all succeed (the last
+// waits 1.5 s for the process).
+func TestExecQueueWaitIsNotItemTime(t *testing.T) {
+	if temporalClient == nil {
+		t.Skip("needs the Temporal server (not in -short mode)")
+	}
+	f := newExecFixture(t)
+	reg := &pipeline.Registry{}
+	reg.SetExecOptions(pipeline.ExecOptions{PoolSize: 1, Logger: quietLog})
+	tq := fmt.Sprintf("test-exec-%d", queueSeq.Add(1))
+	w := pipeline.NewWorker(temporalClient, tq, pipeline.WorkerOptions{Processors: reg, Logger: quietLog})
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Stop(); reg.Close() })
+
+	opts := smallOpts("exec:"+f.command(), 10, 10)
+	opts.ItemParallelism, opts.ItemTimeout, opts.ItemAttempts = 4, 1200*time.Millisecond, 1
+	input := makeItems(4, func(int) string { return `,"sleep":0.5` })
+	bt := runBatchOn(t, tq, fileStore(t), fmt.Sprintf("exec-queue-%d", queueSeq.Add(1)), input, opts)
+	if bt.err != nil {
+		t.Fatal(bt.err)
+	}
+	m := bt.manifest(t)
+	if m.Status != manifests.StatusSucceeded || m.Counts.Succeeded != 4 {
+		var why []string
+		for _, res := range m.Results {
+			for _, l := range decodeLines[manifests.ResultLine](t, readObject(t, bt.bucket, res.Key, res.Size, res.SHA256)) {
+				if l.Error != nil {
+					why = append(why, fmt.Sprintf("item %d: %s", l.Index, l.Error.Message))
+				}
+			}
+		}
+		t.Fatalf("status %s, counts %+v; want 4 succeeded: %v", m.Status, m.Counts, why)
+	}
+}
