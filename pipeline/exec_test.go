@@ -496,22 +496,27 @@ func TestExecLookupAndStderr(t *testing.T) {
 
 // TestExecBatchEndToEnd runs a real batch through exec:python3 with
 // processes that exit every 20 items and items failing permanently.
+// startExecWorker starts a worker on a task queue of its own, whose exec
+// processors run in pools of poolSize processes, and returns the queue.
+func startExecWorker(t *testing.T, poolSize int, wo worker.Options) string {
+	t.Helper()
+	reg := &pipeline.Registry{}
+	reg.SetExecOptions(pipeline.ExecOptions{PoolSize: poolSize, Logger: quietLog})
+	tq := fmt.Sprintf("test-exec-%d", queueSeq.Add(1))
+	w := pipeline.NewWorker(temporalClient, tq, pipeline.WorkerOptions{Processors: reg, Logger: quietLog, Worker: wo})
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Stop(); reg.Close() })
+	return tq
+}
+
 func TestExecBatchEndToEnd(t *testing.T) {
 	if temporalClient == nil {
 		t.Skip("needs the Temporal server (not in -short mode)")
 	}
 	f := newExecFixture(t)
-	reg := &pipeline.Registry{}
-	reg.SetExecOptions(pipeline.ExecOptions{PoolSize: 6, Logger: quietLog})
-	tq := fmt.Sprintf("test-exec-%d", queueSeq.Add(1))
-	w := pipeline.NewWorker(temporalClient, tq, pipeline.WorkerOptions{
-		Processors: reg, Logger: quietLog,
-		Worker: worker.Options{MaxConcurrentActivityExecutionSize: 64},
-	})
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { w.Stop(); reg.Close() })
+	tq := startExecWorker(t, 6, worker.Options{MaxConcurrentActivityExecutionSize: 64})
 
 	const n = 200
 	input := makeItems(n, func(i int) string {
@@ -573,14 +578,7 @@ func TestExecQueueWaitIsNotItemTime(t *testing.T) {
 		t.Skip("needs the Temporal server (not in -short mode)")
 	}
 	f := newExecFixture(t)
-	reg := &pipeline.Registry{}
-	reg.SetExecOptions(pipeline.ExecOptions{PoolSize: 1, Logger: quietLog})
-	tq := fmt.Sprintf("test-exec-%d", queueSeq.Add(1))
-	w := pipeline.NewWorker(temporalClient, tq, pipeline.WorkerOptions{Processors: reg, Logger: quietLog})
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { w.Stop(); reg.Close() })
+	tq := startExecWorker(t, 1, worker.Options{})
 
 	opts := smallOpts("exec:"+f.command(), 10, 10)
 	opts.ItemParallelism, opts.ItemTimeout, opts.ItemAttempts = 4, 1200*time.Millisecond, 1
