@@ -17,7 +17,9 @@ type WorkerOptions struct {
 	Processors *Registry
 	// Logger for activity logs; nil means slog.Default().
 	Logger *slog.Logger
-	// Worker passes options through to the Temporal worker.
+	// Worker passes options through to the Temporal worker. Zero values
+	// that batchpipe sets: MaxConcurrentActivityExecutionSize
+	// (DefaultConcurrentShards) and the heartbeat throttle intervals.
 	Worker worker.Options
 	// Metrics, if set, records batchpipe's Prometheus metrics (NewMetrics).
 	Metrics *Metrics
