@@ -86,10 +86,11 @@ func runBatchpipe(ctx context.Context, env *env, scenario string, n int, input, 
 	if err != nil {
 		return row, fmt.Errorf("batch %s: %w", batchID, err)
 	}
-	m, err := readManifest(ctx, b, batchID)
+	batch, err := manifests.Open(ctx, b, batchID)
 	if err != nil {
 		return row, err
 	}
+	m := batch.Manifest
 	row.Wall = time.Since(start)
 	row.Phases = map[string]float64{"stage": stageDone.Sub(start).Seconds(), "run": time.Since(stageDone).Seconds()}
 	if m.Counts.Items != int64(n) || m.Status != manifests.StatusSucceeded || res.Status != m.Status {
@@ -165,15 +166,6 @@ func walkBatch(ctx context.Context, c client.Client, row *Row, batchID string, s
 	return nil
 }
 
-func readManifest(ctx context.Context, b blobstore.Bucket, batchID string) (manifests.Manifest, error) {
-	var m manifests.Manifest
-	data, err := blobstore.ReadAll(ctx, b, manifests.ManifestKey(batchID))
-	if err != nil {
-		return m, err
-	}
-	return m, json.Unmarshal(data, &m)
-}
-
 var submitSummary = regexp.MustCompile(`(?m)^batch (\S+) (\S+): (\d+) items`)
 
 // runSubmit runs the whole `submit` program on the input in a fresh
@@ -214,11 +206,12 @@ func runSubmit(ctx context.Context, env *env, n int, input string) (Row, error) 
 	if err != nil {
 		return row, err
 	}
-	m, err := readManifest(ctx, b, batchID)
+	batch, err := manifests.Open(ctx, b, batchID)
 	b.Close()
 	if err != nil {
 		return row, err
 	}
+	m := batch.Manifest
 	if m.Counts.Items != int64(n) {
 		return row, fmt.Errorf("submit: manifest counts %d items, want %d", m.Counts.Items, n)
 	}

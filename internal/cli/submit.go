@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -449,13 +448,14 @@ func statusExit(status string) int {
 	return ExitFailed
 }
 
+// readManifest reads and checks batchID's manifest (manifests.Open); a
+// batch without one gives an error matching blobstore.ErrNotFound.
 func readManifest(ctx context.Context, b blobstore.Bucket, batchID string) (manifests.Manifest, error) {
-	var m manifests.Manifest
-	data, err := blobstore.ReadAll(ctx, b, manifests.ManifestKey(batchID))
+	batch, err := manifests.Open(ctx, b, batchID)
 	if err != nil {
-		return m, err
+		return manifests.Manifest{}, err
 	}
-	return m, json.Unmarshal(data, &m)
+	return batch.Manifest, nil
 }
 
 func reportFinished(ctx context.Context, o *IO, b blobstore.Bucket, batchID string) error {
