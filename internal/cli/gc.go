@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -18,13 +19,33 @@ import (
 	"github.com/batchpipe/batchpipe/manifests"
 )
 
+// maxAgeDays bounds --older-than: 100 years (of 365.25 days). Anything
+// longer is a typo, and far longer ones would overflow a time.Duration.
+const maxAgeDays = 36525
+
 // parseAge reads a duration with a "d" (days) unit allowed: 30d, 12h, 1d12h.
-func parseAge(s string) (time.Duration, error) {
+// It refuses zero, negative and absurd ages (over 100 years) rather than
+// letting days × 24h overflow and wrap; errors quote the whole value.
+func parseAge(value string) (time.Duration, error) {
+	const maxAge = maxAgeDays * 24 * time.Hour
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("bad age %q: %s; want e.g. 30d, 36h or 1d12h", value, fmt.Sprintf(format, args...))
+	}
+	s := value
 	days := time.Duration(0)
-	if i := strings.Index(s, "d"); i > 0 {
-		n, err := strconv.Atoi(s[:i])
-		if err != nil {
-			return 0, fmt.Errorf("bad age %q", s)
+	if i := strings.Index(s, "d"); i >= 0 {
+		n, err := strconv.ParseInt(s[:i], 10, 64)
+		switch {
+		case errors.Is(err, strconv.ErrRange) && strings.HasPrefix(s, "-"):
+			return 0, bad("must be positive")
+		case errors.Is(err, strconv.ErrRange):
+			return 0, bad("more than 100 years")
+		case err != nil:
+			return 0, bad("%q is not a whole number of days", s[:i])
+		case n < 0:
+			return 0, bad("must be positive")
+		case n > maxAgeDays: // checked before multiplying: no overflow
+			return 0, bad("more than 100 years")
 		}
 		days, s = time.Duration(n)*24*time.Hour, s[i+1:]
 	}
@@ -32,11 +53,17 @@ func parseAge(s string) (time.Duration, error) {
 	if s != "" {
 		var err error
 		if d, err = time.ParseDuration(s); err != nil {
-			return 0, fmt.Errorf("bad age %q: want e.g. 30d, 36h or 1d12h", s)
+			// ParseDuration also refuses what does not fit a Duration.
+			return 0, bad("%v", err)
 		}
 	}
-	if days < 0 || d < 0 || days+d <= 0 {
-		return 0, fmt.Errorf("age %q must be positive", s)
+	switch {
+	case d < 0:
+		return 0, bad("must be positive")
+	case d > maxAge-days: // checked before adding: no overflow
+		return 0, bad("more than 100 years")
+	case days+d == 0:
+		return 0, bad("must be positive")
 	}
 	return days + d, nil
 }

@@ -278,7 +278,7 @@ func TestGCKeepInputs(t *testing.T) {
 func TestGCAgeParse(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	for _, age := range []string{"1d12h", "30d", "36h", "90m"} {
+	for _, age := range []string{"1d12h", "30d", "36h", "90m", "0d1h", "36525d", "36524d24h"} {
 		r := submit(t, dir, strings.NewReader(""), "gc", "--older-than", age)
 		wantExit(t, "gc --older-than "+age+" on an empty store", r, cli.ExitOK)
 	}
@@ -288,6 +288,52 @@ func TestGCAgeParse(t *testing.T) {
 	}
 	if files := storeFiles(t, dir); len(files) > 0 {
 		t.Errorf("gc on an empty store created %v", files)
+	}
+}
+
+// TestGCAgeLimits: ages whose days × 24h would overflow a time.Duration
+// (12169727d wraps to about ten minutes), zero, negative and absurd ages
+// are usage errors quoting the value as given, and nothing is deleted.
+func TestGCAgeLimits(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	// A batch that finished eleven minutes ago: a wrapped age would reach it.
+	m := manifests.Manifest{Format: manifests.Format, BatchID: "recent", Status: manifests.StatusSucceeded, Processor: "example",
+		Store: "file://" + blobsDir(dir), Results: []manifests.Result{},
+		StartedAt: time.Now().Add(-12 * time.Minute).UTC(), FinishedAt: time.Now().Add(-11 * time.Minute).UTC()}
+	path := filepath.Join(blobsDir(dir), filepath.FromSlash(manifests.ManifestKey(m.BatchID)))
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, must(json.MarshalIndent(m, "", "  ")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ age, why string }{
+		{"12169727d", "more than 100 years"},
+		{"106751d", "more than 100 years"}, // the largest day count a Duration holds
+		{"36526d", "more than 100 years"},
+		{"36525d1ns", "more than 100 years"},
+		{"876601h", "more than 100 years"},
+		{"9999999999h", "invalid duration"},
+		{"99999999999999999999d", "more than 100 years"},
+		{"-1d", "must be positive"},
+		{"-36h", "must be positive"},
+		{"1d-12h", "must be positive"},
+		{"-99999999999999999999d", "must be positive"},
+		{"0d", "must be positive"},
+		{"0h", "must be positive"},
+		{"0d0h", "must be positive"},
+		{"abc", "abc"},
+		{"1.5d", "not a whole number of days"},
+		{"1h2d", "not a whole number of days"},
+		{"d", "not a whole number of days"},
+		{"30x", "unknown unit"},
+	} {
+		r := submit(t, dir, strings.NewReader(""), "gc", "--older-than", tc.age, "--yes")
+		wantExit(t, "gc --older-than "+tc.age, r, cli.ExitUsage, fmt.Sprintf("bad age %q", tc.age), tc.why)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Errorf("the recent batch's manifest is gone: %v", err)
 	}
 }
 
