@@ -148,6 +148,38 @@ func newScheduleCommand(o *IO) *cobra.Command {
 	return cmd
 }
 
+// maxBatchIDLen is the longest batch id manifests.ValidateBatchID accepts
+// (TestScheduleNameLimit checks that it still is).
+const maxBatchIDLen = 200
+
+// scheduledIDSuffixLen is how much a schedule's batch ids add to its name:
+// "-" and the UTC nominal time, like -20261125T020000Z.
+var scheduledIDSuffixLen = len(pipeline.ScheduledBatchID("", sampleNominalTime))
+
+// sampleNominalTime stands for any nominal time of a scheduled run: all
+// format to the same length.
+var sampleNominalTime = time.Date(2026, 11, 25, 2, 0, 0, 0, time.UTC)
+
+// maxScheduleNameLen is the longest schedule name whose batch ids are valid.
+var maxScheduleNameLen = maxBatchIDLen - scheduledIDSuffixLen
+
+// validateScheduleName accepts a name only if every batch id the schedule
+// derives from it (NAME-<UTC nominal time>) is a valid batch id, so that
+// status, results --schedule, list and gc can name its batches.
+func validateScheduleName(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("schedule name is empty")
+	case len(name) > maxScheduleNameLen:
+		return fmt.Errorf("schedule name %q is %d characters, longer than the limit of %d: its batch ids (NAME-<UTC time>, %d more characters) may be at most %d",
+			name, len(name), maxScheduleNameLen, scheduledIDSuffixLen, maxBatchIDLen)
+	}
+	if err := manifests.ValidateBatchID(pipeline.ScheduledBatchID(name, sampleNominalTime)); err != nil {
+		return fmt.Errorf("schedule name %q (at most %d characters) makes invalid batch ids: %v", name, maxScheduleNameLen, err)
+	}
+	return nil
+}
+
 func newScheduleCreate(o *IO) *cobra.Command {
 	f := &submitFlags{}
 	var cron, tz, overlap string
@@ -156,8 +188,8 @@ func newScheduleCreate(o *IO) *cobra.Command {
 		func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			name, input := args[0], args[1]
-			if err := manifests.ValidateBatchID(name); err != nil {
-				return usagef("schedule name: %v", err)
+			if err := validateScheduleName(name); err != nil {
+				return usageError{err}
 			}
 			if cron == "" {
 				return usagef("--cron is required, e.g. --cron \"0 2 * * *\"")
