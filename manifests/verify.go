@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"strings"
 	"sync"
 
 	"github.com/batchpipe/batchpipe/blobstore"
@@ -40,6 +41,8 @@ const defaultVerifyConcurrency = 8
 //     counts add up (items = succeeded + failed; a succeeded batch has no
 //     failures, a completed_with_failures one has some; a finished batch
 //     counts every input item);
+//   - every key it lists (result objects, failures object) is one of the
+//     batch's own objects, under the store's prefix and batches/<id>/;
 //   - every result object exists, and its stored size and sha256 are the
 //     manifest's (the bytes are hashed as they stream, never held whole);
 //   - every result object decodes as zstd JSON lines of ResultLine, holds as
@@ -81,6 +84,9 @@ func (b *Batch) verifyManifest() ([]Result, error) {
 	if b.batchID != "" && m.BatchID != b.batchID {
 		return nil, bad(mk, "batch_id is %q but the manifest is stored as batch %q's", m.BatchID, b.batchID)
 	}
+	if err := ValidateBatchID(m.BatchID); err != nil {
+		return nil, bad(mk, "batch_id: %v", err)
+	}
 	complete := false
 	switch m.Status {
 	case StatusSucceeded, StatusCompletedWithFailures:
@@ -115,8 +121,8 @@ func (b *Batch) verifyManifest() ([]Result, error) {
 	case f != nil && f.Items != c.Failed:
 		return nil, bad(mk, "failures.items is %d but counts.failed %d", f.Items, c.Failed)
 	case f != nil:
-		if _, err := b.RelativeKey(f.Key); err != nil {
-			return nil, &VerifyError{Key: f.Key, Problem: fmt.Sprintf("key is outside the store %s (its keys start with %q)", b.bucket.URL(), b.prefix)}
+		if err := b.checkOwnKey(f.Key); err != nil {
+			return nil, err
 		}
 	}
 
@@ -126,8 +132,8 @@ func (b *Batch) verifyManifest() ([]Result, error) {
 		entry := func(format string, args ...any) error {
 			return bad(r.Key, "manifest entry %d: "+format, append([]any{i}, args...)...)
 		}
-		if _, err := b.RelativeKey(r.Key); err != nil {
-			return nil, &VerifyError{Key: r.Key, Problem: fmt.Sprintf("key is outside the store %s (its keys start with %q)", b.bucket.URL(), b.prefix)}
+		if err := b.checkOwnKey(r.Key); err != nil {
+			return nil, err
 		}
 		switch {
 		case r.Items < 0 || r.Succeeded < 0 || r.Failed < 0 || r.Size < 0 || r.FirstIndex < 0:
@@ -158,6 +164,25 @@ func (b *Batch) verifyManifest() ([]Result, error) {
 			tot.Items, tot.Succeeded, tot.Failed, c.Items, c.Succeeded, c.Failed)
 	}
 	return m.Results, nil
+}
+
+// checkOwnKey checks that a key the manifest lists names one of this
+// batch's own objects: within the store's prefix, under batches/<id>/, and a
+// valid key (no "." or ".." segments that could lead elsewhere). A manifest
+// listing another batch's objects would otherwise verify as whole.
+func (b *Batch) checkOwnKey(key string) error {
+	rel, err := b.RelativeKey(key)
+	if err != nil {
+		return &VerifyError{Key: key, Problem: fmt.Sprintf("key is outside the store %s (its keys start with %q)", b.bucket.URL(), b.prefix)}
+	}
+	own := BatchPrefix(b.Manifest.BatchID)
+	if !strings.HasPrefix(rel, own) || rel == own {
+		return &VerifyError{Key: key, Problem: fmt.Sprintf("key is not one of batch %s's objects (their keys start with %q)", b.Manifest.BatchID, b.prefix+own)}
+	}
+	if err := blobstore.ValidateKey(rel); err != nil {
+		return &VerifyError{Key: key, Err: err, Problem: fmt.Sprintf("not a valid object key: %v", err)}
+	}
+	return nil
 }
 
 // indexes names the range first..last with its verb: "index 4 is",

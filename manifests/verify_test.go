@@ -357,3 +357,72 @@ func TestVerifyCancelled(t *testing.T) {
 		t.Fatalf("Verify on a cancelled context = %v, want a plain error", err)
 	}
 }
+
+// TestVerifyOtherBatchesObjects: a manifest that lists another batch's
+// objects fails, naming the key, even when those objects are intact and
+// match the manifest's sizes, checksums and counts byte for byte.
+func TestVerifyOtherBatchesObjects(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name, prefix, other string
+		edit                func(m, o *manifests.Manifest) string // returns the key Verify must name
+		problem             string
+	}{
+		{name: "result object", prefix: "pre/fix", other: "batch-2",
+			edit:    func(m, o *manifests.Manifest) string { m.Results[2].Key = o.Results[2].Key; return m.Results[2].Key },
+			problem: `key is not one of batch batch-1's objects (their keys start with "pre/fix/batches/batch-1/")`},
+		{name: "result object of a batch whose id extends this one's", prefix: "", other: "batch-10",
+			edit:    func(m, o *manifests.Manifest) string { m.Results[0].Key = o.Results[0].Key; return m.Results[0].Key },
+			problem: `key is not one of batch batch-1's objects (their keys start with "batches/batch-1/")`},
+		{name: "failures object", prefix: "pre/fix", other: "batch-2",
+			edit:    func(m, o *manifests.Manifest) string { m.Failures.Key = o.Failures.Key; return m.Failures.Key },
+			problem: `key is not one of batch batch-1's objects`},
+		{name: "result key climbing out with ..", prefix: "pre/fix", other: "batch-2",
+			edit: func(m, o *manifests.Manifest) string {
+				m.Results[4].Key = "pre/fix/batches/batch-1/../batch-2/results/000004.jsonl.zst"
+				return m.Results[4].Key
+			},
+			problem: `not a valid object key`},
+		{name: "result key outside batches/", prefix: "pre/fix", other: "batch-2",
+			edit: func(m, o *manifests.Manifest) string {
+				m.Results[1].Key = "pre/fix/elsewhere.jsonl.zst"
+				return m.Results[1].Key
+			},
+			problem: `key is not one of batch batch-1's objects`},
+		{name: "the batch prefix itself", prefix: "pre/fix", other: "batch-2",
+			edit: func(m, o *manifests.Manifest) string {
+				m.Failures.Key = "pre/fix/batches/batch-1/"
+				return m.Failures.Key
+			},
+			problem: `key is not one of batch batch-1's objects`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, _ := memBucket(t, tc.prefix)
+			m := writeBatch(t, b, corruptBase)
+			s := corruptBase
+			s.id = tc.other
+			o := writeBatch(t, b, s)
+			for _, id := range []string{"batch-1", tc.other} {
+				batch, err := manifests.Open(ctx, b, id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := batch.Verify(ctx); err != nil {
+					t.Fatalf("%s before the edit: Verify = %v", id, err)
+				}
+			}
+			key := tc.edit(&m, &o)
+			putManifest(t, b, m)
+			batch, err := manifests.Open(ctx, b, "batch-1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = batch.Verify(ctx)
+			var ve *manifests.VerifyError
+			if !errors.As(err, &ve) || ve.Key != key || !strings.Contains(ve.Problem, tc.problem) {
+				t.Fatalf("Verify = %v\nwant key %s and a problem containing %q", err, key, tc.problem)
+			}
+			t.Log(err)
+		})
+	}
+}
