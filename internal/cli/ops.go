@@ -63,6 +63,7 @@ type batchState struct {
 	Started    *time.Time `json:"started_at,omitempty"`
 	Finished   *time.Time `json:"finished_at,omitempty"`
 	Manifest   string     `json:"manifest,omitempty"`
+	Error      string     `json:"error,omitempty"` // why list could not read the manifest
 }
 
 func fromManifest(m manifests.Manifest, key string) batchState {
@@ -248,7 +249,20 @@ func newListCommand(o *IO) *cobra.Command {
 				case "manifest.json":
 					m, err := readManifest(ctx, b, id)
 					if err != nil {
-						return err
+						if ctx.Err() != nil {
+							return err
+						}
+						if errors.Is(err, blobstore.ErrNotFound) {
+							continue // deleted since listed (gc deletes the manifest last)
+						}
+						// One bad manifest must not hide the other batches: flag it, exit 0.
+						fmt.Fprintf(o.Stderr, "warning: batch %s: unreadable manifest: %v\n", id, err)
+						reason := err
+						if u := errors.Unwrap(err); u != nil {
+							reason = u // without the key and store, which the row and stderr give
+						}
+						states[id] = batchState{BatchID: id, Status: "unreadable manifest", Error: reason.Error(), Manifest: blobstore.Prefix(b) + a.Key}
+						continue
 					}
 					states[id] = fromManifest(m, blobstore.Prefix(b)+a.Key)
 				case "collected.json":
@@ -307,6 +321,9 @@ func newListCommand(o *IO) *cobra.Command {
 			fmt.Fprintln(tw, "BATCH\tSTATUS\tITEMS\tFAILED\tSTARTED\tFINISHED")
 			for _, id := range ids {
 				s := states[id]
+				if s.Error != "" {
+					s.Status += ": " + s.Error
+				}
 				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\n", id, s.Status, s.Items, s.Failed, fmtTime(s.Started), fmtTime(s.Finished))
 			}
 			return tw.Flush()

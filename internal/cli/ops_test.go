@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/batchpipe/batchpipe/blobstore"
 	"github.com/batchpipe/batchpipe/internal/cli"
@@ -526,6 +527,82 @@ func TestOpsList(t *testing.T) {
 
 	r = submit(t, dir, nil, "list", "extra")
 	wantExit(t, "list with an argument", r, cli.ExitUsage)
+}
+
+// TestOpsListUnreadableManifest: a truncated manifest (or one of an
+// unknown format) is flagged in its row and in --json's error field, and
+// the other batches are still listed, with exit code 0.
+func TestOpsListUnreadableManifest(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	put := func(id string, data []byte) {
+		path := filepath.Join(blobsDir(dir), filepath.FromSlash(manifests.ManifestKey(id)))
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	manifest := func(id string) []byte {
+		fin := time.Date(2026, 11, 25, 2, 5, 0, 0, time.UTC)
+		return must(json.MarshalIndent(manifests.Manifest{Format: manifests.Format, BatchID: id, Status: manifests.StatusSucceeded,
+			Processor: "example", Store: "file://" + blobsDir(dir), Input: manifests.Input{Items: 4, Shards: 1, ShardSize: 4},
+			Counts: manifests.Counts{Items: 4, Succeeded: 4}, StartedAt: fin.Add(-time.Minute), FinishedAt: fin, Results: []manifests.Result{}}, "", "  "))
+	}
+	put("a-good", manifest("a-good"))
+	full := manifest("b-truncated")
+	put("b-truncated", full[:len(full)/2])
+	put("c-good", manifest("c-good"))
+	put("d-v9", bytes.Replace(manifest("d-v9"), []byte(manifests.Format), []byte("batchpipe.manifest/v9"), 1))
+
+	r := submit(t, dir, nil, "list")
+	wantExit(t, "list", r, cli.ExitOK, "b-truncated", "unreadable manifest", "d-v9")
+	lines := jsonLines(r.stdout)
+	if len(lines) != 5 {
+		t.Fatalf("list: %d lines, want a header and 4 batches\n%s", len(lines), r)
+	}
+	for i, want := range [][]string{
+		{`^a-good\s+succeeded\s+4\s+0\s`},
+		{`^b-truncated\s+unreadable manifest: .*unexpected end of JSON input`},
+		{`^c-good\s+succeeded\s+4\s+0\s`},
+		{`^d-v9\s+unreadable manifest: .*batchpipe.manifest/v9`},
+	} {
+		if !lineWith(lines[i+1]+"\n", want...) {
+			t.Errorf("list: line %d is %q, want it to match %q", i+2, lines[i+1], want)
+		}
+	}
+
+	r = submit(t, dir, nil, "list", "--json")
+	wantExit(t, "list --json", r, cli.ExitOK)
+	var list []struct {
+		BatchID  string  `json:"batch_id"`
+		Status   string  `json:"status"`
+		Items    int64   `json:"items"`
+		Manifest string  `json:"manifest"`
+		Error    *string `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &list); err != nil {
+		t.Fatalf("list --json: %v\n%s", err, r)
+	}
+	if len(list) != 4 {
+		t.Fatalf("list --json: %d entries, want 4\n%s", len(list), r)
+	}
+	for i, id := range []string{"a-good", "b-truncated", "c-good", "d-v9"} {
+		e := list[i]
+		bad := !strings.Contains(id, "-good")
+		switch {
+		case e.BatchID != id:
+			t.Errorf("list --json: entry %d is batch %q, want %q", i, e.BatchID, id)
+		case !bad && (e.Error != nil || e.Status != manifests.StatusSucceeded || e.Items != 4):
+			t.Errorf("list --json: %s: %+v", id, e)
+		case bad && (e.Error == nil || *e.Error == "" || e.Status != "unreadable manifest" || e.Manifest != manifests.ManifestKey(id)):
+			t.Errorf("list --json: %s: %+v, want status \"unreadable manifest\", an error and the manifest's key", id, e)
+		}
+	}
+	if list[1].Error != nil && !strings.Contains(*list[1].Error, "unexpected end of JSON input") {
+		t.Errorf("list --json: b-truncated's error is %q", *list[1].Error)
+	}
 }
 
 // TestOpsCancelRunning cancels a batch left running by submit --wait=false:
