@@ -14,8 +14,8 @@ import (
 
 	"go.temporal.io/sdk/client"
 
+	"github.com/batchpipe/batchpipe"
 	"github.com/batchpipe/batchpipe/blobstore"
-	"github.com/batchpipe/batchpipe/inputs"
 	"github.com/batchpipe/batchpipe/manifests"
 	"github.com/batchpipe/batchpipe/pipeline"
 )
@@ -59,41 +59,26 @@ func runBatchpipe(ctx context.Context, env *env, scenario string, n int, input, 
 	queriesBefore := env.calls.get("QueryWorkflow")
 
 	start := time.Now()
-	b, err := blobstore.Open(ctx, storeURL)
+	c, err := batchpipe.NewClient(ctx, batchpipe.Config{Store: storeURL, TaskQueue: tq, Temporal: env.client})
 	if err != nil {
 		return row, err
 	}
-	defer b.Close()
-	r, err := inputs.Open(input, inputs.Options{})
+	defer c.Close()
+	b, err := c.Submit(ctx, batchpipe.Request{BatchID: batchID, Input: input, Processor: opts.Processor,
+		ShardSize: opts.ShardSize, Concurrency: opts.Concurrency})
 	if err != nil {
-		return row, err
-	}
-	staged, err := pipeline.Stage(ctx, b, batchID, filepath.Base(input), r, opts.ShardSize, nil)
-	r.Close()
-	if err != nil {
-		return row, fmt.Errorf("staging: %w", err)
+		return row, fmt.Errorf("submitting: %w", err)
 	}
 	stageDone := time.Now()
-	bin := pipeline.BatchInput{BatchID: batchID, Store: storeURL, Source: staged.Source, Items: staged.Items, Shards: staged.Shards, Options: opts}
-	if err := pipeline.SaveSpec(ctx, b, bin); err != nil {
-		return row, err
-	}
-	run, err := pipeline.Start(ctx, env.client, tq, bin)
-	if err != nil {
-		return row, fmt.Errorf("starting batch: %w", err)
-	}
-	res, err := waitQuerying(ctx, env.client, run)
+	// Wait queries progress every 500 ms, as submit's progress bar does.
+	res, err := b.Wait(ctx, func(batchpipe.Progress) {})
 	if err != nil {
 		return row, fmt.Errorf("batch %s: %w", batchID, err)
 	}
-	batch, err := manifests.Open(ctx, b, batchID)
-	if err != nil {
-		return row, err
-	}
-	m := batch.Manifest
+	m := res.Manifest
 	row.Wall = time.Since(start)
 	row.Phases = map[string]float64{"stage": stageDone.Sub(start).Seconds(), "run": time.Since(stageDone).Seconds()}
-	if m.Counts.Items != int64(n) || m.Status != manifests.StatusSucceeded || res.Status != m.Status {
+	if m.Counts.Items != int64(n) || m.Status != manifests.StatusSucceeded {
 		return row, fmt.Errorf("batch %s: manifest says %s with %d items, want succeeded with %d", batchID, m.Status, m.Counts.Items, n)
 	}
 
@@ -105,30 +90,10 @@ func runBatchpipe(ctx context.Context, env *env, scenario string, n int, input, 
 	row.WorkerRSS, row.AnonRSS = rss, rep.PeakAnonRSS
 	row.Actions.Heartbeats = rep.heartbeats()
 	row.Actions.Queries = env.calls.get("QueryWorkflow") - queriesBefore
-	if err := walkBatch(ctx, env.client, &row, batchID, staged.Shards); err != nil {
+	if err := walkBatch(ctx, env.client, &row, batchID, b.Shards()); err != nil {
 		return row, err
 	}
 	return row, nil
-}
-
-// waitQuerying waits for a batch as submit does: run.Get, and the
-// progress query every 500 ms.
-func waitQuerying(ctx context.Context, c client.Client, run client.WorkflowRun) (pipeline.BatchResult, error) {
-	var res pipeline.BatchResult
-	done := make(chan error, 1)
-	go func() { done <- run.Get(ctx, &res) }()
-	tick := time.NewTicker(500 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case err := <-done:
-			return res, err
-		case <-tick.C:
-			qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			pipeline.QueryProgress(qctx, c, run.GetID())
-			cancel()
-		}
-	}
 }
 
 // walkBatch reads the histories of a batch (every parent run; every child,

@@ -99,7 +99,7 @@ func TestProcessorFaultsInProcess(t *testing.T) {
 		if err != nil {
 			c.Fatal(err)
 		}
-		st, err := pipeline.Stage(ctx, b, id, "in.jsonl", r, opts.ShardSize, nil)
+		st, err := pipeline.Stage(ctx, b, id, "", "in.jsonl", r, opts.ShardSize, nil)
 		r.Close()
 		if err != nil {
 			c.Fatal(err)

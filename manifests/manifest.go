@@ -119,13 +119,25 @@ func ManifestKey(batchID string) string { return BatchPrefix(batchID) + "manifes
 // FailuresKey is where a batch's failed items live.
 func FailuresKey(batchID string) string { return BatchPrefix(batchID) + "failed.jsonl.zst" }
 
+// InputPrefix holds a batch's staged input: batches/<id>/input/<dir>/ for an
+// input staged by the library (each submit stages into a directory of its
+// own, and the one whose workflow starts owns the id), batches/<id>/input/
+// for dir "" (an input staged by a worker, and batches staged before
+// staging directories).
+func InputPrefix(batchID, dir string) string {
+	if dir == "" {
+		return BatchPrefix(batchID) + "input/"
+	}
+	return BatchPrefix(batchID) + "input/" + dir + "/"
+}
+
 // InputShardKey is the staged input of one shard.
-func InputShardKey(batchID string, shard int) string {
-	return fmt.Sprintf("%sinput/%06d.jsonl.zst", BatchPrefix(batchID), shard)
+func InputShardKey(batchID, dir string, shard int) string {
+	return fmt.Sprintf("%s%06d.jsonl.zst", InputPrefix(batchID, dir), shard)
 }
 
 // InputIndexKey describes the staged input; written after every shard.
-func InputIndexKey(batchID string) string { return BatchPrefix(batchID) + "input/index.json" }
+func InputIndexKey(batchID, dir string) string { return InputPrefix(batchID, dir) + "index.json" }
 
 // ResultKey is the result object of one shard.
 func ResultKey(batchID string, shard int) string {
@@ -137,6 +149,9 @@ func ResultKey(batchID string, shard int) string {
 func RedriveResultKey(batchID string, shard, n int) string {
 	return fmt.Sprintf("%sresults/%06d.r%d.jsonl.zst", BatchPrefix(batchID), shard, n)
 }
+
+// CollectedKey marks a batch whose results gc deleted, keeping its input.
+func CollectedKey(batchID string) string { return BatchPrefix(batchID) + "collected.json" }
 
 // BatchSpecKey holds the batch's start parameters, for redrive.
 func BatchSpecKey(batchID string) string { return BatchPrefix(batchID) + "batch.json" }

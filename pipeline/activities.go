@@ -130,7 +130,7 @@ func (a *Activities) ProcessShard(ctx context.Context, in ShardInput) (res Shard
 	if err != nil {
 		return ShardResult{}, err
 	}
-	inputKey := manifests.InputShardKey(in.BatchID, in.Shard)
+	inputKey := manifests.InputShardKey(in.BatchID, in.InputDir, in.Shard)
 	input, err := openLines(ctx, b, inputKey)
 	if errors.Is(err, blobstore.ErrNotFound) {
 		return ShardResult{}, badShard("input shard %s is missing: %v", inputKey, err)
@@ -511,6 +511,17 @@ func (a *Activities) Finalize(ctx context.Context, in FinalizeInput) (BatchResul
 	b, err := a.Stores.Open(ctx, bin.Store)
 	if err != nil {
 		return BatchResult{}, err
+	}
+	// The submit that started the batch saves its spec right after the
+	// start; one that died in between left none, so redrive would be refused.
+	if bin.Redrive == 0 && bin.Shards > 0 {
+		if ok, err := blobstore.Exists(ctx, b, manifests.BatchSpecKey(bin.BatchID)); err == nil && !ok {
+			spec := bin
+			spec.Cursor = nil
+			if err := SaveSpec(ctx, b, spec); err != nil {
+				return BatchResult{}, err
+			}
+		}
 	}
 	receipts, err := readReceipts(ctx, b, bin.BatchID, bin.Shards)
 	if err != nil {

@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 
 	"github.com/batchpipe/batchpipe/blobstore"
 	"github.com/batchpipe/batchpipe/manifests"
@@ -34,15 +36,16 @@ func DefaultOptions() Options {
 // exists already (running or closed).
 var ErrAlreadyStarted = errors.New("a batch with this id was started before")
 
-// Start starts BatchWorkflow for in under the workflow id in.BatchID. If a
-// batch with that id is running, the returned run is that batch (a second
-// submit attaches); if one finished, it returns ErrAlreadyStarted.
+// Start starts BatchWorkflow for in under the workflow id in.BatchID. The
+// start is the claim on the id: if a workflow with that id exists, running
+// or closed, nothing starts and Start returns ErrAlreadyStarted (the caller
+// compares that batch's input, StartedInput, with its own).
 func Start(ctx context.Context, c client.Client, taskQueue string, in BatchInput) (client.WorkflowRun, error) {
 	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
 		ID:                       in.BatchID,
 		TaskQueue:                taskQueue,
 		WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
-		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
+		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
 		// Without this the SDK hands back a closed run as if it were new.
 		WorkflowExecutionErrorWhenAlreadyStarted: true,
 		Memo: map[string]any{"status": "running", "items": in.Items, "shards": in.Shards,
@@ -53,6 +56,29 @@ func Start(ctx context.Context, c client.Client, taskQueue string, in BatchInput
 		return nil, ErrAlreadyStarted
 	}
 	return run, err
+}
+
+// StartedInput returns the input the latest run of batchID was started with
+// (after continue-as-new, the cursor's run), read from its history: what a
+// batch is, authoritatively, whatever the store holds.
+func StartedInput(ctx context.Context, c client.Client, batchID string) (BatchInput, error) {
+	var in BatchInput
+	it := c.GetWorkflowHistory(ctx, batchID, "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	if !it.HasNext() {
+		return in, fmt.Errorf("batch %s: workflow has no history", batchID)
+	}
+	ev, err := it.Next()
+	if err != nil {
+		return in, err
+	}
+	attrs := ev.GetWorkflowExecutionStartedEventAttributes()
+	if attrs == nil || len(attrs.GetInput().GetPayloads()) == 0 {
+		return in, fmt.Errorf("batch %s: first event is not a start with an input", batchID)
+	}
+	if err := converter.GetDefaultDataConverter().FromPayload(attrs.GetInput().GetPayloads()[0], &in); err != nil {
+		return in, fmt.Errorf("batch %s: reading its input: %w", batchID, err)
+	}
+	return in, nil
 }
 
 // QueryProgress asks a running batch for its progress.

@@ -185,7 +185,7 @@ func runBatchOn(t *testing.T, tq, storeURL, id string, input []byte, opts pipeli
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := pipeline.Stage(ctx, b, id, "inputs.jsonl", r, opts.ShardSize, nil)
+	st, err := pipeline.Stage(ctx, b, id, "", "inputs.jsonl", r, opts.ShardSize, nil)
 	r.Close()
 	if err != nil {
 		t.Fatal(err)
@@ -483,7 +483,7 @@ func TestMaxFailuresStopsBatch(t *testing.T) {
 	})
 	o := smallOpts("flaky", 10, 100)
 	o.Concurrency = 2
-	o.MaxFailures = pipeline.FailureLimit{Count: 5}
+	o.MaxFailures = pipeline.MaxFailedItems(5)
 	bt := runBatch(t, fileStore(t), "maxfail", input, o)
 	if bt.err != nil {
 		t.Fatal(bt.err)

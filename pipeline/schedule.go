@@ -34,6 +34,9 @@ func ScheduledBatchWorkflow(ctx workflow.Context, in BatchInput) (BatchResult, e
 		nominal = workflow.Now(ctx) // started by hand, not by a schedule
 	}
 	in.BatchID = ScheduledBatchID(in.Schedule, nominal)
+	if err := in.Validate(); err != nil {
+		return BatchResult{}, temporal.NewNonRetryableApplicationError("invalid batch input: "+err.Error(), ErrTypeInvalidInput, nil)
+	}
 	cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
 		WorkflowID:            in.BatchID,
 		TaskQueue:             workflow.GetInfo(ctx).TaskQueueName,

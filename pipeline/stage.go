@@ -76,6 +76,7 @@ func (f *failureInputs) Next() (inputs.Item, error) {
 // Staged describes a staged input; it is stored as input/index.json.
 type Staged struct {
 	BatchID   string    `json:"batch_id"`
+	Dir       string    `json:"dir,omitempty"` // staging directory (manifests.InputPrefix)
 	Source    string    `json:"source"`
 	Items     int64     `json:"items"`
 	Shards    int       `json:"shards"`
@@ -88,29 +89,29 @@ type Staged struct {
 const stageUploads = 4
 
 // Stage reads every item of r, validating it, and writes it into input
-// shards of shardSize items under the batch's input/ prefix, then writes
-// input/index.json. If r yields an error (bad input) or a write fails,
+// shards of shardSize items under manifests.InputPrefix(batchID, dir), then
+// writes the index there. If r yields an error (bad input) or a write fails,
 // everything staged so far is deleted and the error is returned as it came.
 // progress, if not nil, is called after every shard with the items so far.
-func Stage(ctx context.Context, b blobstore.Bucket, batchID, source string, r ItemSource, shardSize int, progress func(items int64)) (Staged, error) {
+func Stage(ctx context.Context, b blobstore.Bucket, batchID, dir, source string, r ItemSource, shardSize int, progress func(items int64)) (Staged, error) {
 	if shardSize <= 0 {
 		return Staged{}, fmt.Errorf("shard size must be at least 1, got %d", shardSize)
 	}
-	st := Staged{BatchID: batchID, Source: source, ShardSize: shardSize}
+	st := Staged{BatchID: batchID, Dir: dir, Source: source, ShardSize: shardSize}
 	err := stageShards(ctx, b, &st, r, progress)
 	if err == nil {
 		st.StagedAt = time.Now().UTC()
 		var data []byte
 		data, err = json.MarshalIndent(st, "", "  ")
 		if err == nil {
-			err = b.Put(ctx, manifests.InputIndexKey(batchID), bytesReader(data))
+			err = b.Put(ctx, manifests.InputIndexKey(batchID, dir), bytesReader(data))
 		}
 	}
 	if err != nil {
 		// Leave nothing behind, even if ctx was cancelled.
 		cleanup, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 		defer cancel()
-		if derr := DeleteStaged(cleanup, b, batchID); derr != nil {
+		if derr := DeleteStaged(cleanup, b, batchID, dir); derr != nil {
 			err = errors.Join(err, fmt.Errorf("cleaning up staged input: %w", derr))
 		}
 		return Staged{}, err
@@ -200,7 +201,7 @@ func stageShards(ctx context.Context, b blobstore.Bucket, st *Staged, r ItemSour
 			break
 		}
 		if zw == nil {
-			bw = blobstore.NewWriter(ctx, b, manifests.InputShardKey(st.BatchID, st.Shards))
+			bw = blobstore.NewWriter(ctx, b, manifests.InputShardKey(st.BatchID, st.Dir, st.Shards))
 			zw = zjsonl.NewWriter(bw)
 		}
 		if err := zw.WriteRaw(it.JSON); err != nil {
@@ -231,9 +232,9 @@ func stageShards(ctx context.Context, b blobstore.Bucket, st *Staged, r ItemSour
 	return failed()
 }
 
-// DeleteStaged removes a batch's staged input (shards and index).
-func DeleteStaged(ctx context.Context, b blobstore.Bucket, batchID string) error {
-	return deletePrefix(ctx, b, manifests.BatchPrefix(batchID)+"input/")
+// DeleteStaged removes a staged input (shards and index) of a batch.
+func DeleteStaged(ctx context.Context, b blobstore.Bucket, batchID, dir string) error {
+	return deletePrefix(ctx, b, manifests.InputPrefix(batchID, dir))
 }
 
 func deletePrefix(ctx context.Context, b blobstore.Bucket, prefix string) error {
@@ -253,15 +254,16 @@ func deletePrefix(ctx context.Context, b blobstore.Bucket, prefix string) error 
 }
 
 // ReadStaged returns the index of a staged input, or an error matching
-// blobstore.ErrNotFound when the batch has none.
-func ReadStaged(ctx context.Context, b blobstore.Bucket, batchID string) (Staged, error) {
+// blobstore.ErrNotFound when there is none.
+func ReadStaged(ctx context.Context, b blobstore.Bucket, batchID, dir string) (Staged, error) {
 	var st Staged
-	data, err := blobstore.ReadAll(ctx, b, manifests.InputIndexKey(batchID))
+	key := manifests.InputIndexKey(batchID, dir)
+	data, err := blobstore.ReadAll(ctx, b, key)
 	if err != nil {
 		return st, err
 	}
 	if err := json.Unmarshal(data, &st); err != nil {
-		return st, fmt.Errorf("%s: %w", manifests.InputIndexKey(batchID), err)
+		return st, fmt.Errorf("%s: %w", key, err)
 	}
 	return st, nil
 }
@@ -276,7 +278,7 @@ func (a *Activities) StageInput(ctx context.Context, in BatchInput) (Staged, err
 	if err != nil {
 		return Staged{}, err
 	}
-	if st, err := ReadStaged(ctx, b, in.BatchID); err == nil {
+	if st, err := ReadStaged(ctx, b, in.BatchID, ""); err == nil {
 		return st, nil
 	}
 	storeURL, key, err := blobstore.SplitObjectURL(in.InputURL)
@@ -307,7 +309,7 @@ func (a *Activities) StageInput(ctx context.Context, in BatchInput) (Staged, err
 		return Staged{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeBadInput, nil)
 	}
 	defer ir.Close()
-	st, err := Stage(ctx, b, in.BatchID, blobstore.Redact(in.InputURL), ir, shardSize, func(items int64) {
+	st, err := Stage(ctx, b, in.BatchID, "", blobstore.Redact(in.InputURL), ir, shardSize, func(items int64) {
 		activity.RecordHeartbeat(ctx, items)
 	})
 	var ie *inputs.Error
@@ -320,6 +322,7 @@ func (a *Activities) StageInput(ctx context.Context, in BatchInput) (Staged, err
 	// Keep the start parameters, with the staged counts, for redrive.
 	spec := in
 	spec.Items, spec.Shards, spec.Source, spec.Options.ShardSize, spec.Cursor = st.Items, st.Shards, st.Source, st.ShardSize, nil
+	spec.InputSHA256 = st.SHA256
 	return st, SaveSpec(ctx, b, spec)
 }
 

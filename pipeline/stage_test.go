@@ -28,14 +28,14 @@ func TestStageWritesShardsAndIndex(t *testing.T) {
 	ctx := context.Background()
 	b, _ := blobstore.Open(ctx, "mem://stage-ok")
 	r, _ := inputs.NewReader("in.jsonl", bytes.NewReader(makeItems(25, nil)), inputs.Options{})
-	st, err := pipeline.Stage(ctx, b, "s1", "in.jsonl", r, 10, nil)
+	st, err := pipeline.Stage(ctx, b, "s1", "", "in.jsonl", r, 10, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if st.Items != 25 || st.Shards != 3 || st.ShardSize != 10 || len(st.SHA256) != 64 {
 		t.Fatalf("staged %+v", st)
 	}
-	got, err := pipeline.ReadStaged(ctx, b, "s1")
+	got, err := pipeline.ReadStaged(ctx, b, "s1", "")
 	if err != nil || got.SHA256 != st.SHA256 {
 		t.Fatalf("ReadStaged = %+v, %v", got, err)
 	}
@@ -44,7 +44,7 @@ func TestStageWritesShardsAndIndex(t *testing.T) {
 		t.Fatalf("Fingerprint = %d %s, want 25 %s", n, sha, st.SHA256)
 	}
 	for i := range 3 {
-		if ok, _ := blobstore.Exists(ctx, b, manifests.InputShardKey("s1", i)); !ok {
+		if ok, _ := blobstore.Exists(ctx, b, manifests.InputShardKey("s1", "", i)); !ok {
 			t.Fatalf("shard %d missing", i)
 		}
 	}
@@ -55,7 +55,7 @@ func TestStageLeavesNothingOnBadInput(t *testing.T) {
 	b, _ := blobstore.Open(ctx, "mem://stage-bad")
 	in := string(makeItems(30, nil)) + "{not json\n"
 	r, _ := inputs.NewReader("in.jsonl", strings.NewReader(in), inputs.Options{})
-	_, err := pipeline.Stage(ctx, b, "s2", "in.jsonl", r, 10, nil)
+	_, err := pipeline.Stage(ctx, b, "s2", "", "in.jsonl", r, 10, nil)
 	var ie *inputs.Error
 	if !errors.As(err, &ie) || ie.Line != 31 {
 		t.Fatalf("Stage error = %v, want an inputs.Error on line 31", err)

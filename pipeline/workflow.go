@@ -33,21 +33,26 @@ type Options struct {
 	ItemAttempts    int           `json:"item_attempts"`    // including the first
 	ItemBackoff     time.Duration `json:"item_backoff"`     // before the second attempt; doubles
 	ItemParallelism int           `json:"item_parallelism"` // items processed at once in one shard
+
+	invalid string // why the JSON it was read from is refused (Validate)
 }
 
-// FailureLimit stops a batch once more items failed than it allows. Zero
-// values mean no limit.
+// FailureLimit stops a batch once more items failed than it allows: more
+// than Count items, or more than Percent of the batch's items. Neither set
+// (the zero value, NoFailureLimit) means no limit; a limit of 0 stops the
+// batch at its first failure. Build one with MaxFailedItems,
+// MaxFailedPercent or ParseFailureLimit.
 type FailureLimit struct {
-	Count   int64   `json:"count,omitempty"`
-	Percent float64 `json:"percent,omitempty"` // of the batch's items
+	Count   *int64   `json:"count,omitempty"`
+	Percent *float64 `json:"percent,omitempty"` // of the batch's items
 }
 
 // Exceeded reports whether failed items out of total break the limit.
 func (l FailureLimit) Exceeded(failed, total int64) bool {
-	if l.Count > 0 && failed > l.Count {
+	if l.Count != nil && failed > *l.Count {
 		return true
 	}
-	return l.Percent > 0 && total > 0 && float64(failed)*100/float64(total) > l.Percent
+	return l.Percent != nil && total > 0 && float64(failed)*100/float64(total) > *l.Percent
 }
 
 // BatchInput starts a batch. Only counts travel; items live in the store.
@@ -70,8 +75,17 @@ type BatchInput struct {
 	// Redrive numbers a redrive of a finished batch (1 for the first); 0
 	// for the original run. A redrive runs only failed or missing shards.
 	Redrive int `json:"redrive,omitempty"`
+	// InputDir names the staging directory (batches/<id>/input/<dir>/) of
+	// an input the library staged; "" for the batch's input/ itself (inputs
+	// staged by a worker, and batches staged before staging directories).
+	InputDir string `json:"input_dir,omitempty"`
+	// InputSHA256 is the staged input's identity (Staged.SHA256), so that a
+	// second submit of the id can tell the same input from another.
+	InputSHA256 string `json:"input_sha256,omitempty"`
 	// Cursor is set by continue-as-new; nil on the first run.
 	Cursor *Cursor `json:"cursor,omitempty"`
+
+	invalid string // why the JSON it was read from is refused (Validate)
 }
 
 // Cursor is what one run hands the next: O(1) in the batch size.
@@ -93,6 +107,7 @@ type ShardInput struct {
 	Items      int     `json:"items"`
 	Options    Options `json:"options"`
 	Redrive    int     `json:"redrive,omitempty"`
+	InputDir   string  `json:"input_dir,omitempty"` // BatchInput.InputDir
 }
 
 // RedriveQuery asks which shards in [From, To) a redrive must run.
@@ -154,6 +169,11 @@ func shardItems(in BatchInput, shard int) int {
 // shards (or when the server suggests it), and finalizes the manifest when
 // every shard is done, the failure limit is exceeded, or it is cancelled.
 func BatchWorkflow(ctx workflow.Context, in BatchInput) (BatchResult, error) {
+	// A bad input (from any client: the contract is public) fails the batch
+	// at once, naming the field; zero options get their defaults.
+	if err := in.Validate(); err != nil {
+		return BatchResult{}, temporal.NewNonRetryableApplicationError("invalid batch input: "+err.Error(), ErrTypeInvalidInput, nil)
+	}
 	cur := Cursor{Run: 1, StartedAt: workflow.Now(ctx)}
 	if in.Cursor != nil {
 		cur = *in.Cursor
@@ -252,7 +272,7 @@ func BatchWorkflow(ctx workflow.Context, in BatchInput) (BatchResult, error) {
 		sin := ShardInput{
 			BatchID: in.BatchID, Store: in.Store, Shard: shard,
 			FirstIndex: int64(shard) * int64(o.ShardSize), Items: shardItems(in, shard), Options: o,
-			Redrive: in.Redrive,
+			Redrive: in.Redrive, InputDir: in.InputDir,
 		}
 		cctx := workflow.WithWorkflowID(childCtx, fmt.Sprintf("%s/shard-%d", in.BatchID, shard))
 		f := workflow.ExecuteChildWorkflow(cctx, ShardWorkflowName, sin)

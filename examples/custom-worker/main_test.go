@@ -158,7 +158,7 @@ func TestCustomWorker(t *testing.T) {
 	const id = "custom-reverse"
 	opts := pipeline.DefaultOptions()
 	opts.Processor, opts.ShardSize = "reverse", 100
-	st, err := pipeline.Stage(ctx, b, id, "inputs.jsonl", r, opts.ShardSize, nil)
+	st, err := pipeline.Stage(ctx, b, id, "", "inputs.jsonl", r, opts.ShardSize, nil)
 	r.Close()
 	if err != nil {
 		t.Fatal(err)

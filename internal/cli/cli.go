@@ -5,7 +5,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,13 +14,10 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"go.temporal.io/sdk/client"
-	"go.temporal.io/sdk/contrib/envconfig"
-	"go.temporal.io/sdk/worker"
 
+	"github.com/batchpipe/batchpipe"
 	"github.com/batchpipe/batchpipe/blobstore"
-	"github.com/batchpipe/batchpipe/internal/devserver"
-	"github.com/batchpipe/batchpipe/pipeline"
+	"github.com/batchpipe/batchpipe/embedded"
 )
 
 // Exit codes.
@@ -110,117 +106,65 @@ func usageArgs(check cobra.PositionalArgs) cobra.PositionalArgs {
 	}
 }
 
-// temporalProfile loads the Temporal client settings the SDK's envconfig
-// conventions give (config file profile, then TEMPORAL_* variables).
-func temporalProfile(o *IO) (envconfig.ClientConfigProfile, error) {
-	return envconfig.LoadClientConfigProfile(envconfig.LoadClientConfigProfileOptions{EnvLookup: envLookup{o}})
+// temporalConfigured reports whether the environment names a Temporal
+// service (TEMPORAL_ADDRESS or a profile); without one, commands run the
+// embedded server.
+func temporalConfigured(o *IO) (bool, error) {
+	opts, err := batchpipe.TemporalOptions(envLookup{o})
+	if err != nil {
+		return false, usageError{err}
+	}
+	return opts.HostPort != "", nil
 }
 
-// connection is a Temporal client, and, in embedded mode, the server and
-// worker this process runs.
-type connection struct {
-	Client   client.Client
-	Embedded bool
-	server   *devserver.Server
-	worker   worker.Worker
+// newClient opens the batchpipe client the flags and environment say: the
+// configured Temporal service, or, when none is configured, the embedded
+// server under .batchpipe/embedded (started on first need) with, if
+// withWorker, an in-process worker on taskQueue. Status and cancel must not
+// start processing a batch of the embedded server, so they ask for none.
+func newClient(ctx context.Context, o *IO, storeFlag, taskQueue string, logger *slog.Logger, withWorker bool) (c *batchpipe.Client, isEmbedded bool, err error) {
+	storeURL, err := resolveStore(o, storeFlag)
+	if err != nil {
+		return nil, false, err
+	}
+	configured, err := temporalConfigured(o)
+	if err != nil {
+		return nil, false, err
+	}
+	if configured {
+		c, err = batchpipe.Dial(ctx, batchpipe.Config{Store: storeURL, TaskQueue: taskQueue, Logger: logger, EnvLookup: envLookup{o}})
+		return c, false, err
+	}
+	c, err = embedded.Open(ctx, embedded.Options{Dir: o.stateDir(), Store: storeURL, TaskQueue: taskQueue,
+		Logger: logger, NoWorker: !withWorker})
+	return c, true, err
 }
 
-func (c *connection) Close() {
-	if c.worker != nil {
-		c.worker.Stop()
-		pipeline.DefaultRegistry.Close() // stops exec: processors
-	}
-	if c.Client != nil {
-		c.Client.Close()
-	}
-	if c.server != nil {
-		c.server.Stop()
-	}
-}
-
-// connect dials the configured Temporal service, or, when none is
-// configured, starts the embedded server under .batchpipe/embedded and an
-// in-process worker on taskQueue.
-func connect(ctx context.Context, o *IO, taskQueue string, logger *slog.Logger, withWorker bool) (*connection, error) {
-	prof, err := temporalProfile(o)
-	if err != nil {
-		return nil, usagef("temporal configuration: %v", err)
-	}
-	if prof.Address == "" {
-		return connectEmbedded(ctx, o, taskQueue, logger, withWorker)
-	}
-	opts, err := prof.ToClientOptions(envconfig.ToClientOptionsRequest{})
-	if err != nil {
-		return nil, usagef("temporal configuration: %v", err)
-	}
-	opts.Logger = quietSDKLogger(logger)
-	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
-	defer cancel()
-	c, err := client.DialContext(dctx, opts)
-	if err != nil {
-		ns := opts.Namespace
-		if ns == "" {
-			ns = "default"
-		}
-		return nil, fmt.Errorf("cannot reach Temporal at %s (namespace %q): %v", opts.HostPort, ns, err)
-	}
-	return &connection{Client: c}, nil
-}
-
-func connectEmbedded(ctx context.Context, o *IO, taskQueue string, logger *slog.Logger, withWorker bool) (*connection, error) {
-	srv, err := devserver.Start(ctx, devserver.Options{Dir: filepath.Join(o.stateDir(), "embedded"), Logger: logger, LogLevel: serverLogLevel(logger)})
-	if err != nil {
-		if errors.Is(err, devserver.ErrStateDirInUse) {
-			return nil, fmt.Errorf("%v\n(another submit is running in this directory; wait for it, or run `worker --dev` and point submit at it with TEMPORAL_ADDRESS=127.0.0.1:7233)", err)
-		}
-		return nil, fmt.Errorf("starting the embedded Temporal server: %w", err)
-	}
-	c, err := client.DialContext(ctx, client.Options{HostPort: srv.FrontendAddr(), Namespace: srv.Namespace(), Logger: quietSDKLogger(logger)})
-	if err != nil {
-		srv.Stop()
-		return nil, err
-	}
-	if !withWorker {
-		return &connection{Client: c, Embedded: true, server: srv}, nil
-	}
-	pipeline.DefaultRegistry.SetExecOptions(pipeline.ExecOptions{Logger: logger})
-	w := pipeline.NewWorker(c, taskQueue, pipeline.WorkerOptions{Logger: logger})
-	if err := w.Start(); err != nil {
-		c.Close()
-		srv.Stop()
-		return nil, err
-	}
-	return &connection{Client: c, Embedded: true, server: srv, worker: w}, nil
-}
-
-// openStore opens a store URL given on the command line. URLs must not
-// carry credentials (they would end up in workflow history); the default
-// file store's directory is created.
-func openStore(ctx context.Context, o *IO, rawURL string) (blobstore.Bucket, string, error) {
+// resolveStore is the store URL: the flag, else $BATCHPIPE_STORE, else the
+// file store under .batchpipe/ (created).
+func resolveStore(o *IO, rawURL string) (string, error) {
 	if rawURL == "" {
 		rawURL = o.getenv("BATCHPIPE_STORE")
 	}
 	if rawURL == "" {
 		rawURL = o.defaultStore()
 		if err := os.MkdirAll(strings.TrimPrefix(rawURL, "file://"), 0o755); err != nil {
-			return nil, "", err
+			return "", err
 		}
 	}
-	if blobstore.Redact(rawURL) != rawURL {
-		return nil, "", usagef("store URL %s must not contain credentials: set them in the environment (AWS_* or MINIO_ROOT_*)", blobstore.Redact(rawURL))
-	}
-	b, err := blobstore.Open(ctx, rawURL)
+	return rawURL, nil
+}
+
+// openStore opens a store URL given on the command line (see resolveStore)
+// and checks that it answers.
+func openStore(ctx context.Context, o *IO, rawURL string) (blobstore.Bucket, string, error) {
+	rawURL, err := resolveStore(o, rawURL)
 	if err != nil {
-		return nil, "", usageError{err}
+		return nil, "", err
 	}
-	// Fail fast on an unreachable store or missing bucket.
-	lctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	for _, err := range b.List(lctx, "batches/.probe/") {
-		if err != nil {
-			b.Close()
-			return nil, "", fmt.Errorf("store %s is not usable: %w", b.URL(), err)
-		}
+	b, err := batchpipe.OpenStore(ctx, rawURL)
+	if err != nil {
+		return nil, "", err
 	}
 	return b, rawURL, nil
 }
@@ -230,15 +174,6 @@ func openStore(ctx context.Context, o *IO, rawURL string) (blobstore.Bucket, str
 func newLogger(w io.Writer, verbose bool) *slog.Logger {
 	l, _ := newFormatLogger(w, "text", verbose)
 	return l
-}
-
-// serverLogLevel keeps the embedded server silent unless debugging: its
-// warnings (e.g. on shutdown) mean nothing to a batchpipe user.
-func serverLogLevel(l *slog.Logger) slog.Level {
-	if l.Enabled(context.Background(), slog.LevelDebug) {
-		return slog.LevelWarn
-	}
-	return slog.LevelError + 8
 }
 
 // newFormatLogger is newLogger with a choice of text or JSON records.
@@ -255,6 +190,15 @@ func newFormatLogger(w io.Writer, format string, verbose bool) (*slog.Logger, er
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, usagef("--log-format %q: want text or json", format)
+}
+
+// serverLogLevel keeps the embedded server silent unless debugging: its
+// warnings (e.g. on shutdown) mean nothing to a batchpipe user.
+func serverLogLevel(l *slog.Logger) slog.Level {
+	if l.Enabled(context.Background(), slog.LevelDebug) {
+		return slog.LevelWarn
+	}
+	return slog.LevelError + 8
 }
 
 // dialTimeout bounds how long a command waits for Temporal to answer.

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/batchpipe/batchpipe"
 	"github.com/batchpipe/batchpipe/blobstore"
 	"github.com/batchpipe/batchpipe/manifests"
 )
@@ -203,7 +204,7 @@ func gcCandidates(ctx context.Context, o *IO, f *opsFlags, b blobstore.Bucket, c
 	slices.Sort(ids)
 	var victims []gcBatch
 	var kept []string
-	var conn *connection
+	var conn *batchpipe.Client
 	defer func() {
 		if conn != nil {
 			conn.Close()
@@ -224,11 +225,15 @@ func gcCandidates(ctx context.Context, o *IO, f *opsFlags, b blobstore.Bucket, c
 		}
 		// A finished batch may be running again (redrive): ask Temporal.
 		if conn == nil {
-			if conn, err = opsConnect(ctx, o, f); err != nil {
+			if conn, _, err = opsClient(ctx, o, f, false); err != nil {
 				return nil, nil, fmt.Errorf("cannot ask Temporal which batches are running, so nothing is deleted: %w", err)
 			}
 		}
-		if desc, err := conn.Client.DescribeWorkflowExecution(ctx, id, ""); err == nil && desc.WorkflowExecutionInfo.GetCloseTime() == nil {
+		tc, err := conn.Temporal(ctx)
+		if err != nil {
+			return nil, nil, fmt.Errorf("cannot ask Temporal which batches are running, so nothing is deleted: %w", inUse(o, err))
+		}
+		if desc, err := tc.DescribeWorkflowExecution(ctx, id, ""); err == nil && desc.WorkflowExecutionInfo.GetCloseTime() == nil {
 			kept = append(kept, fmt.Sprintf("%s: running (a redrive)", id))
 			continue
 		}
@@ -263,4 +268,4 @@ func deleteBatch(ctx context.Context, b blobstore.Bucket, g gcBatch, keepInputs 
 }
 
 // collectedKey marks a batch whose results gc deleted, keeping its input.
-func collectedKey(batchID string) string { return manifests.BatchPrefix(batchID) + "collected.json" }
+func collectedKey(batchID string) string { return manifests.CollectedKey(batchID) }

@@ -128,7 +128,7 @@ func TestGC(t *testing.T) {
 	r := submit(t, dir, nil, "--wait=false", "--batch-id", "B", "--shard-size", "1", "--concurrency", "1", "B.jsonl")
 	wantExit(t, "submit --wait=false B", r, cli.ExitOK)
 	before := snapshot(t, dir)
-	for _, k := range []string{manifests.InputIndexKey("B"), manifests.ManifestKey("A"), manifests.ManifestKey("C"), manifests.ManifestKey("D")} {
+	for _, k := range []string{manifests.BatchSpecKey("B"), manifests.ManifestKey("A"), manifests.ManifestKey("C"), manifests.ManifestKey("D")} {
 		if _, ok := before[k]; !ok {
 			t.Fatalf("setup: %s missing from the store", k)
 		}

@@ -8,17 +8,15 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
-	"go.temporal.io/api/serviceerror"
-	"go.temporal.io/api/workflowservice/v1"
 
+	"github.com/batchpipe/batchpipe"
 	"github.com/batchpipe/batchpipe/blobstore"
-	"github.com/batchpipe/batchpipe/internal/devserver"
+	"github.com/batchpipe/batchpipe/embedded"
 	"github.com/batchpipe/batchpipe/manifests"
 	"github.com/batchpipe/batchpipe/pipeline"
 )
@@ -47,96 +45,18 @@ func subcommand(use, short string, args cobra.PositionalArgs, run func(cmd *cobr
 	return cmd
 }
 
-// batchState is what status and list report for one batch.
-type batchState struct {
-	BatchID    string     `json:"batch_id"`
-	Status     string     `json:"status"` // running, staged, or a manifest status
-	Items      int64      `json:"items"`
-	Done       int64      `json:"done"`
-	Succeeded  int64      `json:"succeeded"`
-	Failed     int64      `json:"failed"`
-	Shards     int        `json:"shards,omitempty"`
-	InFlight   int        `json:"shards_in_flight,omitempty"`
-	Run        int        `json:"run,omitempty"`
-	Rate       float64    `json:"items_per_second,omitempty"`
-	ETASeconds float64    `json:"eta_seconds,omitempty"`
-	Started    *time.Time `json:"started_at,omitempty"`
-	Finished   *time.Time `json:"finished_at,omitempty"`
-	Manifest   string     `json:"manifest,omitempty"`
-	Error      string     `json:"error,omitempty"` // why list could not read the manifest
+// opsClient opens the batchpipe client of a command that acts on existing
+// batches; withWorker for those that need batches to move (cancel, redrive).
+func opsClient(ctx context.Context, o *IO, f *opsFlags, withWorker bool) (*batchpipe.Client, bool, error) {
+	return newClient(ctx, o, f.store, f.taskQueue, newLogger(o.Stderr, f.verbose), withWorker)
 }
 
-func fromManifest(m manifests.Manifest, key string) batchState {
-	s, f := m.StartedAt, m.FinishedAt
-	return batchState{BatchID: m.BatchID, Status: m.Status, Items: m.Input.Items, Done: m.Counts.Items,
-		Succeeded: m.Counts.Succeeded, Failed: m.Counts.Failed, Shards: m.Input.Shards, Started: &s, Finished: &f, Manifest: key}
-}
-
-func fromProgress(p pipeline.Progress) batchState {
-	st := batchState{BatchID: p.BatchID, Status: "running", Items: p.Items, Done: p.Done, Succeeded: p.Succeeded,
-		Failed: p.Failed, Shards: p.Shards, InFlight: p.InFlight, Run: p.Run}
-	if !p.StartedAt.IsZero() {
-		s := p.StartedAt
-		st.Started = &s
-		if el := time.Since(s).Seconds(); el > 0 && p.Done > 0 {
-			st.Rate = float64(p.Done) / el
-			st.ETASeconds = float64(p.Items-p.Done) / st.Rate
-		}
+// inUse says what an embedded server busy with another submit means here.
+func inUse(o *IO, err error) error {
+	if errors.Is(err, embedded.ErrInUse) {
+		return fmt.Errorf("the embedded server in %s is in use by a running submit; its batch is running there (ask again when it ends, or use `worker --dev`)", o.stateDir())
 	}
-	return st
-}
-
-// opsConnect connects without running a worker: status and cancel must not
-// start processing a batch of the embedded server.
-func opsConnect(ctx context.Context, o *IO, f *opsFlags) (*connection, error) {
-	conn, err := connect(ctx, o, f.taskQueue, newLogger(o.Stderr, f.verbose), false)
-	if errors.Is(err, devserver.ErrStateDirInUse) {
-		return nil, fmt.Errorf("the embedded server in %s is in use by a running submit; its batch is running there (ask again when it ends, or use `worker --dev`)", o.stateDir())
-	}
-	return conn, err
-}
-
-// lookupBatch finds a batch by id: its manifest if finished, else its
-// progress from Temporal. An id known to neither is a usage error.
-func lookupBatch(ctx context.Context, o *IO, f *opsFlags, b blobstore.Bucket, id string) (batchState, error) {
-	if err := manifests.ValidateBatchID(id); err != nil {
-		return batchState{}, usageError{err}
-	}
-	conn, cerr := opsConnect(ctx, o, f)
-	if cerr == nil {
-		defer conn.Close()
-		// Ask for progress only while the batch runs: a query on a closed
-		// workflow waits for a worker to replay it, for nothing.
-		if desc, derr := conn.Client.DescribeWorkflowExecution(ctx, id, ""); derr == nil && desc.WorkflowExecutionInfo.GetCloseTime() == nil {
-			qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			p, err := pipeline.QueryProgress(qctx, conn.Client, id)
-			cancel()
-			if err == nil {
-				return fromProgress(p), nil
-			}
-			// Started, but no worker answers (in embedded mode nothing runs
-			// a batch once its submit exited): running, progress unknown.
-			st := batchState{BatchID: id, Status: "running"}
-			if staged, err := pipeline.ReadStaged(ctx, b, id); err == nil {
-				st.Items, st.Shards = staged.Items, staged.Shards
-			}
-			return st, nil
-		}
-	}
-	m, err := readManifest(ctx, b, id)
-	if err == nil {
-		return fromManifest(m, blobstore.Prefix(b)+manifests.ManifestKey(id)), nil
-	}
-	if !errors.Is(err, blobstore.ErrNotFound) {
-		return batchState{}, err
-	}
-	if st, err := pipeline.ReadStaged(ctx, b, id); err == nil {
-		return batchState{BatchID: id, Status: "staged", Items: st.Items, Shards: st.Shards}, nil
-	}
-	if cerr != nil {
-		return batchState{}, fmt.Errorf("batch %s has no manifest in %s and Temporal cannot be asked: %w", id, b.URL(), cerr)
-	}
-	return batchState{}, usagef("unknown batch %q: no such batch in %s or on Temporal", id, b.URL())
+	return err
 }
 
 func newStatusCommand(o *IO) *cobra.Command {
@@ -144,14 +64,21 @@ func newStatusCommand(o *IO) *cobra.Command {
 	cmd := subcommand("status ID", "Show a batch's progress (running) or its manifest's status and counts (finished)", cobra.ExactArgs(1),
 		func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			b, _, err := openStore(ctx, o, f.store)
+			if err := manifests.ValidateBatchID(args[0]); err != nil {
+				return usageError{err}
+			}
+			c, _, err := opsClient(ctx, o, f, false)
 			if err != nil {
 				return err
 			}
-			defer b.Close()
-			st, err := lookupBatch(ctx, o, f, b, args[0])
+			defer c.Close()
+			b, err := c.Batch(ctx, args[0])
 			if err != nil {
-				return err
+				return inUse(o, err)
+			}
+			st, err := b.Status(ctx)
+			if err != nil {
+				return inUse(o, err)
 			}
 			if f.json {
 				enc := json.NewEncoder(o.Stdout)
@@ -181,47 +108,29 @@ func newCancelCommand(o *IO) *cobra.Command {
 		func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			id := args[0]
-			b, err := openBatchStore(ctx, o, f, id)
+			if err := manifests.ValidateBatchID(id); err != nil {
+				return usageError{err}
+			}
+			// Only a worker writes the canceled manifest; with the embedded
+			// server that worker is this process.
+			c, _, err := opsClient(ctx, o, f, true)
 			if err != nil {
 				return err
 			}
-			defer b.Close()
-			conn, err := opsConnect(ctx, o, f)
+			defer c.Close()
+			b, err := c.Batch(ctx, id)
 			if err != nil {
-				return err
+				return inUse(o, err)
 			}
-			defer conn.Close()
-			desc, err := conn.Client.DescribeWorkflowExecution(ctx, id, "")
-			var nf *serviceerror.NotFound
-			if errors.As(err, &nf) {
-				return usagef("unknown batch %q: no such workflow on Temporal", id)
-			}
-			if err != nil {
-				return err
-			}
-			if desc.WorkflowExecutionInfo.GetCloseTime() != nil {
-				return usagef("batch %s is not running (it ended as %s)", id, strings.ToLower(desc.WorkflowExecutionInfo.GetStatus().String()))
-			}
-			if err := conn.Client.CancelWorkflow(ctx, id, ""); err != nil {
-				return err
+			if err := b.Cancel(ctx); err != nil {
+				return inUse(o, err)
 			}
 			fmt.Fprintf(o.Stderr, "cancel requested for batch %s; waiting for its children to stop\n", id)
-			if conn.Embedded {
-				// Only a worker writes the canceled manifest; with the
-				// embedded server that worker is this process.
-				conn.Close()
-				conn, err = connect(ctx, o, f.taskQueue, newLogger(o.Stderr, f.verbose), true)
-				if err != nil {
-					return err
-				}
-				defer conn.Close()
-			}
-			_ = conn.Client.GetWorkflow(ctx, id, "").Get(ctx, nil)
-			m, err := readManifest(ctx, b, id)
+			res, err := b.Wait(ctx, nil)
 			if err != nil {
 				return fmt.Errorf("batch %s was canceled but its manifest cannot be read: %w", id, err)
 			}
-			printSummary(o, b, m, 0)
+			printSummary(o, c.Store(), res.Manifest, 0)
 			return nil
 		})
 	f.register(cmd, false)
@@ -233,98 +142,37 @@ func newListCommand(o *IO) *cobra.Command {
 	cmd := subcommand("list", "List batches known to the store and to Temporal", cobra.NoArgs,
 		func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			b, _, err := openStore(ctx, o, f.store)
+			c, _, err := opsClient(ctx, o, f, false)
 			if err != nil {
 				return err
 			}
-			defer b.Close()
-			states := map[string]batchState{}
-			// Finished and staged batches, from the store.
-			for a, err := range b.List(ctx, "batches/") {
+			defer c.Close()
+			list := []batchpipe.Status{}
+			for st, err := range c.List(ctx) {
+				if errors.Is(err, batchpipe.ErrRunningNotListed) {
+					fmt.Fprintf(o.Stderr, "note: %v\n", inUse(o, err))
+					continue
+				}
 				if err != nil {
 					return err
 				}
-				id, rest, _ := strings.Cut(strings.TrimPrefix(a.Key, "batches/"), "/")
-				switch rest {
-				case "manifest.json":
-					m, err := readManifest(ctx, b, id)
-					if err != nil {
-						if ctx.Err() != nil {
-							return err
-						}
-						if errors.Is(err, blobstore.ErrNotFound) {
-							continue // deleted since listed (gc deletes the manifest last)
-						}
-						// One bad manifest must not hide the other batches: flag it, exit 0.
-						fmt.Fprintf(o.Stderr, "warning: batch %s: unreadable manifest: %v\n", id, err)
-						reason := err
-						if u := errors.Unwrap(err); u != nil {
-							reason = u // without the key and store, which the row and stderr give
-						}
-						states[id] = batchState{BatchID: id, Status: "unreadable manifest", Error: reason.Error(), Manifest: blobstore.Prefix(b) + a.Key}
-						continue
-					}
-					states[id] = fromManifest(m, blobstore.Prefix(b)+a.Key)
-				case "collected.json":
-					states[id] = batchState{BatchID: id, Status: "collected"}
-				case "input/index.json":
-					if _, ok := states[id]; !ok {
-						if st, err := pipeline.ReadStaged(ctx, b, id); err == nil {
-							states[id] = batchState{BatchID: id, Status: "staged", Items: st.Items, Shards: st.Shards}
-						}
-					}
+				if st.Error != "" {
+					fmt.Fprintf(o.Stderr, "warning: batch %s: unreadable manifest %s: %s\n", st.BatchID, st.Manifest, st.Error)
 				}
+				list = append(list, st)
 			}
-			// Running batches, from Temporal.
-			if conn, err := opsConnect(ctx, o, f); err != nil {
-				fmt.Fprintf(o.Stderr, "note: running batches not listed: %v\n", err)
-			} else {
-				defer conn.Close()
-				resp, err := conn.Client.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
-					Query: fmt.Sprintf("WorkflowType = '%s' AND ExecutionStatus = 'Running'", pipeline.BatchWorkflowName),
-				})
-				if err != nil {
-					fmt.Fprintf(o.Stderr, "note: running batches not listed: %v\n", err)
-				} else {
-					for _, e := range resp.Executions {
-						id := e.GetExecution().GetWorkflowId()
-						qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-						p, err := pipeline.QueryProgress(qctx, conn.Client, id)
-						cancel()
-						if err != nil {
-							// No worker answers: keep the size the store knows.
-							prev := states[id]
-							states[id] = batchState{BatchID: id, Status: "running", Items: prev.Items, Shards: prev.Shards}
-							continue
-						}
-						states[id] = fromProgress(p)
-					}
-				}
-			}
-			ids := slices.Sorted(func(yield func(string) bool) {
-				for id := range states {
-					if !yield(id) {
-						return
-					}
-				}
-			})
 			if f.json {
-				var list []batchState
-				for _, id := range ids {
-					list = append(list, states[id])
-				}
 				enc := json.NewEncoder(o.Stdout)
 				enc.SetIndent("", "  ")
 				return enc.Encode(list)
 			}
 			tw := tabwriter.NewWriter(o.Stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "BATCH\tSTATUS\tITEMS\tFAILED\tSTARTED\tFINISHED")
-			for _, id := range ids {
-				s := states[id]
+			for _, s := range list {
 				if s.Error != "" {
 					s.Status += ": " + s.Error
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\n", id, s.Status, s.Items, s.Failed, fmtTime(s.Started), fmtTime(s.Finished))
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\n", s.BatchID, s.Status, s.Items, s.Failed, fmtTime(s.Started), fmtTime(s.Finished))
 			}
 			return tw.Flush()
 		})
@@ -348,54 +196,51 @@ func newRedriveCommand(o *IO) *cobra.Command {
 			ctx := cmd.Context()
 			start := time.Now()
 			id := args[0]
-			b, err := openBatchStore(ctx, o, f, id)
+			if err := manifests.ValidateBatchID(id); err != nil {
+				return usageError{err}
+			}
+			if concurrency < 0 {
+				return usagef("--concurrency must be at least 1, got %d", concurrency)
+			}
+			c, _, err := opsClient(ctx, o, f, true)
 			if err != nil {
 				return err
 			}
-			defer b.Close()
-			m, err := readManifest(ctx, b, id)
+			defer c.Close()
+			m, err := readManifest(ctx, c.Store(), id)
 			if errors.Is(err, blobstore.ErrNotFound) {
-				return usagef("batch %s has no manifest in %s: it is unknown or still running; only a finished batch can be redriven", id, b.URL())
+				return usagef("batch %s has no manifest in %s: it is unknown or still running; only a finished batch can be redriven", id, c.Store().URL())
 			}
 			if err != nil {
 				return err
 			}
-			if m.Status == manifests.StatusSucceeded {
+			b, err := c.Batch(ctx, id)
+			if err != nil {
+				return inUse(o, err)
+			}
+			n, err := b.Redrive(ctx, batchpipe.RedriveOptions{Concurrency: concurrency})
+			if err != nil {
+				return inUse(o, err)
+			}
+			if n == 0 {
 				fmt.Fprintf(o.Stderr, "batch %s succeeded: nothing to redrive\n", id)
-				printSummary(o, b, m, 0)
+				printSummary(o, c.Store(), m, 0)
 				return nil
-			}
-			spec, err := pipeline.ReadSpec(ctx, b, id)
-			if err != nil {
-				return fmt.Errorf("batch %s cannot be redriven: its start parameters (%s) cannot be read: %w", id, manifests.BatchSpecKey(id), err)
-			}
-			conn, err := connect(ctx, o, f.taskQueue, newLogger(o.Stderr, f.verbose), true)
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			if concurrency > 0 {
-				spec.Options.Concurrency = concurrency
-			}
-			n := m.Redrives + 1
-			run, err := pipeline.StartRedrive(ctx, conn.Client, f.taskQueue, spec, n)
-			if err != nil {
-				return fmt.Errorf("redriving batch %s: %w", id, err)
 			}
 			fmt.Fprintf(o.Stderr, "redrive %d of batch %s: re-running %d failed items and %d unfinished\n", n, id, m.Counts.Failed, m.Input.Items-m.Counts.Items)
 			if !wait {
 				fmt.Fprintln(o.Stdout, id)
 				return nil
 			}
-			if _, err := waitWithProgress(ctx, o, conn.Client, run, spec.Items); err != nil && ctx.Err() != nil {
+			res, err := waitWithProgress(ctx, o, b)
+			if err != nil && ctx.Err() != nil {
 				return exitError{ExitFailed}
 			}
-			m, err = readManifest(context.WithoutCancel(ctx), b, id)
 			if err != nil {
 				return err
 			}
-			printSummary(o, b, m, time.Since(start))
-			return exitError{statusExit(m.Status)}
+			printSummary(o, c.Store(), res.Manifest, time.Since(start))
+			return exitError{statusExit(res.Manifest.Status)}
 		})
 	f.register(cmd, false)
 	cmd.Flags().BoolVar(&wait, "wait", true, "wait for the redrive to finish, showing progress")

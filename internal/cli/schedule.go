@@ -16,7 +16,9 @@ import (
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
+	sdklog "go.temporal.io/sdk/log"
 
+	"github.com/batchpipe/batchpipe"
 	"github.com/batchpipe/batchpipe/blobstore"
 	"github.com/batchpipe/batchpipe/manifests"
 	"github.com/batchpipe/batchpipe/pipeline"
@@ -34,18 +36,21 @@ var overlapPolicies = map[string]enumspb.ScheduleOverlapPolicy{
 // scheduleConnect dials Temporal for schedule commands: schedules need a
 // server that keeps running, so the embedded default does not do.
 func scheduleConnect(ctx context.Context, o *IO, verbose bool) (client.Client, error) {
-	prof, err := temporalProfile(o)
+	opts, err := batchpipe.TemporalOptions(envLookup{o})
 	if err != nil {
-		return nil, usagef("temporal configuration: %v", err)
+		return nil, usageError{err}
 	}
-	if prof.Address == "" {
+	if opts.HostPort == "" {
 		return nil, usagef("schedules need a Temporal server that keeps running: start `worker --dev` (or use a cluster) and set TEMPORAL_ADDRESS, e.g. TEMPORAL_ADDRESS=127.0.0.1:7233")
 	}
-	conn, err := connect(ctx, o, "", newLogger(o.Stderr, verbose), false)
+	opts.Logger = sdklog.NewStructuredLogger(newLogger(o.Stderr, verbose))
+	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	defer cancel()
+	c, err := client.DialContext(dctx, opts)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("cannot reach Temporal at %s: %v", opts.HostPort, err)
 	}
-	return conn.Client, nil
+	return c, nil
 }
 
 func scheduleHandle(ctx context.Context, c client.Client, name string) (client.ScheduleHandle, error) {
@@ -210,15 +215,19 @@ func newScheduleCreate(o *IO) *cobra.Command {
 				}
 				input = "file://" + abs
 			}
-			if err := checkInputURL(input, f); err != nil {
+			if f.fromFailures {
+				return usagef("--from-failures reads local files; download %s first", blobstore.Redact(input))
+			}
+			if err := batchpipe.CheckInputURL(input); err != nil {
 				return err
 			}
-			opts, err := f.options(o.Stderr, true) // schedules live on a Temporal service
+			req, err := f.request(cmd, o.Stderr, true) // schedules live on a Temporal service
 			if err != nil {
 				return err
 			}
-			if !cmd.Flags().Changed("shard-size") {
-				opts.ShardSize = 0
+			opts, err := req.BatchOptions()
+			if err != nil {
+				return err
 			}
 			b, storeURL, err := openStore(ctx, o, f.store)
 			if err != nil {

@@ -295,7 +295,7 @@ func TestSubmitBadUsage(t *testing.T) {
 		{name: "concurrency -1", args: []string{"--concurrency", "-1"}, want: []string{"--concurrency"}},
 		{name: "batch id escapes", args: []string{"--batch-id", "../x"}, want: []string{"--batch-id", "../x"}},
 		{name: "max failures abc", args: []string{"--max-failures", "abc"}, want: []string{"--max-failures", "abc"}},
-		{name: "max failures 0", args: []string{"--max-failures", "0"}, want: []string{"--max-failures"}},
+		{name: "max failures NaN", args: []string{"--max-failures", "NaN%"}, want: []string{"--max-failures", "NaN%"}},
 		{name: "shard size not a number", args: []string{"--shard-size", "ten"}, want: []string{"shard-size"}},
 		{name: "unknown flag", args: []string{"--no-such-flag"}, want: []string{"no-such-flag"}},
 		{name: "unknown format", args: []string{"--format", "xml"}, want: []string{"--format", "xml"}},
@@ -605,8 +605,8 @@ func TestSubmitNoWait(t *testing.T) {
 	if r.stdout != "nw1\n" {
 		t.Errorf("stdout %q, want the batch id alone", r.stdout)
 	}
-	if _, err := os.Stat(filepath.Join(blobsDir(dir), filepath.FromSlash(manifests.InputIndexKey("nw1")))); err != nil {
-		t.Errorf("staged input index: %v", err)
+	if _, err := os.Stat(filepath.Join(blobsDir(dir), filepath.FromSlash(manifests.BatchSpecKey("nw1")))); err != nil {
+		t.Errorf("the started batch's spec: %v", err)
 	}
 
 	// In embedded mode nothing ran the batch after submit exited; the same

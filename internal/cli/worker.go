@@ -7,9 +7,10 @@ import (
 
 	"github.com/spf13/cobra"
 	"go.temporal.io/sdk/client"
-	"go.temporal.io/sdk/contrib/envconfig"
+	sdklog "go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/worker"
 
+	"github.com/batchpipe/batchpipe"
 	"github.com/batchpipe/batchpipe/internal/devserver"
 	"github.com/batchpipe/batchpipe/pipeline"
 )
@@ -120,18 +121,14 @@ func runWorker(ctx context.Context, o *IO, f *workerFlags) error {
 			return nil
 		}
 	} else {
-		prof, err := temporalProfile(o)
-		if err != nil {
-			return usagef("temporal configuration: %v", err)
+		if copts, err = batchpipe.TemporalOptions(envLookup{o}); err != nil {
+			return usageError{err}
 		}
-		if prof.Address == "" {
+		if copts.HostPort == "" {
 			return usagef("no Temporal address configured: set TEMPORAL_ADDRESS (or a profile), or run `worker --dev` for an embedded server")
 		}
-		if copts, err = prof.ToClientOptions(envconfig.ToClientOptionsRequest{}); err != nil {
-			return usagef("temporal configuration: %v", err)
-		}
 	}
-	copts.Logger = quietSDKLogger(logger)
+	copts.Logger = sdklog.NewStructuredLogger(logger)
 	var pm *pipeline.Metrics
 	if metrics != nil {
 		copts.MetricsHandler = metrics.SDK

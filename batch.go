@@ -1,0 +1,299 @@
+package batchpipe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"go.temporal.io/api/serviceerror"
+
+	"github.com/batchpipe/batchpipe/blobstore"
+	"github.com/batchpipe/batchpipe/manifests"
+	"github.com/batchpipe/batchpipe/pipeline"
+)
+
+// Batch is a handle on one batch, running or finished.
+type Batch struct {
+	c    *Client
+	id   string
+	spec pipeline.BatchInput
+
+	// Attached is true when Submit found the batch under way or done
+	// (same id, same input) instead of starting it.
+	Attached bool
+	// Finished is true when the batch had finished before Submit.
+	Finished bool
+}
+
+func (c *Client) newBatch(id string, spec pipeline.BatchInput, attached, finished bool) *Batch {
+	return &Batch{c: c, id: id, spec: spec, Attached: attached, Finished: finished}
+}
+
+// Batch returns a handle on the batch with that id, or ErrNotFound when
+// neither the store nor Temporal knows it.
+func (c *Client) Batch(ctx context.Context, id string) (*Batch, error) {
+	if err := manifests.ValidateBatchID(id); err != nil {
+		return nil, &Error{Kind: ErrInvalid, Err: err}
+	}
+	spec, ok, err := c.knownBatch(ctx, id)
+	if err != nil && !errors.Is(err, ErrConflict) {
+		return nil, err
+	}
+	if !ok {
+		tc, terr := c.Temporal(ctx)
+		if terr != nil {
+			return nil, fmt.Errorf("batch %s is not in %s and Temporal cannot be asked: %w", id, c.store.URL(), terr)
+		}
+		in, serr := pipeline.StartedInput(ctx, tc, id)
+		var nf *serviceerror.NotFound
+		if errors.As(serr, &nf) {
+			return nil, kindf(ErrNotFound, "unknown batch %q: no such batch in %s or on Temporal", id, c.store.URL())
+		}
+		if serr != nil {
+			return nil, serr
+		}
+		spec = in
+	}
+	return c.newBatch(id, spec, true, false), nil
+}
+
+// ID is the batch id (the BatchWorkflow's workflow id).
+func (b *Batch) ID() string { return b.id }
+
+// Items is the batch's item count, 0 while a worker still stages its input.
+func (b *Batch) Items() int64 { return b.spec.Items }
+
+// Shards is the batch's shard count, 0 while a worker still stages its input.
+func (b *Batch) Shards() int { return b.spec.Shards }
+
+// Options are the batch's options, as it was started.
+func (b *Batch) Options() pipeline.Options { return b.spec.Options }
+
+// Source names the batch's input.
+func (b *Batch) Source() string { return b.spec.Source }
+
+// Result is how a batch ended: its opened manifest (Manifest, and Results,
+// Failures and Verify to read and check its objects) and the manifest's key.
+type Result struct {
+	*manifests.Batch
+	// ManifestKey is the manifest's key in the store (prefix included).
+	ManifestKey string
+}
+
+// progressInterval is how often Wait asks a running batch for progress.
+const progressInterval = 500 * time.Millisecond
+
+// Wait waits for the batch to finish and returns its manifest, calling
+// progress (if not nil) about twice a second while it runs. A batch that
+// failed, or was canceled, also returns its Result; err is nil unless its
+// input failed validation (ErrInvalid) or it left no readable manifest.
+func (b *Batch) Wait(ctx context.Context, progress func(Progress)) (Result, error) {
+	if !b.Finished {
+		tc, err := b.c.Temporal(ctx)
+		if err != nil {
+			return Result{}, err
+		}
+		done := make(chan error, 1)
+		go func() { done <- tc.GetWorkflow(ctx, b.id, "").Get(ctx, nil) }()
+		tick := time.NewTicker(progressInterval)
+		defer tick.Stop()
+	loop:
+		for {
+			select {
+			case werr := <-done:
+				if ctx.Err() != nil {
+					return Result{}, ctx.Err()
+				}
+				var appErr interface{ Type() string }
+				if errors.As(werr, &appErr) && appErr.Type() == pipeline.ErrTypeInvalidInput {
+					return Result{}, &Error{Kind: ErrInvalid, Err: werr}
+				}
+				break loop
+			case <-tick.C:
+				if progress == nil {
+					continue
+				}
+				qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				p, err := pipeline.QueryProgress(qctx, tc, b.id)
+				cancel()
+				if err == nil { // between runs, or the worker is busy: ask again
+					if p.Items > 0 {
+						b.spec.Items, b.spec.Shards = p.Items, p.Shards
+					}
+					progress(p)
+				}
+			}
+		}
+	}
+	return b.result(context.WithoutCancel(ctx))
+}
+
+// result reads the finished batch's manifest.
+func (b *Batch) result(ctx context.Context) (Result, error) {
+	store := b.c.store
+	mb, err := manifests.Open(ctx, store, b.id)
+	if err != nil {
+		if ok, _ := blobstore.Exists(ctx, store, manifests.CollectedKey(b.id)); ok {
+			return Result{}, kindf(ErrConflict, "batch %s finished and its results were deleted by gc (its input was kept); choose another batch id", b.id)
+		}
+		return Result{}, fmt.Errorf("batch %s left no readable manifest: %w", b.id, err)
+	}
+	res := Result{Batch: mb, ManifestKey: mb.ManifestKey()}
+	if msg, ok := strings.CutPrefix(res.Manifest.Error, "bad input: "); ok && len(res.Manifest.Results) == 0 {
+		return res, invalidf("%s", msg) // a worker's staging refused the input: nothing ran
+	}
+	return res, nil
+}
+
+// Status is what Batch.Status and Client.List report of one batch.
+type Status struct {
+	BatchID    string     `json:"batch_id"`
+	Status     string     `json:"status"` // running, staged, collected, or a manifest status
+	Items      int64      `json:"items"`
+	Done       int64      `json:"done"`
+	Succeeded  int64      `json:"succeeded"`
+	Failed     int64      `json:"failed"`
+	Shards     int        `json:"shards,omitempty"`
+	InFlight   int        `json:"shards_in_flight,omitempty"`
+	Run        int        `json:"run,omitempty"`
+	Rate       float64    `json:"items_per_second,omitempty"`
+	ETASeconds float64    `json:"eta_seconds,omitempty"`
+	Started    *time.Time `json:"started_at,omitempty"`
+	Finished   *time.Time `json:"finished_at,omitempty"`
+	Manifest   string     `json:"manifest,omitempty"`
+	// Error says why a batch's manifest could not be read (list).
+	Error string `json:"error,omitempty"`
+}
+
+// StatusFromManifest is a finished batch's Status.
+func StatusFromManifest(m manifests.Manifest, key string) Status {
+	s, f := m.StartedAt, m.FinishedAt
+	return Status{BatchID: m.BatchID, Status: m.Status, Items: m.Input.Items, Done: m.Counts.Items,
+		Succeeded: m.Counts.Succeeded, Failed: m.Counts.Failed, Shards: m.Input.Shards, Started: &s, Finished: &f, Manifest: key}
+}
+
+// StatusFromProgress is a running batch's Status.
+func StatusFromProgress(p Progress) Status {
+	st := Status{BatchID: p.BatchID, Status: "running", Items: p.Items, Done: p.Done, Succeeded: p.Succeeded,
+		Failed: p.Failed, Shards: p.Shards, InFlight: p.InFlight, Run: p.Run}
+	if !p.StartedAt.IsZero() {
+		s := p.StartedAt
+		st.Started = &s
+		if el := time.Since(s).Seconds(); el > 0 && p.Done > 0 {
+			st.Rate = float64(p.Done) / el
+			st.ETASeconds = float64(p.Items-p.Done) / st.Rate
+		}
+	}
+	return st
+}
+
+// Status reports the batch's progress (running) or its manifest (finished).
+// A running batch whose progress no worker answers has Run 0.
+func (b *Batch) Status(ctx context.Context) (Status, error) {
+	tc, cerr := b.c.Temporal(ctx)
+	if cerr == nil {
+		// Ask for progress only while the batch runs: a query on a closed
+		// workflow waits for a worker to replay it, for nothing.
+		if desc, derr := tc.DescribeWorkflowExecution(ctx, b.id, ""); derr == nil && desc.WorkflowExecutionInfo.GetCloseTime() == nil {
+			qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			p, err := pipeline.QueryProgress(qctx, tc, b.id)
+			cancel()
+			if err == nil {
+				return StatusFromProgress(p), nil
+			}
+			// Started, but no worker answers (in embedded mode nothing runs
+			// a batch once its submit exited): running, progress unknown.
+			return Status{BatchID: b.id, Status: "running", Items: b.spec.Items, Shards: b.spec.Shards}, nil
+		}
+	}
+	store := b.c.store
+	mb, err := manifests.Open(ctx, store, b.id)
+	if err == nil {
+		mb.Close()
+		return StatusFromManifest(mb.Manifest, blobstore.Prefix(store)+manifests.ManifestKey(b.id)), nil
+	}
+	if !errors.Is(err, blobstore.ErrNotFound) {
+		return Status{}, err
+	}
+	if ok, _ := blobstore.Exists(ctx, store, manifests.CollectedKey(b.id)); ok {
+		return Status{BatchID: b.id, Status: "collected"}, nil
+	}
+	if b.spec.Shards > 0 {
+		return Status{BatchID: b.id, Status: "staged", Items: b.spec.Items, Shards: b.spec.Shards}, nil
+	}
+	if cerr != nil {
+		return Status{}, fmt.Errorf("batch %s has no manifest in %s and Temporal cannot be asked: %w", b.id, store.URL(), cerr)
+	}
+	return Status{}, kindf(ErrNotFound, "unknown batch %q: no such batch in %s or on Temporal", b.id, store.URL())
+}
+
+// Cancel asks the running batch to stop: its shards stop at an item
+// boundary and it ends with a canceled manifest listing what was written
+// (Wait returns it). ErrNotRunning if it is not running.
+func (b *Batch) Cancel(ctx context.Context) error {
+	tc, err := b.c.Temporal(ctx)
+	if err != nil {
+		return err
+	}
+	desc, err := tc.DescribeWorkflowExecution(ctx, b.id, "")
+	var nf *serviceerror.NotFound
+	if errors.As(err, &nf) {
+		return kindf(ErrNotFound, "unknown batch %q: no such workflow on Temporal", b.id)
+	}
+	if err != nil {
+		return err
+	}
+	if desc.WorkflowExecutionInfo.GetCloseTime() != nil {
+		return kindf(ErrNotRunning, "batch %s is not running (it ended as %s)", b.id, strings.ToLower(desc.WorkflowExecutionInfo.GetStatus().String()))
+	}
+	b.Finished = false
+	return tc.CancelWorkflow(ctx, b.id, "")
+}
+
+// RedriveOptions change a redrive from the batch's own options.
+type RedriveOptions struct {
+	// Concurrency is the shards in flight; 0 keeps the batch's.
+	Concurrency int
+}
+
+// Redrive re-runs, in place, only the failed items of a finished batch and
+// the shards that a cancel or failure left unfinished; succeeded items'
+// objects are kept. It returns the number of the redrive (1 for the first)
+// and, with nothing to redrive (the batch succeeded), 0. Wait follows it.
+func (b *Batch) Redrive(ctx context.Context, o RedriveOptions) (int, error) {
+	store := b.c.store
+	mb, err := manifests.Open(ctx, store, b.id)
+	if errors.Is(err, blobstore.ErrNotFound) {
+		return 0, kindf(ErrNotRunning, "batch %s has no manifest in %s: it is unknown or still running; only a finished batch can be redriven", b.id, store.URL())
+	}
+	if err != nil {
+		return 0, err
+	}
+	mb.Close()
+	m := mb.Manifest
+	if m.Status == manifests.StatusSucceeded {
+		return 0, nil
+	}
+	spec, err := pipeline.ReadSpec(ctx, store, b.id)
+	if err != nil {
+		return 0, fmt.Errorf("batch %s cannot be redriven: its start parameters (%s) cannot be read: %w", b.id, manifests.BatchSpecKey(b.id), err)
+	}
+	if o.Concurrency < 0 {
+		return 0, invalidf("redrive concurrency must be at least 1, got %d", o.Concurrency)
+	}
+	if o.Concurrency > 0 {
+		spec.Options.Concurrency = o.Concurrency
+	}
+	tc, err := b.c.Temporal(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := m.Redrives + 1
+	if _, err := pipeline.StartRedrive(ctx, tc, b.c.cfg.TaskQueue, spec, n); err != nil {
+		return 0, fmt.Errorf("redriving batch %s: %w", b.id, err)
+	}
+	b.spec, b.Finished = spec, false
+	return n, nil
+}
