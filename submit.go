@@ -64,6 +64,12 @@ type Request struct {
 	// ItemParallelism is the items processed at once within a shard; 0
 	// means 8.
 	ItemParallelism int
+	// ItemBackoff is the wait before an item's second attempt, doubling
+	// after; 0 means a second.
+	ItemBackoff time.Duration
+	// ShardsPerRun is the shards one workflow run starts before it
+	// continues as new; 0 means 500. Tests lower it to see many runs.
+	ShardsPerRun int
 }
 
 // Submit stages r's input and starts its batch, or attaches to the batch
@@ -109,6 +115,8 @@ func (c *Client) specFor(r Request) (pipeline.BatchInput, error) {
 	setIf(&o.ItemTimeout, r.ItemTimeout)
 	setIf(&o.ItemAttempts, r.ItemAttempts)
 	setIf(&o.ItemParallelism, r.ItemParallelism)
+	setIf(&o.ItemBackoff, r.ItemBackoff)
+	setIf(&o.ShardsPerRun, r.ShardsPerRun)
 	o.MaxFailures = r.MaxFailures
 	switch {
 	case r.ShardSize < 0:
@@ -119,6 +127,8 @@ func (c *Client) specFor(r Request) (pipeline.BatchInput, error) {
 		return pipeline.BatchInput{}, invalidf("item attempts must be at least 1, got %d", r.ItemAttempts)
 	case r.ItemParallelism < 0:
 		return pipeline.BatchInput{}, invalidf("item parallelism must be at least 1, got %d", r.ItemParallelism)
+	case r.ItemBackoff < 0 || r.ShardsPerRun < 0:
+		return pipeline.BatchInput{}, invalidf("item backoff and shards per run must not be negative")
 	case r.ItemTimeout < 0:
 		return pipeline.BatchInput{}, invalidf("item timeout must be positive, got %v", r.ItemTimeout)
 	case r.MaxItemBytes < 0:

@@ -75,6 +75,14 @@ func Open(ctx context.Context, rawURL string) (Bucket, error) {
 	if prefix != "" && !strings.HasSuffix(prefix, "/") {
 		prefix += "/"
 	}
+	if prefix != "" {
+		for _, seg := range strings.Split(strings.TrimSuffix(prefix, "/"), "/") {
+			if seg == "" || seg == "." || seg == ".." {
+				b.Close()
+				return nil, fmt.Errorf("blobstore: store URL %s: key prefix %q has an empty, \".\" or \"..\" segment; write it without (e.g. bucket/a/b, not bucket//a/b)", Redact(rawURL), prefix)
+			}
+		}
+	}
 	return &checked{inner: b, prefix: prefix, url: Redact(rawURL)}, nil
 }
 

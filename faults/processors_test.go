@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batchpipe/batchpipe/inputs"
+	"github.com/batchpipe/batchpipe"
 	"github.com/batchpipe/batchpipe/manifests"
 	"github.com/batchpipe/batchpipe/pipeline"
 )
@@ -94,21 +94,18 @@ func TestProcessorFaultsInProcess(t *testing.T) {
 		c.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
-		b := openStore(c, store)
-		r, err := inputs.NewReader("in.jsonl", bytes.NewReader(append(bytes.Join(in, []byte("\n")), '\n')), inputs.Options{})
+		bc, err := batchpipe.NewClient(ctx, batchpipe.Config{Store: store, TaskQueue: queue, Temporal: tc})
 		if err != nil {
 			c.Fatal(err)
 		}
-		st, err := pipeline.Stage(ctx, b, id, "", "in.jsonl", r, opts.ShardSize, nil)
-		r.Close()
+		defer bc.Close()
+		b, err := bc.Submit(ctx, batchpipe.Request{BatchID: id, Reader: bytes.NewReader(append(bytes.Join(in, []byte("\n")), '\n')),
+			Name: "in.jsonl", Processor: opts.Processor, ShardSize: opts.ShardSize, Concurrency: opts.Concurrency,
+			ItemTimeout: opts.ItemTimeout, ItemAttempts: opts.ItemAttempts, ItemBackoff: opts.ItemBackoff})
 		if err != nil {
 			c.Fatal(err)
 		}
-		run, err := pipeline.Start(ctx, tc, queue, pipeline.BatchInput{BatchID: id, Store: store, Source: st.Source, Items: st.Items, Shards: st.Shards, Options: opts})
-		if err != nil {
-			c.Fatal(err)
-		}
-		if err := run.Get(ctx, nil); err != nil {
+		if _, err := b.Wait(ctx, nil); err != nil {
 			c.Fatalf("batch %s: %v", id, err)
 		}
 	}

@@ -333,6 +333,10 @@ func openPreviousLines(ctx context.Context, b blobstore.Bucket, in ShardInput) (
 	if errors.Is(err, blobstore.ErrNotFound) {
 		return nil, nil
 	}
+	var syntax *json.SyntaxError
+	if errors.As(err, &syntax) {
+		return nil, badShard("receipt of shard %d is corrupt: %v", in.Shard, err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -343,7 +347,12 @@ func openPreviousLines(ctx context.Context, b blobstore.Bucket, in ShardInput) (
 	if rec.Items != int64(in.Items) {
 		return nil, badShard("%s holds %d lines, want %d", key, rec.Items, in.Items)
 	}
-	return openLines(ctx, b, key)
+	lines, err := openLines(ctx, b, key)
+	if errors.Is(err, blobstore.ErrNotFound) {
+		// Retrying cannot bring a deleted object back: fail the shard, naming it.
+		return nil, badShard("redrive of shard %d needs its earlier results %s, which are missing: %v", in.Shard, rec.Key, err)
+	}
+	return lines, err
 }
 
 func readReceipt(ctx context.Context, b blobstore.Bucket, key string) (shardReceipt, error) {

@@ -23,8 +23,8 @@ import (
 	sdklog "go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/worker"
 
+	"github.com/batchpipe/batchpipe"
 	"github.com/batchpipe/batchpipe/blobstore"
-	"github.com/batchpipe/batchpipe/inputs"
 	"github.com/batchpipe/batchpipe/internal/devserver"
 	"github.com/batchpipe/batchpipe/internal/miniotest"
 	"github.com/batchpipe/batchpipe/manifests"
@@ -176,31 +176,28 @@ func runBatch(t *testing.T, storeURL, id string, input []byte, opts pipeline.Opt
 func runBatchOn(t *testing.T, tq, storeURL, id string, input []byte, opts pipeline.Options) *batch {
 	t.Helper()
 	ctx := context.Background()
-	b, err := blobstore.Open(ctx, storeURL)
+	c, err := batchpipe.NewClient(ctx, batchpipe.Config{Store: storeURL, TaskQueue: tq, Temporal: temporalClient})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { b.Close() })
-	r, err := inputs.NewReader("inputs.jsonl", bytes.NewReader(input), inputs.Options{})
-	if err != nil {
+	t.Cleanup(func() { c.Close() })
+	if _, err := c.Submit(ctx, requestFor(id, input, opts)); err != nil {
 		t.Fatal(err)
 	}
-	st, err := pipeline.Stage(ctx, b, id, "", "inputs.jsonl", r, opts.ShardSize, nil)
-	r.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bt := &batch{id: id, store: storeURL, bucket: b, input: input, opts: opts, tq: tq}
-	bt.run, err = pipeline.Start(ctx, temporalClient, tq, pipeline.BatchInput{
-		BatchID: id, Store: storeURL, Source: st.Source, Items: st.Items, Shards: st.Shards, Options: opts,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	bt := &batch{id: id, store: storeURL, bucket: c.Store(), input: input, opts: opts, tq: tq}
+	bt.run = temporalClient.GetWorkflow(ctx, id, "")
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	bt.err = bt.run.Get(wctx, &bt.result)
 	return bt
+}
+
+// requestFor is the library request of a batch of input with opts.
+func requestFor(id string, input []byte, opts pipeline.Options) batchpipe.Request {
+	return batchpipe.Request{BatchID: id, Reader: bytes.NewReader(input), Name: "inputs.jsonl",
+		Processor: opts.Processor, ShardSize: opts.ShardSize, Concurrency: opts.Concurrency, ShardsPerRun: opts.ShardsPerRun,
+		MaxFailures: opts.MaxFailures, ItemTimeout: opts.ItemTimeout, ItemAttempts: opts.ItemAttempts,
+		ItemParallelism: opts.ItemParallelism, ItemBackoff: opts.ItemBackoff}
 }
 
 func (bt *batch) manifest(t *testing.T) manifests.Manifest {
@@ -568,7 +565,10 @@ func TestRedriveRerunsOnlyFailedItems(t *testing.T) {
 	if m1.Status != manifests.StatusCompletedWithFailures || m1.Counts.Failed != 8 {
 		t.Fatalf("first run: %s %+v", m1.Status, m1.Counts)
 	}
-	spec := pipeline.BatchInput{BatchID: bt.id, Store: bt.store, Source: m1.Input.Source, Items: m1.Input.Items, Shards: m1.Input.Shards, Options: o}
+	spec, err := pipeline.ReadSpec(ctx, bt.bucket, bt.id) // saved by Submit
+	if err != nil {
+		t.Fatal(err)
+	}
 	gateClosed.Store(false)
 	run, err := pipeline.StartRedrive(ctx, temporalClient, bt.tq, spec, 1)
 	if err != nil {
@@ -634,7 +634,11 @@ func TestCancelThenRedriveCoversEveryItem(t *testing.T) {
 		t.Fatalf("after cancel: %s %+v", m1.Status, m1.Counts)
 	}
 	o.Concurrency, o.ItemParallelism = 8, 8
-	spec := pipeline.BatchInput{BatchID: bt.id, Store: store, Source: m1.Input.Source, Items: 300, Shards: 30, Options: o}
+	spec, err := pipeline.ReadSpec(ctx, bt.bucket, bt.id) // saved by Submit
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.Options = o
 	run, err := pipeline.StartRedrive(ctx, temporalClient, bt.tq, spec, 1)
 	if err != nil {
 		t.Fatal(err)

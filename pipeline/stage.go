@@ -192,6 +192,10 @@ func stageShards(ctx context.Context, b blobstore.Bucket, st *Staged, r ItemSour
 			readErr = err
 			break
 		}
+		if st.Items%1024 == 0 && ctx.Err() != nil {
+			readErr = ctx.Err() // interrupted (SIGINT): stop reading
+			break
+		}
 		it, err := r.Next()
 		if err == io.EOF {
 			break

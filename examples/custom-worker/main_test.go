@@ -19,8 +19,7 @@ import (
 	"go.temporal.io/sdk/client"
 	sdklog "go.temporal.io/sdk/log"
 
-	"github.com/batchpipe/batchpipe/blobstore"
-	"github.com/batchpipe/batchpipe/inputs"
+	"github.com/batchpipe/batchpipe"
 	"github.com/batchpipe/batchpipe/internal/devserver"
 	"github.com/batchpipe/batchpipe/manifests"
 	"github.com/batchpipe/batchpipe/pipeline"
@@ -146,37 +145,22 @@ func TestCustomWorker(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(tmp, "store"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	b, err := blobstore.Open(ctx, store)
+	bc, err := batchpipe.NewClient(ctx, batchpipe.Config{Store: store, Temporal: c})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer b.Close()
-	r, err := inputs.NewReader("inputs.jsonl", bytes.NewReader(input.Bytes()), inputs.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	defer bc.Close()
 	const id = "custom-reverse"
-	opts := pipeline.DefaultOptions()
-	opts.Processor, opts.ShardSize = "reverse", 100
-	st, err := pipeline.Stage(ctx, b, id, "", "inputs.jsonl", r, opts.ShardSize, nil)
-	r.Close()
+	sb, err := bc.Submit(ctx, batchpipe.Request{BatchID: id, Reader: bytes.NewReader(input.Bytes()), Name: "inputs.jsonl",
+		Processor: "reverse", ShardSize: 100})
 	if err != nil {
 		t.Fatal(err)
 	}
-	run, err := pipeline.Start(ctx, c, pipeline.DefaultTaskQueue, pipeline.BatchInput{
-		BatchID: id, Store: store, Source: st.Source, Items: st.Items, Shards: st.Shards, Options: opts})
+	res, err := sb.Wait(ctx, nil)
 	if err != nil {
-		t.Fatal(err)
-	}
-	var res pipeline.BatchResult
-	if err := run.Get(ctx, &res); err != nil {
 		t.Fatalf("batch: %v\nworker log:\n%s", err, logs.String())
 	}
-
-	batch, err := manifests.Open(ctx, b, id)
-	if err != nil {
-		t.Fatal(err)
-	}
+	batch := res.Batch
 	if err := batch.Verify(ctx); err != nil {
 		t.Fatalf("verify: %v", err)
 	}

@@ -152,6 +152,9 @@ func resolveStore(o *IO, rawURL string) (string, error) {
 			return "", err
 		}
 	}
+	if strings.HasPrefix(rawURL, "mem://") {
+		return "", usagef("store %s: a mem:// store lives in one process and is gone when the command exits (manifest included); use file:///dir, s3:// or minio://", rawURL)
+	}
 	return rawURL, nil
 }
 

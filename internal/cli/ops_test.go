@@ -684,3 +684,25 @@ func TestOpsCancelRunning(t *testing.T) {
 	r = submit(t, dir, nil, "results", "--verify", "cx")
 	wantExit(t, "results --verify of the redriven canceled batch", r, cli.ExitOK)
 }
+
+// TestOpsRedriveMissingObject: a redrive whose shard's earlier result object
+// was deleted fails that shard at once, naming the key, instead of retrying
+// it forever.
+func TestOpsRedriveMissingObject(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	_, m0 := runBatch(t, dir, "rdm", 10, 5, 2)
+	key := m0.Results[0].Key
+	if err := os.Remove(filepath.Join(blobsDir(dir), filepath.FromSlash(key))); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	r := submit(t, dir, nil, "redrive", "rdm")
+	wantExit(t, "redrive with a deleted result object", r, cli.ExitFailed, key)
+	if el := time.Since(start); el > time.Minute {
+		t.Errorf("redrive took %v to fail; want it to fail at once", el)
+	}
+	if m := readManifest(t, dir, "rdm"); m.Status != manifests.StatusFailed || !strings.Contains(m.Error, "missing") {
+		t.Errorf("manifest after the failed redrive: %s %q, want failed naming the missing object", m.Status, m.Error)
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -749,4 +750,36 @@ func TestQuickStart(t *testing.T) {
 		}
 	}
 	checkResults(t, work, m, items)
+}
+
+// TestSubmitFIFO: a FIFO (what `submit <(cat in.jsonl)` passes) is read
+// once, as a stream: before, counting its lines for the shard size consumed
+// it, and submit then said the input was empty or blocked forever.
+func TestSubmitFIFO(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "in.fifo")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	items := exampleItems(40, "fifo")
+	go func() {
+		f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		for _, it := range items {
+			f.Write(append([]byte(it), '\n'))
+		}
+	}()
+	r := submit(t, dir, nil, "--batch-id", "fifo1", "--format", "jsonl", fifo)
+	if r.code != cli.ExitOK {
+		t.Fatalf("exit code %d, want 0\n%s", r.code, r)
+	}
+	m := readManifest(t, dir, "fifo1")
+	if m.Counts.Succeeded != 40 {
+		t.Fatalf("counts %+v, want 40 succeeded", m.Counts)
+	}
+	checkResults(t, dir, m, items)
 }
