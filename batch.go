@@ -127,7 +127,15 @@ func (b *Batch) Wait(ctx context.Context, progress func(Progress)) (Result, erro
 			}
 		}
 	}
-	return b.result(context.WithoutCancel(ctx))
+	res, err := b.result(context.WithoutCancel(ctx))
+	if progress != nil && res.Batch != nil {
+		// The last word: what the manifest counts (a batch that finished
+		// between two queries would otherwise never show its end).
+		m := res.Manifest
+		progress(Progress{BatchID: m.BatchID, Items: m.Input.Items, Done: m.Counts.Items, Succeeded: m.Counts.Succeeded,
+			Failed: m.Counts.Failed, Shards: m.Input.Shards, ShardsDone: len(m.Results), StartedAt: m.StartedAt})
+	}
+	return res, err
 }
 
 // result reads the finished batch's manifest.

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/sdk/client"
@@ -115,7 +116,7 @@ func TestReplayRecordedHistories(t *testing.T) {
 // historyGeneration names the files recordHistories writes; bump it when
 // the workflows change (behind workflow.GetVersion), so the histories of
 // every earlier generation keep being replayed.
-const historyGeneration = "g3-nightly"
+const historyGeneration = "g4-library"
 
 // recordHistories runs a small batch with failures across several
 // continue-as-new runs and writes each run's history, and one shard's.
@@ -141,8 +142,10 @@ func recordHistories(t *testing.T, dir string) {
 
 	// A redrive of that batch.
 	ctx := context.Background()
-	m := bt.manifest(t)
-	spec := pipeline.BatchInput{BatchID: bt.id, Store: bt.store, Source: m.Input.Source, Items: m.Input.Items, Shards: m.Input.Shards, Options: bt.opts}
+	spec, err := pipeline.ReadSpec(ctx, bt.bucket, bt.id)
+	if err != nil {
+		t.Fatal(err)
+	}
 	run, err := pipeline.StartRedrive(ctx, temporalClient, bt.tq, spec, 1)
 	if err != nil {
 		t.Fatal(err)
@@ -169,6 +172,30 @@ func recordHistories(t *testing.T, dir string) {
 	writeHistory(t, filepath.Join(dir, historyGeneration+"-launcher.json"), fetchHistory(t, "rec-launcher", lrun.GetRunID()))
 	batchID := strings.TrimSuffix(strings.TrimPrefix(res.ManifestKey, "batches/"), "/manifest.json")
 	writeHistory(t, filepath.Join(dir, historyGeneration+"-remote-input.json"), fetchHistory(t, batchID, ""))
+
+	// The paths that stop a batch: the failure limit, a shard that fails,
+	// a cancel in the middle of a chunk.
+	o := smallOpts("flaky", 10, 5)
+	o.MaxFailures = pipeline.MaxFailedItems(0)
+	mf := runBatch(t, fileStore(t), "replay-maxfail", input, o)
+	writeHistory(t, filepath.Join(dir, historyGeneration+"-maxfail.json"), fetchHistory(t, mf.id, ""))
+	fs := runBatch(t, fileStore(t), "replay-failed-shard", input, smallOpts("no-such-processor", 10, 5))
+	writeHistory(t, filepath.Join(dir, historyGeneration+"-failed-shard.json"), fetchHistory(t, fs.id, ""))
+	co := smallOpts("slow", 10, 50)
+	co.Concurrency, co.ItemParallelism = 2, 1
+	done := make(chan *batch)
+	go func() { done <- runBatch(t, fileStore(t), "replay-cancel", makeItems(300, nil), co) }()
+	for {
+		p, err := pipeline.QueryProgress(ctx, temporalClient, "replay-cancel")
+		if err == nil && p.ShardsDone >= 2 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	temporalClient.CancelWorkflow(ctx, "replay-cancel", "")
+	cb := <-done
+	writeHistory(t, filepath.Join(dir, historyGeneration+"-cancel.json"), fetchHistory(t, cb.id, ""))
+	writeHistory(t, filepath.Join(dir, historyGeneration+"-cancel-shard.json"), fetchHistory(t, cb.id+"/shard-2", ""))
 }
 
 func writeHistory(t *testing.T, path string, h *historypb.History) {

@@ -168,163 +168,224 @@ func shardItems(in BatchInput, shard int) int {
 // of at most Concurrency children, continues-as-new after ShardsPerRun
 // shards (or when the server suggests it), and finalizes the manifest when
 // every shard is done, the failure limit is exceeded, or it is cancelled.
+// Each run goes through the phases of batchRun in order: stage (a worker
+// stages the input object, first run only), plan the chunk (a redrive asks
+// which shards need it), fan out, drain, then continue as new or finalize.
 func BatchWorkflow(ctx workflow.Context, in BatchInput) (BatchResult, error) {
 	// A bad input (from any client: the contract is public) fails the batch
 	// at once, naming the field; zero options get their defaults.
 	if err := in.Validate(); err != nil {
 		return BatchResult{}, temporal.NewNonRetryableApplicationError("invalid batch input: "+err.Error(), ErrTypeInvalidInput, nil)
 	}
-	cur := Cursor{Run: 1, StartedAt: workflow.Now(ctx)}
+	r := &batchRun{ctx: ctx, in: in, cur: Cursor{Run: 1, StartedAt: workflow.Now(ctx)}}
 	if in.Cursor != nil {
-		cur = *in.Cursor
-		cur.Run++
+		r.cur = *in.Cursor
+		r.cur.Run++
 	}
-	inFlight := 0
-	stopping := "" // why no more shards start
-	var stopStatus string
-
-	if err := workflow.SetQueryHandler(ctx, ProgressQuery, func() (Progress, error) {
-		return Progress{
-			BatchID: in.BatchID, Items: in.Items, Done: cur.Succeeded + cur.Failed,
-			Succeeded: cur.Succeeded, Failed: cur.Failed, Shards: in.Shards, ShardsDone: cur.ShardsDone,
-			InFlight: inFlight, Run: cur.Run, StartedAt: cur.StartedAt, Stopping: stopping,
-		}, nil
-	}); err != nil {
+	if err := workflow.SetQueryHandler(ctx, ProgressQuery, r.progress); err != nil {
 		return BatchResult{}, err
 	}
+	if err := r.stage(); err != nil {
+		return BatchResult{}, err
+	}
+	r.memoProgress = workflow.GetVersion(ctx, "memo-progress", workflow.DefaultVersion, 1) >= 1
+	r.upsertProgress(ctx, "running")
+	r.waitForCancellation = workflow.GetVersion(ctx, "wait-for-cancellation", workflow.DefaultVersion, 1) >= 1
+	if err := r.planChunk(); err != nil {
+		return BatchResult{}, err
+	}
+	r.fanOut()
+	r.drain()
+	if r.stopping == "" && r.cur.NextShard < r.in.Shards {
+		next := r.in
+		next.Cursor = &r.cur
+		return BatchResult{}, workflow.NewContinueAsNewError(ctx, BatchWorkflowName, next)
+	}
+	return r.finalize()
+}
 
-	var stageErr string
-	if in.Cursor == nil && in.InputURL != "" && in.Shards == 0 {
-		actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-			StartToCloseTimeout: 24 * time.Hour,
-			HeartbeatTimeout:    time.Minute,
-			RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: time.Minute,
-				NonRetryableErrorTypes: []string{ErrTypeBadInput}},
+// batchRun is one run of BatchWorkflow: its input, the cursor it carries
+// to the next run, and why it stops starting shards, if it does.
+type batchRun struct {
+	ctx      workflow.Context
+	in       BatchInput
+	cur      Cursor
+	inFlight int
+	// stopping says why no more shards start ("" while they do); the
+	// batch then ends with stopStatus.
+	stopping, stopStatus string
+	// redo lists the shards of this run's chunk a redrive runs; chunkEnd
+	// is where the chunk ends.
+	redo     []int
+	chunkEnd int
+	sel      workflow.Selector
+
+	memoProgress, waitForCancellation bool // version gates
+}
+
+func (r *batchRun) progress() (Progress, error) {
+	return Progress{
+		BatchID: r.in.BatchID, Items: r.in.Items, Done: r.cur.Succeeded + r.cur.Failed,
+		Succeeded: r.cur.Succeeded, Failed: r.cur.Failed, Shards: r.in.Shards, ShardsDone: r.cur.ShardsDone,
+		InFlight: r.inFlight, Run: r.cur.Run, StartedAt: r.cur.StartedAt, Stopping: r.stopping,
+	}, nil
+}
+
+// stop records the first reason the batch stops.
+func (r *batchRun) stop(why, status string) {
+	if r.stopping == "" {
+		r.stopping, r.stopStatus = why, status
+	}
+}
+
+// stage has a worker stage the batch's input object on its first run; an
+// input that fails validation stops the batch as failed.
+func (r *batchRun) stage() error {
+	in := &r.in
+	if in.Cursor != nil || in.InputURL == "" || in.Shards != 0 {
+		return nil
+	}
+	actx := workflow.WithActivityOptions(r.ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: 24 * time.Hour,
+		HeartbeatTimeout:    time.Minute,
+		RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: time.Minute,
+			NonRetryableErrorTypes: []string{ErrTypeBadInput}},
+	})
+	var st Staged
+	err := workflow.ExecuteActivity(actx, activityStageInput, *in).Get(r.ctx, &st)
+	var appErr *temporal.ApplicationError
+	switch {
+	case errors.As(err, &appErr) && appErr.Type() == ErrTypeBadInput:
+		r.stop("bad input: "+appErr.Message(), manifests.StatusFailed)
+	case err != nil && r.ctx.Err() != nil &&
+		workflow.GetVersion(r.ctx, "canceled-while-staging", workflow.DefaultVersion, 1) >= 1:
+		// Cancelled while a worker staged the input: end with a canceled
+		// manifest, as a cancel at any later point does.
+		r.stop("canceled", manifests.StatusCanceled)
+	case err != nil:
+		return err
+	default:
+		in.Items, in.Shards, in.Source, in.Options.ShardSize = st.Items, st.Shards, st.Source, st.ShardSize
+	}
+	return nil
+}
+
+// upsertProgress shows progress in the Web UI and `temporal workflow
+// describe`; called once per run and at the end, so it costs two events a run.
+func (r *batchRun) upsertProgress(ctx workflow.Context, status string) {
+	if r.memoProgress {
+		_ = workflow.UpsertMemo(ctx, map[string]any{
+			"status": status, "items": r.in.Items, "done": r.cur.Succeeded + r.cur.Failed,
+			"failed": r.cur.Failed, "shards": r.in.Shards, "shards_done": r.cur.ShardsDone, "run": r.cur.Run,
 		})
-		var st Staged
-		err := workflow.ExecuteActivity(actx, activityStageInput, in).Get(ctx, &st)
-		var appErr *temporal.ApplicationError
-		switch {
-		case errors.As(err, &appErr) && appErr.Type() == ErrTypeBadInput:
-			stageErr = "bad input: " + appErr.Message()
-		case err != nil:
-			return BatchResult{}, err
-		default:
-			in.Items, in.Shards, in.Source, in.Options.ShardSize = st.Items, st.Shards, st.Source, st.ShardSize
-		}
 	}
-	o := in.Options
+}
 
-	// The memo shows progress in the Web UI and `temporal workflow describe`;
-	// updated once per run and at the end, so it costs two events a run.
-	memoProgress := workflow.GetVersion(ctx, "memo-progress", workflow.DefaultVersion, 1) >= 1
-	upsertProgress := func(ctx workflow.Context, status string) {
-		if memoProgress {
-			_ = workflow.UpsertMemo(ctx, map[string]any{
-				"status": status, "items": in.Items, "done": cur.Succeeded + cur.Failed,
-				"failed": cur.Failed, "shards": in.Shards, "shards_done": cur.ShardsDone, "run": cur.Run,
-			})
-		}
+// planChunk sets the chunk this run covers; a redrive runs only the
+// chunk's shards that have failed items or no committed results, which an
+// activity reads from their receipts.
+func (r *batchRun) planChunk() error {
+	r.chunkEnd = min(r.in.Shards, r.cur.NextShard+r.in.Options.ShardsPerRun)
+	if r.in.Redrive == 0 || r.cur.NextShard >= r.in.Shards {
+		return nil
 	}
-	upsertProgress(ctx, "running")
+	actx := workflow.WithActivityOptions(r.ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: 10 * time.Minute,
+		RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: time.Minute},
+	})
+	req := RedriveQuery{BatchID: r.in.BatchID, Store: r.in.Store, From: r.cur.NextShard, To: r.chunkEnd}
+	return workflow.ExecuteActivity(actx, activityShardsToRedrive, req).Get(r.ctx, &r.redo)
+}
 
+// fanOut starts the chunk's shards as children, at most Concurrency in
+// flight, until the chunk ends or the batch stops.
+func (r *batchRun) fanOut() {
+	ctx, o := r.ctx, r.in.Options
 	childCtx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
 		TaskQueue:             workflow.GetInfo(ctx).TaskQueueName,
 		ParentClosePolicy:     enumspb.PARENT_CLOSE_POLICY_REQUEST_CANCEL,
 		WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
-		WaitForCancellation:   true,
+		// A cancelled batch waits for its children to stop before it
+		// writes the canceled manifest (gated: runs started before this
+		// replay without it).
+		WaitForCancellation: r.waitForCancellation,
 	})
-	sel := workflow.NewSelector(ctx)
-	startedThisRun := 0
-	// A redrive runs only the shards of this run's chunk that have failed
-	// items or no committed results; an activity reads their receipts.
-	var redo []int
-	chunkEnd := min(in.Shards, cur.NextShard+o.ShardsPerRun)
-	if in.Redrive > 0 && cur.NextShard < in.Shards {
-		actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-			StartToCloseTimeout: 10 * time.Minute,
-			RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: time.Minute},
-		})
-		req := RedriveQuery{BatchID: in.BatchID, Store: in.Store, From: cur.NextShard, To: chunkEnd}
-		if err := workflow.ExecuteActivity(actx, activityShardsToRedrive, req).Get(ctx, &redo); err != nil {
-			return BatchResult{}, err
-		}
-	}
-	if stageErr != "" {
-		stopping, stopStatus = stageErr, manifests.StatusFailed
-	}
-	for cur.NextShard < in.Shards && stopping == "" {
-		if startedThisRun >= o.ShardsPerRun || workflow.GetInfo(ctx).GetContinueAsNewSuggested() {
+	r.sel = workflow.NewSelector(ctx)
+	started := 0
+	for r.cur.NextShard < r.in.Shards && r.stopping == "" {
+		if started >= o.ShardsPerRun || workflow.GetInfo(ctx).GetContinueAsNewSuggested() {
 			break
 		}
 		if ctx.Err() != nil {
-			stopping, stopStatus = "canceled", manifests.StatusCanceled
+			r.stop("canceled", manifests.StatusCanceled)
 			break
 		}
-		shard := cur.NextShard
-		if in.Redrive > 0 {
-			if len(redo) == 0 {
-				cur.NextShard = chunkEnd
+		shard := r.cur.NextShard
+		if r.in.Redrive > 0 {
+			if len(r.redo) == 0 {
+				r.cur.NextShard = r.chunkEnd
 				break
 			}
-			shard, redo = redo[0], redo[1:]
+			shard, r.redo = r.redo[0], r.redo[1:]
 		}
 		sin := ShardInput{
-			BatchID: in.BatchID, Store: in.Store, Shard: shard,
-			FirstIndex: int64(shard) * int64(o.ShardSize), Items: shardItems(in, shard), Options: o,
-			Redrive: in.Redrive, InputDir: in.InputDir,
+			BatchID: r.in.BatchID, Store: r.in.Store, Shard: shard,
+			FirstIndex: int64(shard) * int64(o.ShardSize), Items: shardItems(r.in, shard), Options: o,
+			Redrive: r.in.Redrive, InputDir: r.in.InputDir,
 		}
-		cctx := workflow.WithWorkflowID(childCtx, fmt.Sprintf("%s/shard-%d", in.BatchID, shard))
+		cctx := workflow.WithWorkflowID(childCtx, fmt.Sprintf("%s/shard-%d", r.in.BatchID, shard))
 		f := workflow.ExecuteChildWorkflow(cctx, ShardWorkflowName, sin)
-		cur.NextShard = shard + 1
-		startedThisRun++
-		inFlight++
-		sel.AddFuture(f, func(f workflow.Future) {
-			inFlight--
-			var r ShardResult
-			if err := f.Get(ctx, &r); err != nil {
-				if stopping == "" {
-					if temporal.IsCanceledError(err) || ctx.Err() != nil {
-						stopping, stopStatus = "canceled", manifests.StatusCanceled
-					} else {
-						stopping, stopStatus = shardFailure(shard, err), manifests.StatusFailed
-					}
-				}
-				return
-			}
-			cur.ShardsDone++
-			cur.Succeeded += r.Succeeded
-			cur.Failed += r.Failed
-			if stopping == "" && o.MaxFailures.Exceeded(cur.Failed, in.Items) {
-				stopping = fmt.Sprintf("%d items failed, over the limit (--max-failures)", cur.Failed)
-				stopStatus = manifests.StatusFailed
-			}
-		})
-		for inFlight >= o.Concurrency && stopping == "" {
-			sel.Select(ctx)
+		r.cur.NextShard = shard + 1
+		started++
+		r.inFlight++
+		r.sel.AddFuture(f, func(f workflow.Future) { r.shardDone(shard, f) })
+		for r.inFlight >= o.Concurrency && r.stopping == "" {
+			r.sel.Select(ctx)
 		}
 	}
-	// Drain: children do not survive continue-as-new, and a stopping batch
-	// still wants the results its running children write.
-	for inFlight > 0 {
-		sel.Select(ctx)
-	}
-	if ctx.Err() != nil && stopping == "" {
-		stopping, stopStatus = "canceled", manifests.StatusCanceled
-	}
-	if in.Redrive > 0 && stopping == "" && len(redo) == 0 && cur.NextShard < chunkEnd {
-		cur.NextShard = chunkEnd // the chunk's last shards needed no redrive
-	}
-	if stopping == "" && cur.NextShard < in.Shards {
-		next := in
-		next.Cursor = &cur
-		return BatchResult{}, workflow.NewContinueAsNewError(ctx, BatchWorkflowName, next)
-	}
+}
 
-	// Finalize, even when cancelled.
-	fctx := ctx
-	if ctx.Err() != nil {
-		fctx, _ = workflow.NewDisconnectedContext(ctx)
+// shardDone counts a finished child, and stops the batch when it failed,
+// was cancelled, or took the failures over the limit.
+func (r *batchRun) shardDone(shard int, f workflow.Future) {
+	r.inFlight--
+	var res ShardResult
+	if err := f.Get(r.ctx, &res); err != nil {
+		if temporal.IsCanceledError(err) || r.ctx.Err() != nil {
+			r.stop("canceled", manifests.StatusCanceled)
+		} else {
+			r.stop(shardFailure(shard, err), manifests.StatusFailed)
+		}
+		return
+	}
+	r.cur.ShardsDone++
+	r.cur.Succeeded += res.Succeeded
+	r.cur.Failed += res.Failed
+	if r.in.Options.MaxFailures.Exceeded(r.cur.Failed, r.in.Items) {
+		r.stop(fmt.Sprintf("%d items failed, over the limit (--max-failures)", r.cur.Failed), manifests.StatusFailed)
+	}
+}
+
+// drain waits for every child in flight: children do not survive
+// continue-as-new, and a stopping batch still wants the results its running
+// children write.
+func (r *batchRun) drain() {
+	for r.inFlight > 0 {
+		r.sel.Select(r.ctx)
+	}
+	if r.ctx.Err() != nil {
+		r.stop("canceled", manifests.StatusCanceled)
+	}
+	if r.in.Redrive > 0 && r.stopping == "" && len(r.redo) == 0 && r.cur.NextShard < r.chunkEnd {
+		r.cur.NextShard = r.chunkEnd // the chunk's last shards needed no redrive
+	}
+}
+
+// finalize writes the manifest (even when cancelled) and ends the batch.
+func (r *batchRun) finalize() (BatchResult, error) {
+	fctx := r.ctx
+	if r.ctx.Err() != nil {
+		fctx, _ = workflow.NewDisconnectedContext(r.ctx)
 	}
 	fctx = workflow.WithActivityOptions(fctx, workflow.ActivityOptions{
 		StartToCloseTimeout: 30 * time.Minute,
@@ -332,19 +393,19 @@ func BatchWorkflow(ctx workflow.Context, in BatchInput) (BatchResult, error) {
 		RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: time.Minute},
 	})
 	var res BatchResult
-	fin := FinalizeInput{Batch: in, Status: stopStatus, StartedAt: cur.StartedAt}
-	if stopping != "" && stopping != "canceled" {
-		fin.Error = stopping
+	fin := FinalizeInput{Batch: r.in, Status: r.stopStatus, StartedAt: r.cur.StartedAt}
+	if r.stopping != "" && r.stopping != "canceled" {
+		fin.Error = r.stopping
 	}
-	if stopStatus == manifests.StatusCanceled {
+	if r.stopStatus == manifests.StatusCanceled {
 		fin.Error = "canceled"
 	}
 	if err := workflow.ExecuteActivity(fctx, activityFinalize, fin).Get(fctx, &res); err != nil {
 		return BatchResult{}, err
 	}
-	res.Runs = cur.Run
-	upsertProgress(fctx, res.Status)
-	if stopStatus == manifests.StatusCanceled {
+	res.Runs = r.cur.Run
+	r.upsertProgress(fctx, res.Status)
+	if r.stopStatus == manifests.StatusCanceled {
 		// Report the cancellation to Temporal as such, after the manifest is written.
 		return res, temporal.NewCanceledError(res)
 	}
@@ -354,14 +415,15 @@ func BatchWorkflow(ctx workflow.Context, in BatchInput) (BatchResult, error) {
 // ShardWorkflow processes one shard in one activity and returns where its
 // results are.
 func ShardWorkflow(ctx workflow.Context, in ShardInput) (ShardResult, error) {
+	waitForCancellation := workflow.GetVersion(ctx, "wait-for-cancellation", workflow.DefaultVersion, 1) >= 1
 	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		// Item timeouts bound each item; the heartbeat timeout notices a
 		// dead worker within a minute, so the overall bound is generous.
 		StartToCloseTimeout: 24 * time.Hour,
 		HeartbeatTimeout:    30 * time.Second,
 		// A cancelled batch waits for its running shards to stop, so
-		// nothing commits after the canceled manifest.
-		WaitForCancellation: true,
+		// nothing commits after the canceled manifest (gated as above).
+		WaitForCancellation: waitForCancellation,
 		RetryPolicy: &temporal.RetryPolicy{
 			InitialInterval:        time.Second,
 			BackoffCoefficient:     2,
