@@ -97,7 +97,7 @@ func TestSameBatchTwiceAtOnce(t *testing.T) {
 			switch {
 			case r.code == 0 && strings.Contains(r.stdout, fmt.Sprintf("batch %s succeeded: %d items", id, n)):
 				ok++
-			case r.code == 1 && strings.Contains(r.stderr, "another submit is running in this directory"):
+			case r.code == 2 && strings.Contains(r.stderr, "another submit is running in this directory"):
 				busy++
 			default:
 				c.Fatalf("a submit neither reported the batch nor said the directory is in use: %s", r)
@@ -117,7 +117,7 @@ func TestSameBatchTwiceAtOnce(t *testing.T) {
 		if r.code != 0 || !strings.Contains(r.stderr, "already finished") || processed(logPath) != n {
 			c.Fatalf("a third submit of the finished batch: %s", r)
 		}
-		c.Note("two concurrent submits in one directory: %d ran or reported the batch, %d exited 1 at once saying the directory is in use (documented: use `worker --dev` to share a server); each item processed once; a third submit reported the finished batch; manifest checked in full", ok, busy)
+		c.Note("two concurrent submits in one directory: %d ran or reported the batch, %d exited 2 at once saying the directory is in use (documented: use `worker --dev` to share a server); each item processed once; a third submit reported the finished batch; manifest checked in full", ok, busy)
 	})
 }
 

@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/batchpipe/batchpipe/blobstore"
 	"github.com/batchpipe/batchpipe/manifests"
 )
 
@@ -61,13 +64,13 @@ func (o Options) Validate() error {
 	case o.Processor == "":
 		return errors.New("options.processor is required")
 	case o.ShardSize < 0:
-		return fmt.Errorf("options.shard_size must be at least 1, got %d", o.ShardSize)
+		return fmt.Errorf("options.shard_size must not be negative (0 sizes it from the input), got %d", o.ShardSize)
 	case o.Concurrency < 1:
 		return fmt.Errorf("options.concurrency must be at least 1, got %d", o.Concurrency)
 	case o.ShardsPerRun < 1:
 		return fmt.Errorf("options.shards_per_run must be at least 1, got %d", o.ShardsPerRun)
 	case o.ItemTimeout < 0:
-		return fmt.Errorf("options.item_timeout must be positive, got %v", o.ItemTimeout)
+		return fmt.Errorf("options.item_timeout must not be negative (0 means the default), got %v", o.ItemTimeout)
 	case o.ItemAttempts < 1 || o.ItemAttempts > MaxItemAttempts:
 		return fmt.Errorf("options.item_attempts must be 1 to %d, got %d", MaxItemAttempts, o.ItemAttempts)
 	case o.ItemBackoff < 0:
@@ -90,6 +93,17 @@ func (in *BatchInput) Validate() error {
 	}
 	if in.Store == "" {
 		return errors.New("store is required (a store URL such as s3://bucket/prefix)")
+	}
+	if scheme, _, _ := strings.Cut(in.Store, "://"); !slices.Contains(blobstore.Schemes(), scheme) {
+		return fmt.Errorf("store %q: unknown scheme (known: %s)", blobstore.Redact(in.Store), strings.Join(blobstore.Schemes(), ", "))
+	}
+	if in.InputURL != "" {
+		if scheme, _, _ := strings.Cut(in.InputURL, "://"); !slices.Contains(blobstore.Schemes(), scheme) {
+			return fmt.Errorf("input_url %q: unknown scheme (known: %s)", blobstore.Redact(in.InputURL), strings.Join(blobstore.Schemes(), ", "))
+		}
+		if _, _, err := blobstore.SplitObjectURL(in.InputURL); err != nil {
+			return fmt.Errorf("input_url: %v", err)
+		}
 	}
 	in.Options = in.Options.WithDefaults()
 	if err := in.Options.Validate(); err != nil {
@@ -211,6 +225,9 @@ func (o *Options) UnmarshalJSON(data []byte) error {
 	if err != nil {
 		return err
 	}
+	if unknown == "" {
+		unknown = exactKeys(data, Options{})
+	}
 	if o.ItemTimeout, err = parseJSONDuration("item_timeout", aux.ItemTimeout); err != nil {
 		return err
 	}
@@ -230,13 +247,33 @@ func (o *Options) UnmarshalJSON(data []byte) error {
 func (in *BatchInput) UnmarshalJSON(data []byte) error {
 	type plain BatchInput
 	unknown, err := decodeStrict(data, (*plain)(in))
+	if err == nil && unknown == "" {
+		unknown = exactKeys(data, BatchInput{})
+	}
+	var ute *json.UnmarshalTypeError
 	switch {
+	case errors.As(err, &ute) && ute.Field != "":
+		in.invalid = fmt.Sprintf("%s: want a JSON %s, got %s", strings.ReplaceAll(ute.Field, "plain.", ""), jsonKind(ute.Type.Kind().String()), ute.Value)
+	case err != nil && strings.HasPrefix(err.Error(), "options."):
+		in.invalid = err.Error()
 	case err != nil:
 		in.invalid = "not a valid batch input: " + strings.TrimPrefix(err.Error(), "json: ")
 	case unknown != "":
 		in.invalid = "unknown field " + unknown
 	}
 	return nil
+}
+
+func jsonKind(goKind string) string {
+	switch goKind {
+	case "int", "int64", "float64", "int32":
+		return "number"
+	case "struct", "map":
+		return "object"
+	case "slice":
+		return "array"
+	}
+	return goKind
 }
 
 // decodeStrict decodes data into v; an unknown key is not an error but is
@@ -252,6 +289,32 @@ func decodeStrict(data []byte, v any) (unknown string, err error) {
 		return name, json.Unmarshal(data, v)
 	}
 	return "", err
+}
+
+// exactKeys returns the first key of the JSON object data that matches a
+// field of v's type only case-insensitively (encoding/json accepts
+// "Processor" for "processor"; the contract does not), quoted, or "".
+func exactKeys(data []byte, v any) string {
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(data, &obj) != nil {
+		return ""
+	}
+	t := reflect.TypeOf(v)
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	names := map[string]bool{}
+	for f := range t.Fields() {
+		if name, _, _ := strings.Cut(f.Tag.Get("json"), ","); name != "" && name != "-" {
+			names[name] = true
+		}
+	}
+	for k := range obj {
+		if !names[k] {
+			return strconv.Quote(k)
+		}
+	}
+	return ""
 }
 
 func parseJSONDuration(field string, raw json.RawMessage) (time.Duration, error) {
