@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -307,16 +308,22 @@ func newResultsCommand(o *IO) *cobra.Command {
 				}
 				out = file
 			}
-			w := bufio.NewWriterSize(out, 1<<16)
-			enc := json.NewEncoder(w)
-			enc.SetEscapeHTML(false)
+			w := &lineWriter{w: bufio.NewWriterSize(out, 1<<16)}
 			var n int64
+			// A read that fails mid-stream flushes what came before it,
+			// whole lines only, and then says why.
+			fail := func(err error) error {
+				if ferr := w.w.Flush(); ferr != nil {
+					return errors.Join(err, ferr)
+				}
+				return err
+			}
 			if failedOnly {
 				for l, err := range batch.Failures(ctx) {
 					if err != nil {
-						return err
+						return fail(err)
 					}
-					if err := enc.Encode(l); err != nil {
+					if err := w.write(l); err != nil {
 						return err
 					}
 					n++
@@ -324,15 +331,15 @@ func newResultsCommand(o *IO) *cobra.Command {
 			} else {
 				for l, err := range batch.Results(ctx) {
 					if err != nil {
-						return err
+						return fail(err)
 					}
-					if err := enc.Encode(l); err != nil {
+					if err := w.write(l); err != nil {
 						return err
 					}
 					n++
 				}
 			}
-			if err := w.Flush(); err != nil {
+			if err := w.w.Flush(); err != nil {
 				return err
 			}
 			if file != nil {
@@ -353,6 +360,32 @@ func newResultsCommand(o *IO) *cobra.Command {
 	fl.StringVarP(&outPath, "output", "o", "", "write to this file instead of stdout")
 	fl.StringVar(&schedule, "schedule", "", "read the newest finished batch of this schedule (schedules/NAME/latest.json)")
 	return cmd
+}
+
+// lineWriter writes JSON lines through a buffer that it flushes only
+// between lines, so output cut short by an error never ends in half a line.
+type lineWriter struct {
+	w   *bufio.Writer
+	buf bytes.Buffer
+	enc *json.Encoder
+}
+
+func (l *lineWriter) write(v any) error {
+	if l.enc == nil {
+		l.enc = json.NewEncoder(&l.buf)
+		l.enc.SetEscapeHTML(false)
+	}
+	l.buf.Reset()
+	if err := l.enc.Encode(v); err != nil {
+		return err
+	}
+	if l.w.Available() < l.buf.Len() && l.w.Buffered() > 0 {
+		if err := l.w.Flush(); err != nil {
+			return err
+		}
+	}
+	_, err := l.w.Write(l.buf.Bytes())
+	return err
 }
 
 // openBatch opens a finished batch by id (in --store) or by manifest URL.

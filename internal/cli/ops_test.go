@@ -706,3 +706,33 @@ func TestOpsRedriveMissingObject(t *testing.T) {
 		t.Errorf("manifest after the failed redrive: %s %q, want failed naming the missing object", m.Status, m.Error)
 	}
 }
+
+// TestOpsResultsFailMidStreamWholeLines: a result object that cannot be
+// read halfway through the batch ends the output after the last whole line
+// before it (before, the buffer was cut wherever it stood: half a line).
+func TestOpsResultsFailMidStreamWholeLines(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	_, m := runBatch(t, dir, "mid", 2000, 1000)
+	bad := filepath.Join(blobsDir(dir), filepath.FromSlash(m.Results[1].Key))
+	if err := os.WriteFile(bad, []byte("not zstd at all"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := submit(t, dir, nil, "results", "mid")
+	if r.code != cli.ExitFailed {
+		t.Fatalf("exit %d, want 1\n%s", r.code, r.stderr)
+	}
+	if !strings.HasSuffix(r.stdout, "\n") {
+		t.Fatalf("output ends in half a line: …%q", r.stdout[max(0, len(r.stdout)-80):])
+	}
+	lines := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
+	if len(lines) != 1000 {
+		t.Errorf("%d lines before the bad object, want its predecessor's 1000", len(lines))
+	}
+	for i, l := range lines {
+		var v manifests.ResultLine
+		if err := json.Unmarshal([]byte(l), &v); err != nil || v.Index != int64(i) {
+			t.Fatalf("line %d: %v (%.60s)", i, err, l)
+		}
+	}
+}
