@@ -27,7 +27,13 @@ func NewWriter(ctx context.Context, b Bucket, key string) *Writer {
 	w := &Writer{pw: pw, done: make(chan error, 1), sum: sha256.New()}
 	go func() {
 		err := b.Put(ctx, key, pr)
-		pr.CloseWithError(errors.Join(err, io.ErrClosedPipe)) // unblock writers if Put stopped early
+		// Unblock writers if Put stopped early, with its reason: a writer
+		// reports why the store refused, not "read/write on closed pipe".
+		if err != nil {
+			pr.CloseWithError(err)
+		} else {
+			pr.CloseWithError(io.ErrClosedPipe)
+		}
 		w.done <- err
 	}()
 	return w
