@@ -7,12 +7,12 @@ import (
 	"iter"
 	"maps"
 	"slices"
-	"strings"
 	"time"
 
 	"go.temporal.io/api/workflowservice/v1"
 
 	"github.com/batchpipe/batchpipe/blobstore"
+	"github.com/batchpipe/batchpipe/layout"
 	"github.com/batchpipe/batchpipe/manifests"
 	"github.com/batchpipe/batchpipe/pipeline"
 )
@@ -50,52 +50,53 @@ func (c *Client) List(ctx context.Context) iter.Seq2[Status, error] {
 func (c *Client) storeStates(ctx context.Context) (map[string]Status, error) {
 	b := c.store
 	states := map[string]Status{}
-	for a, err := range b.List(ctx, "batches/") {
+	for bo, err := range layout.Batches(ctx, b) {
 		if err != nil {
 			return nil, err
 		}
-		id, rest, _ := strings.Cut(strings.TrimPrefix(a.Key, "batches/"), "/")
-		switch rest {
-		case "manifest.json":
-			mb, err := manifests.Open(ctx, b, id)
-			if err != nil {
-				if ctx.Err() != nil {
-					return nil, err
-				}
-				if errors.Is(err, blobstore.ErrNotFound) {
-					continue // deleted since listed (gc deletes the manifest last)
-				}
-				// One bad manifest must not hide the other batches: flag it.
-				reason := err
-				if u := errors.Unwrap(err); u != nil {
-					reason = u // without the key and store, which the row gives
-				}
-				states[id] = Status{BatchID: id, Status: "unreadable manifest", Error: reason.Error(), Manifest: blobstore.Prefix(b) + a.Key}
-				continue
-			}
-			states[id] = StatusFromManifest(mb.Manifest, blobstore.Prefix(b)+a.Key)
-		case "collected.json":
-			states[id] = Status{BatchID: id, Status: "collected"}
-		case "batch.json", "input/index.json": // started (spec), or staged before specs
-			if _, ok := states[id]; ok {
-				continue
-			}
-			var st Status
-			if rest == "batch.json" {
-				spec, err := pipeline.ReadSpec(ctx, b, id)
-				if err != nil {
-					continue
-				}
-				st = Status{BatchID: id, Status: "staged", Items: spec.Items, Shards: spec.Shards}
-			} else if staged, err := pipeline.ReadStaged(ctx, b, id, ""); err == nil {
-				st = Status{BatchID: id, Status: "staged", Items: staged.Items, Shards: staged.Shards}
-			} else {
-				continue
-			}
-			states[id] = st
+		if st, ok := storeState(ctx, b, bo); ok {
+			states[bo.ID] = st
 		}
 	}
 	return states, nil
+}
+
+// storeState is what a batch's objects say of it: finished (its manifest),
+// collected by gc, or started and not finished (its spec, or the staged
+// index of a batch from before specs). A batch whose manifest cannot be
+// read is flagged, not skipped.
+func storeState(ctx context.Context, b blobstore.Bucket, bo layout.BatchObjects) (Status, bool) {
+	has := map[string]bool{}
+	for _, o := range bo.Objects {
+		has[bo.Rel(o)] = true
+	}
+	id := bo.ID
+	switch {
+	case has["manifest.json"]:
+		mb, err := manifests.Open(ctx, b, id)
+		if errors.Is(err, blobstore.ErrNotFound) {
+			return Status{}, false // deleted since listed (gc deletes the manifest last)
+		}
+		if err != nil {
+			reason := err
+			if u := errors.Unwrap(err); u != nil {
+				reason = u // without the key and store, which the row gives
+			}
+			return Status{BatchID: id, Status: "unreadable manifest", Error: reason.Error(), Manifest: blobstore.Prefix(b) + manifests.ManifestKey(id)}, true
+		}
+		return StatusFromManifest(mb.Manifest, blobstore.Prefix(b)+manifests.ManifestKey(id)), true
+	case has["collected.json"]:
+		return Status{BatchID: id, Status: "collected"}, true
+	case has["batch.json"]:
+		if spec, err := pipeline.ReadSpec(ctx, b, id); err == nil {
+			return Status{BatchID: id, Status: "staged", Items: spec.Items, Shards: spec.Shards}, true
+		}
+	case has["input/index.json"]:
+		if st, err := layout.ReadStaged(ctx, b, id, ""); err == nil {
+			return Status{BatchID: id, Status: "staged", Items: st.Items, Shards: st.Shards}, true
+		}
+	}
+	return Status{}, false
 }
 
 // runningStates adds the running batches that Temporal lists to states.

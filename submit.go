@@ -16,6 +16,7 @@ import (
 
 	"github.com/batchpipe/batchpipe/blobstore"
 	"github.com/batchpipe/batchpipe/inputs"
+	"github.com/batchpipe/batchpipe/layout"
 	"github.com/batchpipe/batchpipe/manifests"
 	"github.com/batchpipe/batchpipe/pipeline"
 )
@@ -221,7 +222,7 @@ func (c *Client) submitLocal(ctx context.Context, r Request, spec pipeline.Batch
 	discard := func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 		defer cancel()
-		_ = pipeline.DeleteStaged(cctx, c.store, id, dir)
+		_ = layout.DeleteStaged(cctx, c.store, id, dir)
 	}
 	tc, err := c.Temporal(ctx)
 	if err != nil {
@@ -297,7 +298,7 @@ func (c *Client) knownBatch(ctx context.Context, id string) (pipeline.BatchInput
 			return in, true, nil
 		}
 	}
-	if st, err := pipeline.ReadStaged(ctx, c.store, id, ""); err == nil {
+	if st, err := layout.ReadStaged(ctx, c.store, id, ""); err == nil {
 		return pipeline.BatchInput{BatchID: id, Store: c.storeURL, Source: st.Source, Items: st.Items, Shards: st.Shards,
 			InputSHA256: st.SHA256, Options: pipeline.Options{ShardSize: st.ShardSize}}, true, nil
 	}
@@ -317,7 +318,7 @@ func (c *Client) attach(ctx context.Context, r Request, existing pipeline.BatchI
 	id := existing.BatchID
 	if existing.InputSHA256 == "" && existing.InputURL == "" && existing.Shards > 0 {
 		// Started before the input's identity travelled with the batch.
-		if st, err := pipeline.ReadStaged(ctx, c.store, id, existing.InputDir); err == nil {
+		if st, err := layout.ReadStaged(ctx, c.store, id, existing.InputDir); err == nil {
 			existing.InputSHA256 = st.SHA256
 		}
 	}

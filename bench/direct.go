@@ -17,6 +17,7 @@ import (
 
 	"github.com/batchpipe/batchpipe/blobstore"
 	"github.com/batchpipe/batchpipe/inputs"
+	"github.com/batchpipe/batchpipe/layout"
 	"github.com/batchpipe/batchpipe/manifests"
 	"github.com/batchpipe/batchpipe/pipeline"
 	"github.com/batchpipe/batchpipe/zjsonl"
@@ -119,16 +120,16 @@ func direct(ctx context.Context, storeURL, input, batchID, processor string, sha
 	}
 
 	slices.SortFunc(results, func(x, y manifests.Result) int { return int(x.FirstIndex - y.FirstIndex) })
-	m = manifests.Manifest{
-		Format: manifests.Format, BatchID: batchID, Status: manifests.StatusSucceeded, Processor: processor,
+	receipts := make([]layout.Receipt, len(results))
+	for i, r := range results {
+		receipts[i] = layout.Receipt{Shard: i, FirstIndex: r.FirstIndex, Key: r.Key, Items: r.Items,
+			Succeeded: r.Succeeded, Failed: r.Failed, Size: r.Size, SHA256: r.SHA256}
+	}
+	m, _ = layout.Assemble(manifests.Manifest{
+		BatchID: batchID, Status: manifests.StatusSucceeded, Processor: processor,
 		Store: storeURL, Input: manifests.Input{Source: input, Items: items, Shards: shards, ShardSize: shardSize},
-		StartedAt: started, Results: results,
-	}
-	for _, res := range results {
-		m.Counts.Items += res.Items
-		m.Counts.Succeeded += res.Succeeded
-		m.Counts.Failed += res.Failed
-	}
+		StartedAt: started,
+	}, receipts)
 	if len(failures) > 0 {
 		m.Status = manifests.StatusCompletedWithFailures
 		slices.SortFunc(failures, func(x, y manifests.FailureLine) int { return int(x.Index - y.Index) })
@@ -139,11 +140,7 @@ func direct(ctx context.Context, storeURL, input, batchID, processor string, sha
 		m.Failures = &manifests.Failures{Key: prefix + key, Items: int64(len(failures))}
 	}
 	m.FinishedAt = time.Now().UTC()
-	data, err := json.MarshalIndent(m, "", "  ")
-	if err != nil {
-		return m, err
-	}
-	return m, b.Put(ctx, manifests.ManifestKey(batchID), bytes.NewReader(append(data, '\n')))
+	return m, layout.WriteManifest(ctx, b, m)
 }
 
 // directShard processes one shard's items in order and writes its result

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/batchpipe/batchpipe/blobstore"
+	"github.com/batchpipe/batchpipe/layout"
 	"github.com/batchpipe/batchpipe/manifests"
-	"github.com/batchpipe/batchpipe/pipeline"
 )
 
 // Cases 4c and 4d: two submits race for one --batch-id with different
@@ -134,7 +134,7 @@ func raceRound(c *C, b blobstore.Bucket, storeDir string, round int, dir, store,
 		}
 		c.Fatalf("round %d: on disk, %s holds %v (%v), want only the winner's staging directory %s", round, manifests.InputPrefix(id, ""), names, err, o.staged)
 	}
-	st, err := pipeline.ReadStaged(context.Background(), b, id, o.staged)
+	st, err := layout.ReadStaged(context.Background(), b, id, o.staged)
 	if err != nil {
 		c.Fatalf("round %d: the staging directory left, %s: %v", round, o.staged, err)
 	}

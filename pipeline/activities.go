@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/batchpipe/batchpipe/blobstore"
+	"github.com/batchpipe/batchpipe/layout"
 	"github.com/batchpipe/batchpipe/manifests"
 	"github.com/batchpipe/batchpipe/zjsonl"
 )
@@ -94,19 +94,6 @@ type Activities struct {
 	Metrics    *Metrics // nil records nothing
 }
 
-// shardReceipt is stored at ShardReceiptKey after a shard's objects.
-type shardReceipt struct {
-	Shard       int    `json:"shard"`
-	FirstIndex  int64  `json:"first_index"`
-	Key         string `json:"key"` // full key, prefix included
-	Items       int64  `json:"items"`
-	Succeeded   int64  `json:"succeeded"`
-	Failed      int64  `json:"failed"`
-	Size        int64  `json:"size"`
-	SHA256      string `json:"sha256"`
-	FailuresKey string `json:"failures_key,omitempty"` // relative to the store
-}
-
 func badShard(format string, args ...any) error {
 	return temporal.NewNonRetryableApplicationError(fmt.Sprintf(format, args...), errTypeBadShard, nil)
 }
@@ -152,7 +139,7 @@ func (a *Activities) ProcessShard(ctx context.Context, in ShardInput) (res Shard
 	}
 	defer a.Metrics.shardStarted(in.Options.Processor)()
 
-	rec := shardReceipt{Shard: in.Shard, FirstIndex: in.FirstIndex}
+	rec := layout.Receipt{Shard: in.Shard, FirstIndex: in.FirstIndex}
 	results := newObjectWriter(ctx, b, resultKey)
 	failKey := manifests.ShardFailuresKey(in.BatchID, in.Shard)
 	var failures *objectWriter // opened at the first failure
@@ -242,8 +229,7 @@ func (a *Activities) ProcessShard(ctx context.Context, in ShardInput) (res Shard
 	} else if err := b.Delete(ctx, failKey); err != nil { // a stale part from an earlier attempt
 		return ShardResult{}, err
 	}
-	data, _ := json.Marshal(rec)
-	if err := b.Put(ctx, manifests.ShardReceiptKey(in.BatchID, in.Shard), bytes.NewReader(data)); err != nil {
+	if err := layout.WriteReceipt(ctx, b, in.BatchID, rec); err != nil {
 		return ShardResult{}, err
 	}
 	log.Debug("shard done", "items", rec.Items, "failed", rec.Failed)
@@ -329,12 +315,11 @@ func (l *lineReader) Close() error {
 // openPreviousLines opens the committed result lines of a shard a redrive
 // re-runs, or returns nil when the shard never committed results.
 func openPreviousLines(ctx context.Context, b blobstore.Bucket, in ShardInput) (*lineReader, error) {
-	rec, err := readReceipt(ctx, b, manifests.ShardReceiptKey(in.BatchID, in.Shard))
+	rec, err := layout.ReadReceipt(ctx, b, in.BatchID, in.Shard)
 	if errors.Is(err, blobstore.ErrNotFound) {
 		return nil, nil
 	}
-	var syntax *json.SyntaxError
-	if errors.As(err, &syntax) {
+	if errors.Is(err, layout.ErrCorrupt) {
 		return nil, badShard("receipt of shard %d is corrupt: %v", in.Shard, err)
 	}
 	if err != nil {
@@ -355,18 +340,6 @@ func openPreviousLines(ctx context.Context, b blobstore.Bucket, in ShardInput) (
 	return lines, err
 }
 
-func readReceipt(ctx context.Context, b blobstore.Bucket, key string) (shardReceipt, error) {
-	var rec shardReceipt
-	data, err := blobstore.ReadAll(ctx, b, key)
-	if err != nil {
-		return rec, err
-	}
-	if err := json.Unmarshal(data, &rec); err != nil {
-		return rec, fmt.Errorf("%s: %w", key, err)
-	}
-	return rec, nil
-}
-
 // ShardsToRedrive lists the shards in [From, To) with failed items or no
 // committed results.
 func (a *Activities) ShardsToRedrive(ctx context.Context, q RedriveQuery) ([]int, error) {
@@ -379,7 +352,7 @@ func (a *Activities) ShardsToRedrive(ctx context.Context, q RedriveQuery) ([]int
 	g.SetLimit(16)
 	for i := range need {
 		g.Go(func() error {
-			rec, err := readReceipt(gctx, b, manifests.ShardReceiptKey(q.BatchID, q.From+i))
+			rec, err := layout.ReadReceipt(gctx, b, q.BatchID, q.From+i)
 			switch {
 			case errors.Is(err, blobstore.ErrNotFound):
 				need[i] = true
@@ -532,7 +505,7 @@ func (a *Activities) Finalize(ctx context.Context, in FinalizeInput) (BatchResul
 			}
 		}
 	}
-	receipts, err := readReceipts(ctx, b, bin.BatchID, bin.Shards)
+	receipts, err := layout.ReadReceipts(ctx, b, bin.BatchID, bin.Shards, func(i int) { activity.RecordHeartbeat(ctx, i) })
 	if err != nil {
 		return BatchResult{}, err
 	}
@@ -541,25 +514,13 @@ func (a *Activities) Finalize(ctx context.Context, in FinalizeInput) (BatchResul
 		return BatchResult{}, fmt.Errorf("batch %s: only %d of %d shards have committed results", bin.BatchID, len(receipts), bin.Shards)
 	}
 	prefix := blobstore.Prefix(b)
-	m := manifests.Manifest{
-		Format: manifests.Format, BatchID: bin.BatchID, Error: in.Error, Processor: bin.Options.Processor,
+	m, parts := layout.Assemble(manifests.Manifest{
+		BatchID: bin.BatchID, Error: in.Error, Processor: bin.Options.Processor,
 		Store:     bin.Store,
 		Input:     manifests.Input{Source: bin.Source, Items: bin.Items, Shards: bin.Shards, ShardSize: bin.Options.ShardSize},
 		StartedAt: in.StartedAt.UTC(), FinishedAt: time.Now().UTC(),
-		Results:  []manifests.Result{},
 		Redrives: bin.Redrive,
-	}
-	var parts []string
-	for _, r := range receipts {
-		m.Results = append(m.Results, manifests.Result{Key: r.Key, FirstIndex: r.FirstIndex, Items: r.Items,
-			Succeeded: r.Succeeded, Failed: r.Failed, Size: r.Size, SHA256: r.SHA256})
-		m.Counts.Items += r.Items
-		m.Counts.Succeeded += r.Succeeded
-		m.Counts.Failed += r.Failed
-		if r.Failed > 0 {
-			parts = append(parts, r.FailuresKey)
-		}
-	}
+	}, receipts)
 	if status == "" {
 		status = manifests.StatusSucceeded
 		if m.Counts.Failed > 0 {
@@ -576,55 +537,15 @@ func (a *Activities) Finalize(ctx context.Context, in FinalizeInput) (BatchResul
 	} else if err := b.Delete(ctx, failKey); err != nil {
 		return BatchResult{}, err
 	}
-	data, err := json.MarshalIndent(m, "", "  ")
-	if err != nil {
+	if err := layout.WriteManifest(ctx, b, m); err != nil {
 		return BatchResult{}, err
 	}
-	if err := b.Put(ctx, manifests.ManifestKey(bin.BatchID), bytes.NewReader(append(data, '\n'))); err != nil {
-		return BatchResult{}, err
-	}
-	if bin.Schedule != "" && !newerLatest(ctx, b, bin.Schedule, bin.BatchID) {
-		latest, _ := json.MarshalIndent(manifests.Latest{Schedule: bin.Schedule, BatchID: bin.BatchID,
-			Manifest: prefix + manifests.ManifestKey(bin.BatchID), Status: status, FinishedAt: m.FinishedAt}, "", "  ")
-		if err := b.Put(ctx, manifests.LatestKey(bin.Schedule), bytes.NewReader(latest)); err != nil {
+	if bin.Schedule != "" {
+		if err := layout.UpdateLatest(ctx, b, bin.Schedule, m); err != nil {
 			return BatchResult{}, err
 		}
 	}
 	return BatchResult{ManifestKey: prefix + manifests.ManifestKey(bin.BatchID), Status: status, Counts: m.Counts}, nil
-}
-
-// readReceipts reads every shard receipt of a batch, ordered by shard.
-func readReceipts(ctx context.Context, b blobstore.Bucket, batchID string, shards int) ([]shardReceipt, error) {
-	var keys []string
-	for a, err := range b.List(ctx, manifests.ShardReceiptsPrefix(batchID)) {
-		if err != nil {
-			return nil, err
-		}
-		if strings.HasSuffix(a.Key, ".json") {
-			keys = append(keys, a.Key)
-		}
-	}
-	receipts := make([]shardReceipt, len(keys))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(16)
-	for i, k := range keys {
-		g.Go(func() error {
-			var err error
-			if receipts[i], err = readReceipt(gctx, b, k); err != nil {
-				return err
-			}
-			if i%100 == 0 {
-				activity.RecordHeartbeat(ctx, i)
-			}
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return nil, err
-	}
-	receipts = slices.DeleteFunc(receipts, func(r shardReceipt) bool { return r.Shard >= shards })
-	slices.SortFunc(receipts, func(x, y shardReceipt) int { return x.Shard - y.Shard })
-	return receipts, nil
 }
 
 // concatObjects writes the bytes of parts, one after another, to key. zstd
@@ -645,16 +566,4 @@ func concatObjects(ctx context.Context, b blobstore.Bucket, key string, parts []
 		}
 	}
 	return bw.Close()
-}
-
-// newerLatest reports whether the schedule's latest.json already names a
-// later batch (ids end in the nominal time, so they sort by time): a
-// redrive of an old night must not move the pointer back.
-func newerLatest(ctx context.Context, b blobstore.Bucket, schedule, batchID string) bool {
-	data, err := blobstore.ReadAll(ctx, b, manifests.LatestKey(schedule))
-	if err != nil {
-		return false
-	}
-	var l manifests.Latest
-	return json.Unmarshal(data, &l) == nil && l.BatchID > batchID
 }

@@ -1,9 +1,7 @@
 package pipeline
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -14,7 +12,7 @@ import (
 	"go.temporal.io/sdk/converter"
 
 	"github.com/batchpipe/batchpipe/blobstore"
-	"github.com/batchpipe/batchpipe/manifests"
+	"github.com/batchpipe/batchpipe/layout"
 )
 
 // DefaultOptions are the knobs a batch gets unless told otherwise; the
@@ -106,19 +104,11 @@ func StartRedrive(ctx context.Context, c client.Client, taskQueue string, spec B
 
 // SaveSpec stores the batch's start parameters, so it can be redriven.
 func SaveSpec(ctx context.Context, b blobstore.Bucket, in BatchInput) error {
-	data, err := json.MarshalIndent(in, "", "  ")
-	if err != nil {
-		return err
-	}
-	return b.Put(ctx, manifests.BatchSpecKey(in.BatchID), bytes.NewReader(data))
+	return layout.WriteSpec(ctx, b, in.BatchID, in)
 }
 
 // ReadSpec reads what SaveSpec stored.
 func ReadSpec(ctx context.Context, b blobstore.Bucket, batchID string) (BatchInput, error) {
 	var in BatchInput
-	data, err := blobstore.ReadAll(ctx, b, manifests.BatchSpecKey(batchID))
-	if err != nil {
-		return in, err
-	}
-	return in, json.Unmarshal(data, &in)
+	return in, layout.ReadSpec(ctx, b, batchID, &in)
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/batchpipe/batchpipe/blobstore"
 	"github.com/batchpipe/batchpipe/inputs"
+	"github.com/batchpipe/batchpipe/layout"
 	"github.com/batchpipe/batchpipe/manifests"
 	"github.com/batchpipe/batchpipe/zjsonl"
 )
@@ -73,17 +74,8 @@ func (f *failureInputs) Next() (inputs.Item, error) {
 	return it, nil
 }
 
-// Staged describes a staged input; it is stored as input/index.json.
-type Staged struct {
-	BatchID   string    `json:"batch_id"`
-	Dir       string    `json:"dir,omitempty"` // staging directory (manifests.InputPrefix)
-	Source    string    `json:"source"`
-	Items     int64     `json:"items"`
-	Shards    int       `json:"shards"`
-	ShardSize int       `json:"shard_size"`
-	SHA256    string    `json:"sha256"` // of the items' compact JSON lines: the input's identity
-	StagedAt  time.Time `json:"staged_at"`
-}
+// Staged describes a staged input (layout.Staged).
+type Staged = layout.Staged
 
 // stageUploads is how many finished shards may be uploading at once.
 const stageUploads = 4
@@ -101,17 +93,13 @@ func Stage(ctx context.Context, b blobstore.Bucket, batchID, dir, source string,
 	err := stageShards(ctx, b, &st, r, progress)
 	if err == nil {
 		st.StagedAt = time.Now().UTC()
-		var data []byte
-		data, err = json.MarshalIndent(st, "", "  ")
-		if err == nil {
-			err = b.Put(ctx, manifests.InputIndexKey(batchID, dir), bytesReader(data))
-		}
+		err = layout.WriteStaged(ctx, b, st)
 	}
 	if err != nil {
 		// Leave nothing behind, even if ctx was cancelled.
 		cleanup, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 		defer cancel()
-		if derr := DeleteStaged(cleanup, b, batchID, dir); derr != nil {
+		if derr := layout.DeleteStaged(cleanup, b, batchID, dir); derr != nil {
 			err = errors.Join(err, fmt.Errorf("cleaning up staged input: %w", derr))
 		}
 		return Staged{}, err
@@ -236,42 +224,6 @@ func stageShards(ctx context.Context, b blobstore.Bucket, st *Staged, r ItemSour
 	return failed()
 }
 
-// DeleteStaged removes a staged input (shards and index) of a batch.
-func DeleteStaged(ctx context.Context, b blobstore.Bucket, batchID, dir string) error {
-	return deletePrefix(ctx, b, manifests.InputPrefix(batchID, dir))
-}
-
-func deletePrefix(ctx context.Context, b blobstore.Bucket, prefix string) error {
-	var keys []string
-	for a, err := range b.List(ctx, prefix) {
-		if err != nil {
-			return err
-		}
-		keys = append(keys, a.Key)
-	}
-	for _, k := range keys {
-		if err := b.Delete(ctx, k); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// ReadStaged returns the index of a staged input, or an error matching
-// blobstore.ErrNotFound when there is none.
-func ReadStaged(ctx context.Context, b blobstore.Bucket, batchID, dir string) (Staged, error) {
-	var st Staged
-	key := manifests.InputIndexKey(batchID, dir)
-	data, err := blobstore.ReadAll(ctx, b, key)
-	if err != nil {
-		return st, err
-	}
-	if err := json.Unmarshal(data, &st); err != nil {
-		return st, fmt.Errorf("%s: %w", key, err)
-	}
-	return st, nil
-}
-
 // StageInput stages a batch's input object (in.InputURL) into the batch's
 // store, streaming it with bounded memory and heartbeating progress. Invalid
 // input fails with an error of type ErrTypeBadInput naming the object key
@@ -282,7 +234,7 @@ func (a *Activities) StageInput(ctx context.Context, in BatchInput) (Staged, err
 	if err != nil {
 		return Staged{}, err
 	}
-	if st, err := ReadStaged(ctx, b, in.BatchID, ""); err == nil {
+	if st, err := layout.ReadStaged(ctx, b, in.BatchID, ""); err == nil {
 		return st, nil
 	}
 	storeURL, key, err := blobstore.SplitObjectURL(in.InputURL)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/batchpipe/batchpipe/blobstore"
 	"github.com/batchpipe/batchpipe/inputs"
+	"github.com/batchpipe/batchpipe/layout"
 	"github.com/batchpipe/batchpipe/manifests"
 	"github.com/batchpipe/batchpipe/pipeline"
 )
@@ -35,7 +36,7 @@ func TestStageWritesShardsAndIndex(t *testing.T) {
 	if st.Items != 25 || st.Shards != 3 || st.ShardSize != 10 || len(st.SHA256) != 64 {
 		t.Fatalf("staged %+v", st)
 	}
-	got, err := pipeline.ReadStaged(ctx, b, "s1", "")
+	got, err := layout.ReadStaged(ctx, b, "s1", "")
 	if err != nil || got.SHA256 != st.SHA256 {
 		t.Fatalf("ReadStaged = %+v, %v", got, err)
 	}

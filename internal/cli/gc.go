@@ -3,7 +3,6 @@ package cli
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/batchpipe/batchpipe"
 	"github.com/batchpipe/batchpipe/blobstore"
+	"github.com/batchpipe/batchpipe/layout"
 	"github.com/batchpipe/batchpipe/manifests"
 )
 
@@ -170,36 +170,20 @@ func newGCCommand(o *IO) *cobra.Command {
 // finished batches older than cutoff, and why others were kept.
 func gcCandidates(ctx context.Context, o *IO, f *opsFlags, b blobstore.Bucket, cutoff time.Time) ([]gcBatch, []string, error) {
 	protected := map[string]string{} // batch id → schedule whose latest.json names it
-	for a, err := range b.List(ctx, "schedules/") {
+	for l, err := range layout.Latests(ctx, b) {
 		if err != nil {
 			return nil, nil, err
 		}
-		if !strings.HasSuffix(a.Key, "/latest.json") {
-			continue
-		}
-		data, err := blobstore.ReadAll(ctx, b, a.Key)
-		if err != nil {
-			return nil, nil, err
-		}
-		var l manifests.Latest
-		if json.Unmarshal(data, &l) == nil {
-			protected[l.BatchID] = l.Schedule
-		}
+		protected[l.BatchID] = l.Schedule
 	}
 	byID := map[string]*gcBatch{}
 	var ids []string
-	for a, err := range b.List(ctx, "batches/") {
+	for bo, err := range layout.Batches(ctx, b) {
 		if err != nil {
 			return nil, nil, err
 		}
-		id, _, _ := strings.Cut(strings.TrimPrefix(a.Key, "batches/"), "/")
-		g := byID[id]
-		if g == nil {
-			g = &gcBatch{id: id}
-			byID[id] = g
-			ids = append(ids, id)
-		}
-		g.keys = append(g.keys, a)
+		byID[bo.ID] = &gcBatch{id: bo.ID, keys: bo.Objects}
+		ids = append(ids, bo.ID)
 	}
 	slices.Sort(ids)
 	var victims []gcBatch
@@ -251,13 +235,12 @@ func deleteBatch(ctx context.Context, b blobstore.Bucket, g gcBatch, keepInputs 
 	if keepInputs {
 		// What is left is the input: say so, so the batch does not read as
 		// staged-but-never-run.
-		mark, _ := json.Marshal(map[string]any{"batch_id": g.id, "collected_at": time.Now().UTC(), "kept": "input/"})
-		if err := b.Put(ctx, collectedKey(g.id), strings.NewReader(string(mark))); err != nil {
+		if err := layout.MarkCollected(ctx, b, g.id, "input/"); err != nil {
 			return err
 		}
 	}
 	for _, a := range g.keys {
-		if a.Key == manifestKey || keepInputs && (strings.Contains(a.Key, "/input/") || a.Key == collectedKey(g.id)) {
+		if a.Key == manifestKey || keepInputs && (strings.Contains(a.Key, "/input/") || a.Key == manifests.CollectedKey(g.id)) {
 			continue
 		}
 		if err := b.Delete(ctx, a.Key); err != nil {
@@ -266,6 +249,3 @@ func deleteBatch(ctx context.Context, b blobstore.Bucket, g gcBatch, keepInputs 
 	}
 	return b.Delete(ctx, manifestKey)
 }
-
-// collectedKey marks a batch whose results gc deleted, keeping its input.
-func collectedKey(batchID string) string { return manifests.CollectedKey(batchID) }

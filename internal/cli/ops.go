@@ -18,6 +18,7 @@ import (
 	"github.com/batchpipe/batchpipe"
 	"github.com/batchpipe/batchpipe/blobstore"
 	"github.com/batchpipe/batchpipe/embedded"
+	"github.com/batchpipe/batchpipe/layout"
 	"github.com/batchpipe/batchpipe/manifests"
 	"github.com/batchpipe/batchpipe/pipeline"
 )
@@ -421,7 +422,7 @@ func openLatest(ctx context.Context, o *IO, f *opsFlags, schedule string) (*mani
 	if err != nil {
 		return nil, err
 	}
-	data, err := blobstore.ReadAll(ctx, b, manifests.LatestKey(schedule))
+	latest, err := layout.ReadLatest(ctx, b, schedule)
 	if errors.Is(err, blobstore.ErrNotFound) {
 		b.Close()
 		return nil, usagef("schedule %s has no finished batch in %s yet (%s is missing)", schedule, b.URL(), manifests.LatestKey(schedule))
@@ -429,11 +430,6 @@ func openLatest(ctx context.Context, o *IO, f *opsFlags, schedule string) (*mani
 	if err != nil {
 		b.Close()
 		return nil, err
-	}
-	var latest manifests.Latest
-	if err := json.Unmarshal(data, &latest); err != nil {
-		b.Close()
-		return nil, fmt.Errorf("%s: %w", manifests.LatestKey(schedule), err)
 	}
 	fmt.Fprintf(o.Stderr, "schedule %s: latest batch %s (%s, finished %s)\n", schedule, latest.BatchID, latest.Status, latest.FinishedAt.Format(time.RFC3339))
 	return manifests.Open(ctx, b, latest.BatchID)
