@@ -67,12 +67,23 @@ func DefaultExecPoolSize() int { return max(8, runtime.NumCPU()) }
 // ends) the process serving it is killed, since its state is unknown; when
 // a process exits, or answers with anything but one line of the shape
 // above, the item fails with a retryable error and the process is
-// discarded. Either way the next item gets a fresh process. A process
+// discarded. So it is when a process writes anything to stdout besides
+// its one answer line per item: a second line read with the answer,
+// output that arrives between items (found when the next item is about to
+// be written), or a line written before the process read a byte of the
+// item it would be taken for; none of these is taken for an answer. (A
+// line written later still, once the process was handed the next item and
+// read some of it, cannot be told from that item's answer; the real answer
+// is then the stray output that fails the item after.) Either way the
+// next item gets a fresh process. A process
 // that served items may also end its life between items: when it exits
 // with status 0 without answering the item just handed to it, the item
 // goes to a new process, once, without failing. A command that cannot be
 // started (not found, not executable) fails items permanently. At Close
 // each process gets EOF on stdin and a moment to exit before it is killed.
+// On Linux each process runs in a process group of its own, which is
+// killed as soon as the process ends, killed or not: the children it
+// started (say, under sh -c) are not left behind.
 type Exec struct {
 	command string   // as given, for messages
 	argv    []string // split command line
@@ -278,6 +289,9 @@ type execProc struct {
 	err    error         // Wait's result, set before exited closes
 	once   sync.Once
 
+	// Our pipe ends again, to ask how much waits unread in them.
+	stdinRC, stdoutRC syscall.RawConn
+
 	// Used only by the request holding the process:
 	served      int  // items answered
 	leftCleanly bool // exited with status 0 before reading a byte of an answer
@@ -301,6 +315,9 @@ func (e *Exec) start() (*execProc, error) {
 	se := &stderrLog{log: e.log}
 	cmd.Stderr = se
 	cmd.WaitDelay = time.Second // children that keep stderr open don't stall Wait
+	// A process group of its own, killed when the process ends, so that
+	// no child it started (sh -c '...', a program's helpers) is orphaned.
+	ownProcessGroup(cmd)
 	err = cmd.Start()
 	inR.Close()
 	outW.Close()
@@ -317,7 +334,15 @@ func (e *Exec) start() (*execProc, error) {
 	se.pid = cmd.Process.Pid
 	se.mu.Unlock()
 	p := &execProc{e: e, cmd: cmd, stdin: inW, stdout: outR, r: bufio.NewReaderSize(outR, 64<<10), stderr: se, exited: make(chan struct{})}
+	p.stdinRC, _ = inW.SyscallConn()
+	p.stdoutRC, _ = outR.SyscallConn()
 	go func() {
+		// However it ends (killed by stop or on its own), what it started
+		// and left running dies with it, killed while its zombie still
+		// holds the group's id.
+		if waitExited(cmd.Process) {
+			killProcessGroup(cmd.Process.Pid)
+		}
 		p.err = cmd.Wait()
 		close(p.exited)
 	}()
@@ -325,8 +350,9 @@ func (e *Exec) start() (*execProc, error) {
 	return p, nil
 }
 
-// stop closes the process's stdin, gives it grace to exit, then kills it,
-// closes our pipe ends and waits for it. It is safe to call more than once.
+// stop closes the process's stdin, gives it grace to exit, then kills it
+// (and so its process group, see start), closes our pipe ends and waits
+// for it. It is safe to call more than once.
 func (p *execProc) stop(grace time.Duration) {
 	p.once.Do(func() {
 		p.stdin.Close()
@@ -348,6 +374,11 @@ var errLineTooLong = errors.New("line too long")
 // roundTrip writes one line and reads one answer. healthy reports whether
 // the process can serve another item.
 func (p *execProc) roundTrip(ctx context.Context, line []byte) (out json.RawMessage, err error, healthy bool) {
+	// Whatever the process wrote since its last answer (or since it
+	// started) is no answer to this item, nor to any: a protocol error.
+	if p.outputWaiting() {
+		return nil, p.strayOutput(nil, "after"), false
+	}
 	type answer struct {
 		line []byte
 		werr error // writing the item
@@ -382,7 +413,61 @@ func (p *execProc) roundTrip(ctx context.Context, line []byte) (out json.RawMess
 		p.stop(0)
 		return nil, Permanent(fmt.Errorf("exec %q: answer line longer than %d bytes (pid %d killed)", p.e.command, p.e.opts.MaxLine, p.cmd.Process.Pid)), false
 	}
+	// The answer is the one line the process wrote for the item: anything
+	// read with it makes it suspect (what comes later is found before the
+	// next item), and so does an item still wholly unread (the line was
+	// written before the process read a byte of the item, so it answers
+	// something else). The checks cost one system call per item, and the
+	// one before writing another (the Buffered checks cost none).
+	if p.r.Buffered() > 0 {
+		return nil, p.strayOutput(a.line, "with"), false
+	}
+	if n, ok := pipeUnread(p.stdinRC); ok && n == len(line)+1 {
+		return nil, p.strayOutput(a.line, "before"), false
+	}
 	return p.decode(a.line)
+}
+
+// outputWaiting reports whether anything the process wrote to stdout is
+// waiting to be read, in our buffer or in the pipe.
+func (p *execProc) outputWaiting() bool {
+	if p.r.Buffered() > 0 {
+		return true
+	}
+	n, ok := pipeUnread(p.stdoutRC)
+	return ok && n > 0
+}
+
+// strayOutput kills a process that wrote more to stdout than one line per
+// item and describes that: extra output waiting "after" its last answer
+// (before the next item was written), the answer line given and output
+// read "with" it, or the line given written "before" the process read the
+// item at all.
+func (p *execProc) strayOutput(line []byte, when string) error {
+	var extra []byte
+	if when != "before" {
+		if p.r.Buffered() == 0 {
+			p.r.Peek(1) // what waits in the pipe: this read does not block
+		}
+		extra, _ = p.r.Peek(p.r.Buffered())
+		if i := bytes.IndexByte(extra, '\n'); i >= 0 {
+			extra = extra[:i]
+		}
+	}
+	pid := p.cmd.Process.Pid
+	p.stop(0)
+	var what string
+	switch {
+	case when == "with":
+		what = fmt.Sprintf("wrote more than one line for one item: %s and then %s", snippet(line), snippet(extra))
+	case when == "before":
+		what = fmt.Sprintf("wrote more than one line for one item: %s came before it read the next item", snippet(line))
+	case p.served == 0:
+		what = fmt.Sprintf("wrote %s to stdout before it was given an item", snippet(extra))
+	default:
+		what = fmt.Sprintf("wrote more than one line for one item: %s came after its answer, before the next item", snippet(extra))
+	}
+	return fmt.Errorf("exec %q: process %d %s (it was killed and will be restarted; stdout is for answers, one line per item: write logs to stderr)", p.e.command, pid, what)
 }
 
 // died describes a process that stopped reading or writing mid-item, with

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -77,7 +78,7 @@ type execFixture struct {
 	pidfile string
 }
 
-func newExecFixture(t *testing.T) execFixture {
+func newExecFixture(t testing.TB) execFixture {
 	t.Helper()
 	if _, err := exec.LookPath("python3"); err != nil {
 		t.Skip("needs python3")
@@ -101,7 +102,7 @@ func (f execFixture) command(extra ...string) string {
 }
 
 // pids lists the processes started so far.
-func (f execFixture) pids(t *testing.T) []int {
+func (f execFixture) pids(t testing.TB) []int {
 	t.Helper()
 	data, err := os.ReadFile(f.pidfile)
 	if errors.Is(err, os.ErrNotExist) {
@@ -121,7 +122,7 @@ func (f execFixture) pids(t *testing.T) []int {
 	return pids
 }
 
-func (f execFixture) pool(t *testing.T, o pipeline.ExecOptions, extra ...string) *pipeline.Exec {
+func (f execFixture) pool(t testing.TB, o pipeline.ExecOptions, extra ...string) *pipeline.Exec {
 	t.Helper()
 	if o.Logger == nil {
 		o.Logger = quietLog
@@ -314,6 +315,232 @@ func TestExecGarbageOutput(t *testing.T) {
 	}
 	if _, err := callExec(t, e, 10*time.Second, `{"n":6,"mode":"big","size":900}`); err != nil {
 		t.Fatalf("answer under the limit: %v", err)
+	}
+}
+
+// execStrayScript answers each item {"n": N} with {"output": {"n": N}}
+// and, depending on its first argument, writes more than that to stdout:
+// "same" the answer twice in one write, "late" a copy of the answer 50 ms
+// after it, "slow" the same 100 ms after it and then 500 ms before reading
+// the next item, "first" a line of its own before the answer of the very
+// first item of all its processes (a marker file next to the pid file
+// tells).
+const execStrayScript = `
+import json, os, sys, time
+how, pidfile = sys.argv[1], sys.argv[2]
+with open(pidfile, "a") as f:
+    f.write("%d\n" % os.getpid())
+for line in sys.stdin:
+    answer = json.dumps({"output": {"n": json.loads(line)["n"]}}) + "\n"
+    if how == "same":
+        sys.stdout.write(answer + answer)
+    elif how in ("late", "slow"):
+        sys.stdout.write(answer)
+        sys.stdout.flush()
+        time.sleep(0.05 if how == "late" else 0.1)
+        sys.stdout.write(answer)
+        sys.stdout.flush()
+        if how == "slow":
+            time.sleep(0.5)
+    elif how == "first" and not os.path.exists(pidfile + ".first"):
+        open(pidfile + ".first", "w").close()
+        sys.stdout.write(json.dumps({"output": "debug: model loaded"}) + "\n" + answer)
+    else:
+        sys.stdout.write(answer)
+    sys.stdout.flush()
+`
+
+// strayPool is an Exec of execStrayScript (how says what it writes) or of
+// a shell command line, and its fixture.
+func strayPool(t *testing.T, how string) (*pipeline.Exec, execFixture) {
+	t.Helper()
+	f := newExecFixture(t)
+	if err := os.WriteFile(f.script, []byte(execStrayScript), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := fmt.Sprintf("python3 '%s' %s '%s'", f.script, how, f.pidfile)
+	if strings.HasPrefix(how, "sh ") {
+		cmd = how
+	}
+	e, err := pipeline.NewExec(cmd, pipeline.ExecOptions{PoolSize: 1, Logger: quietLog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e, f
+}
+
+// checkStray calls item {"n": n} and checks that it got its own answer or
+// failed, retryably, with a protocol error containing want; it reports
+// whether the item succeeded.
+func checkStray(t *testing.T, e *pipeline.Exec, n int, want string) bool {
+	t.Helper()
+	out, err := callExec(t, e, 10*time.Second, fmt.Sprintf(`{"n":%d}`, n))
+	if err != nil {
+		if pipeline.IsPermanent(err) || !strings.Contains(err.Error(), want) {
+			t.Fatalf("item %d: %v (permanent %v), want a retryable error with %q", n, err, pipeline.IsPermanent(err), want)
+		}
+		return false
+	}
+	if string(out) != fmt.Sprintf(`{"n": %d}`, n) && string(out) != fmt.Sprintf(`{"n":%d}`, n) {
+		t.Fatalf("item %d was answered %s: another item's answer", n, out)
+	}
+	return true
+}
+
+// A process that writes more than one line for an item never has a stray
+// line taken for an answer: each item gets its own answer or fails with a
+// protocol error (and the process is replaced).
+func TestExecExtraLines(t *testing.T) {
+	const more = "wrote more than one line for one item"
+	t.Run("same write", func(t *testing.T) {
+		// Both lines arrive in one read: every item fails.
+		e, f := strayPool(t, "same")
+		for n := range 5 {
+			if checkStray(t, e, n, more+`: "{\"output\": {\"n\": `+strconv.Itoa(n)+`}}" and then`) {
+				t.Fatalf("item %d succeeded", n)
+			}
+		}
+		if pids := f.pids(t); len(pids) != 5 {
+			t.Fatalf("%d processes for 5 items that each failed", len(pids))
+		}
+	})
+	t.Run("between items", func(t *testing.T) {
+		// The copy arrives after the answer, before the next item: the
+		// item on a fresh process succeeds, the next one fails, and so on.
+		e, f := strayPool(t, "late")
+		for n := range 6 {
+			ok := checkStray(t, e, n, more+`: "{\"output\": {\"n\": `+strconv.Itoa(n-1)+`}}" came after its answer, before the next item`)
+			if ok != (n%2 == 0) {
+				t.Fatalf("item %d: succeeded %v", n, ok)
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		if pids := f.pids(t); len(pids) != 3 {
+			t.Fatalf("%d processes for 6 items, 3 failed", len(pids))
+		}
+	})
+	t.Run("before reading the next item", func(t *testing.T) {
+		// Items back to back: the copy comes after the next item was
+		// written, and while the process has not read it yet.
+		e, _ := strayPool(t, "slow")
+		for n := range 4 {
+			ok := checkStray(t, e, n, more+`: "{\"output\": {\"n\": `+strconv.Itoa(n-1)+`}}" came before it read the next item`)
+			if ok != (n%2 == 0) {
+				t.Fatalf("item %d: succeeded %v", n, ok)
+			}
+		}
+	})
+	t.Run("shell", func(t *testing.T) {
+		// A shell printing each answer twice: every item fails.
+		e, _ := strayPool(t, `sh -c 'while IFS= read -r l; do printf "%s\n%s\n" "{\"output\":$l}" "{\"output\":$l}"; done'`)
+		for n := range 10 {
+			if checkStray(t, e, n, more) {
+				t.Fatalf("item %d succeeded", n)
+			}
+		}
+	})
+	t.Run("first item only", func(t *testing.T) {
+		// A line before the very first answer: that item fails once and,
+		// retried on a new process, gets its answer like all the others.
+		e, f := strayPool(t, "first")
+		failures := 0
+		for n := range 10 {
+			for try := 0; ; try++ {
+				if checkStray(t, e, n, more+`: "{\"output\": \"debug: model loaded\"}" and then "{\"output\": {\"n\": 0}}"`) {
+					break
+				}
+				failures++
+				if try == 2 {
+					t.Fatalf("item %d failed 3 times", n)
+				}
+			}
+		}
+		if pids := f.pids(t); failures != 1 || len(pids) != 2 {
+			t.Fatalf("%d failures, %d processes; want 1 and 2", failures, len(pids))
+		}
+	})
+}
+
+// groupGone reports whether no live (non-zombie) process is left with pid
+// pid or in the process group pgid, by /proc.
+func groupGone(pid, pgid int) bool {
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		p, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", d.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp ...
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 {
+			continue
+		}
+		fields := strings.Fields(string(stat[i+1:]))
+		if len(fields) < 3 || fields[0] == "Z" || fields[0] == "X" {
+			continue
+		}
+		if p == pid || fields[2] == strconv.Itoa(pgid) {
+			return false
+		}
+	}
+	return true
+}
+
+// A process's children die with it, at an item's timeout and at Close.
+func TestExecKillsProcessGroup(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("process groups are killed on Linux only")
+	}
+	dir := t.TempDir()
+	// Each script writes its own pid and its child's to its pid file.
+	for _, c := range []struct {
+		name, script string
+		timeout      time.Duration
+		wantErr      error
+	}{
+		// The item hangs waiting for its child, past its timeout.
+		{"timeout", `while read -r l; do sleep 300 & echo $$ $! >> "$0"; wait; done`, 500 * time.Millisecond, context.DeadlineExceeded},
+		// The child was started beside the read loop; the process exits
+		// at EOF on stdin (at Close), leaving it behind.
+		{"close", `sleep 300 & echo $$ $! >> "$0"; while read -r l; do echo "{\"output\":1}"; done`, 10 * time.Second, nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			pidfile := filepath.Join(dir, c.name)
+			e, err := pipeline.NewExec(fmt.Sprintf("sh -c '%s' '%s'", c.script, pidfile), pipeline.ExecOptions{PoolSize: 1, Logger: quietLog})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer e.Close()
+			if _, err := callExec(t, e, c.timeout, `{"n":1}`); !errors.Is(err, c.wantErr) {
+				t.Fatalf("item: %v, want %v", err, c.wantErr)
+			}
+			e.Close()
+			data, err := os.ReadFile(pidfile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var sh, child int
+			if _, err := fmt.Sscan(string(data), &sh, &child); err != nil {
+				t.Fatalf("pid file %q: %v", data, err)
+			}
+			t.Cleanup(func() {
+				if p, err := os.FindProcess(child); err == nil {
+					p.Kill()
+				}
+			})
+			deadline := time.Now().Add(5 * time.Second)
+			for !groupGone(child, sh) {
+				if time.Now().After(deadline) {
+					t.Fatalf("the child %d of process %d (its group) survived the %s", child, sh, c.name)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
 	}
 }
 
@@ -599,4 +826,33 @@ func TestExecQueueWaitIsNotItemTime(t *testing.T) {
 		}
 		t.Fatalf("status %s, counts %+v; want 4 succeeded: %v", m.Status, m.Counts, why)
 	}
+}
+
+// BenchmarkExecRoundTrip measures one item's round trip through a process
+// of the pool: the Python test processor, and cat (which answers an item
+// {"output": ...} with itself) for the cost of the protocol alone.
+func BenchmarkExecRoundTrip(b *testing.B) {
+	run := func(b *testing.B, e *pipeline.Exec, item string) {
+		ctx := context.Background()
+		if _, err := e.Process(ctx, json.RawMessage(item)); err != nil { // start the process
+			b.Fatal(err)
+		}
+		for b.Loop() {
+			if _, err := e.Process(ctx, json.RawMessage(item)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Run("python", func(b *testing.B) {
+		f := newExecFixture(b)
+		run(b, f.pool(b, pipeline.ExecOptions{PoolSize: 1}), `{"n":1,"text":"some text"}`)
+	})
+	b.Run("cat", func(b *testing.B) {
+		e, err := pipeline.NewExec("cat", pipeline.ExecOptions{PoolSize: 1, Logger: quietLog})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer e.Close()
+		run(b, e, `{"output":{"n":1,"text":"some text"}}`)
+	})
 }
