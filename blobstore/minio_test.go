@@ -14,16 +14,16 @@ import (
 
 	"github.com/batchpipe/batchpipe/blobstore"
 	"github.com/batchpipe/batchpipe/blobstore/blobstoretest"
-	"github.com/batchpipe/batchpipe/internal/miniotest"
+	"github.com/batchpipe/batchpipe/internal/testinfra"
 )
 
 // TestMain stops the MinIO server the s3 and minio tests may have started.
-func TestMain(m *testing.M) { miniotest.Main(m) }
+func TestMain(m *testing.M) { testinfra.Main(m) }
 
 // useMinIOCreds points both drivers' credential lookups at srv. It uses
 // os.Setenv rather than t.Setenv so the suite's subtests may run in parallel;
 // the values are the same for every test of the process.
-func useMinIOCreds(t testing.TB, srv miniotest.Server) {
+func useMinIOCreds(t testing.TB, srv testinfra.MinIOServer) {
 	t.Helper()
 	for k, v := range map[string]string{
 		"MINIO_ROOT_USER":       srv.AccessKey,
@@ -40,15 +40,15 @@ func useMinIOCreds(t testing.TB, srv miniotest.Server) {
 	}
 }
 
-func minioURL(srv miniotest.Server, bucket string) string {
+func minioURL(srv testinfra.MinIOServer, bucket string) string {
 	return fmt.Sprintf("minio://%s/%s?secure=false", srv.Endpoint, bucket)
 }
 
 func TestMinIOConformance(t *testing.T) {
-	srv := miniotest.Endpoint(t)
+	srv := testinfra.MinIOEndpoint(t)
 	useMinIOCreds(t, srv)
 	blobstoretest.Run(t, blobstoretest.Harness{
-		NewURL: func(t *testing.T) string { return minioURL(srv, miniotest.NewBucket(t, srv)) },
+		NewURL: func(t *testing.T) string { return minioURL(srv, testinfra.NewBucket(t, srv)) },
 		MissingBucketURL: func(t *testing.T) string {
 			return minioURL(srv, "batchpipe-no-such-bucket")
 		},
@@ -96,8 +96,8 @@ func checkAccessDenied(t *testing.T, errs map[string]error, secret string) {
 }
 
 func TestMinIOWrongCredentials(t *testing.T) {
-	srv := miniotest.Endpoint(t)
-	bucket := miniotest.NewBucket(t, srv)
+	srv := testinfra.MinIOEndpoint(t)
+	bucket := testinfra.NewBucket(t, srv)
 	t.Run("UnknownUser", func(t *testing.T) {
 		t.Setenv("MINIO_ROOT_USER", "nobody-here")
 		t.Setenv("MINIO_ROOT_PASSWORD", "not-the-password-1")
@@ -120,9 +120,9 @@ func TestMinIOWrongCredentials(t *testing.T) {
 // TestMinIOMultipartAbortLeavesNoUpload checks that a failed streamed write
 // aborts its multipart upload instead of leaving parts behind on the server.
 func TestMinIOMultipartAbortLeavesNoUpload(t *testing.T) {
-	srv := miniotest.Endpoint(t)
+	srv := testinfra.MinIOEndpoint(t)
 	useMinIOCreds(t, srv)
-	bucket := miniotest.NewBucket(t, srv)
+	bucket := testinfra.NewBucket(t, srv)
 	for _, u := range []string{
 		minioURL(srv, bucket),
 		fmt.Sprintf("s3://%s/?endpoint=http://%s&path_style=true&region=us-east-1", bucket, srv.Endpoint),
@@ -278,13 +278,13 @@ func benchGet(b *testing.B, rawURL string) {
 }
 
 func BenchmarkMinIOPut(b *testing.B) {
-	srv := miniotest.Endpoint(b)
+	srv := testinfra.MinIOEndpoint(b)
 	useMinIOCreds(b, srv)
-	benchPut(b, minioURL(srv, miniotest.NewBucket(b, srv)))
+	benchPut(b, minioURL(srv, testinfra.NewBucket(b, srv)))
 }
 
 func BenchmarkMinIOGet(b *testing.B) {
-	srv := miniotest.Endpoint(b)
+	srv := testinfra.MinIOEndpoint(b)
 	useMinIOCreds(b, srv)
-	benchGet(b, minioURL(srv, miniotest.NewBucket(b, srv)))
+	benchGet(b, minioURL(srv, testinfra.NewBucket(b, srv)))
 }

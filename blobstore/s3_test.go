@@ -8,19 +8,19 @@ import (
 
 	"github.com/batchpipe/batchpipe/blobstore"
 	"github.com/batchpipe/batchpipe/blobstore/blobstoretest"
-	"github.com/batchpipe/batchpipe/internal/miniotest"
+	"github.com/batchpipe/batchpipe/internal/testinfra"
 )
 
 // s3URL names bucket on the MinIO server srv through the s3 driver.
-func s3URL(srv miniotest.Server, bucket string) string {
+func s3URL(srv testinfra.MinIOServer, bucket string) string {
 	return fmt.Sprintf("s3://%s?endpoint=http://%s&path_style=true&region=us-east-1", bucket, srv.Endpoint)
 }
 
 func TestS3Conformance(t *testing.T) {
-	srv := miniotest.Endpoint(t)
+	srv := testinfra.MinIOEndpoint(t)
 	useMinIOCreds(t, srv)
 	blobstoretest.Run(t, blobstoretest.Harness{
-		NewURL: func(t *testing.T) string { return s3URL(srv, miniotest.NewBucket(t, srv)) },
+		NewURL: func(t *testing.T) string { return s3URL(srv, testinfra.NewBucket(t, srv)) },
 		MissingBucketURL: func(t *testing.T) string {
 			return s3URL(srv, "batchpipe-no-such-bucket")
 		},
@@ -28,8 +28,8 @@ func TestS3Conformance(t *testing.T) {
 }
 
 func TestS3WrongCredentials(t *testing.T) {
-	srv := miniotest.Endpoint(t)
-	bucket := miniotest.NewBucket(t, srv)
+	srv := testinfra.MinIOEndpoint(t)
+	bucket := testinfra.NewBucket(t, srv)
 	for _, c := range []struct{ name, id, secret string }{
 		{"UnknownKey", "AKIANOBODYHERE", "not-the-password-1"},
 		{"WrongSecret", srv.AccessKey, "not-the-password-2"},
@@ -74,13 +74,13 @@ func TestCredentialsInURLAreRedacted(t *testing.T) {
 }
 
 func BenchmarkS3Put(b *testing.B) {
-	srv := miniotest.Endpoint(b)
+	srv := testinfra.MinIOEndpoint(b)
 	useMinIOCreds(b, srv)
-	benchPut(b, s3URL(srv, miniotest.NewBucket(b, srv)))
+	benchPut(b, s3URL(srv, testinfra.NewBucket(b, srv)))
 }
 
 func BenchmarkS3Get(b *testing.B) {
-	srv := miniotest.Endpoint(b)
+	srv := testinfra.MinIOEndpoint(b)
 	useMinIOCreds(b, srv)
-	benchGet(b, s3URL(srv, miniotest.NewBucket(b, srv)))
+	benchGet(b, s3URL(srv, testinfra.NewBucket(b, srv)))
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/batchpipe/batchpipe/blobstore"
+	"github.com/batchpipe/batchpipe/internal/testinfra"
 	"github.com/batchpipe/batchpipe/manifests"
 	"github.com/batchpipe/batchpipe/zjsonl"
 )
@@ -257,7 +258,7 @@ func decodeAll(t testing.TB, b blobstore.Bucket, prefix string) int {
 			zr.Close()
 		case strings.HasSuffix(a.Key, ".json"):
 			if !json.Valid(data) {
-				t.Fatalf("%s: half-written? not JSON: %q", a.Key, tail(string(data), 200))
+				t.Fatalf("%s: half-written? not JSON: %q", a.Key, testinfra.Tail(string(data), 200))
 			}
 		}
 	}
@@ -376,7 +377,7 @@ func waitProcessed(t testing.TB, path string, n int, timeout time.Duration, aliv
 	for processed(path) < n {
 		for _, p := range alive {
 			if !p.running() {
-				t.Fatalf("%s exited (%s) while waiting for %d items to be processed\n%s", p.name, p.exitString(), n, tail(p.stderr.String(), 3000))
+				t.Fatalf("%s exited (%s) while waiting for %d items to be processed\n%s", p.name, p.exitString(), n, testinfra.Tail(p.stderr.String(), 3000))
 			}
 		}
 		if time.Now().After(deadline) {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/batchpipe/batchpipe/internal/testinfra"
 )
 
 // Case 7: a bad environment is a clear error within seconds and a non-zero
@@ -62,7 +64,7 @@ func storeObjects(dir string) int {
 
 func TestBadEnvironment(t *testing.T) {
 	parent(t)
-	closedPort := func(c *C) string { return strconv.Itoa(freePort(c)) }
+	closedPort := func(c *C) string { return strconv.Itoa(testinfra.FreeTCPPort(c)) }
 
 	t.Run("temporal_unreachable_submit", func(t *testing.T) {
 		c := track(t, "7a")
@@ -149,11 +151,11 @@ func TestBadEnvironment(t *testing.T) {
 	t.Run("wrong_credentials", func(t *testing.T) {
 		c := track(t, "7e")
 		mio := theMinIO(c)
-		bucket := mio.bucket(c, "faults-7e")
+		bucket := mio.CreateBucket(c, "faults-7e")
 		const wrong = "wrong-password-7e-d41d8cd9"
 		notes := storeCases(c, []struct{ name, url string }{
-			{"minio://", mio.storeURL(bucket, "p")},
-			{"s3://", "s3://" + bucket + "/p?endpoint=http://" + mio.endpoint() + "&region=us-east-1&path_style=true"},
+			{"minio://", mio.StoreURL(bucket, "p")},
+			{"s3://", "s3://" + bucket + "/p?endpoint=http://" + mio.Endpoint + "&region=us-east-1&path_style=true"},
 		}, env("MINIO_ROOT_USER="+minioUser, "MINIO_ROOT_PASSWORD="+wrong, "AWS_ACCESS_KEY_ID="+minioUser, "AWS_SECRET_ACCESS_KEY="+wrong, "AWS_EC2_METADATA_DISABLED=true"),
 			[]string{"is not usable"}, wrong)
 		c.Note("%s; the wrong password is never printed", strings.Join(notes, "; "))
@@ -163,8 +165,8 @@ func TestBadEnvironment(t *testing.T) {
 		c := track(t, "7f")
 		mio := theMinIO(c)
 		notes := storeCases(c, []struct{ name, url string }{
-			{"minio://", mio.storeURL("no-such-bucket-7f", "p")},
-			{"s3://", "s3://no-such-bucket-7f/p?endpoint=http://" + mio.endpoint() + "&region=us-east-1&path_style=true"},
+			{"minio://", mio.StoreURL("no-such-bucket-7f", "p")},
+			{"s3://", "s3://no-such-bucket-7f/p?endpoint=http://" + mio.Endpoint + "&region=us-east-1&path_style=true"},
 		}, env(append(minioEnv(), "AWS_ACCESS_KEY_ID="+minioUser, "AWS_SECRET_ACCESS_KEY="+minioSecret, "AWS_EC2_METADATA_DISABLED=true")...),
 			[]string{"is not usable", "bucket"}, minioSecret)
 		c.Note("%s", strings.Join(notes, "; "))

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/batchpipe/batchpipe/internal/testinfra"
 )
 
 // Kill cases: items take 20 ms in faultproc (8 processes per worker), so a
@@ -35,7 +37,7 @@ func waitProcessedBy(t testing.TB, logPath string, pid, n int, timeout time.Dura
 		}
 		for _, p := range alive {
 			if !p.running() {
-				t.Fatalf("%s exited (%s) while waiting for pid %d to process %d items\n%s", p.name, p.exitString(), pid, n, tail(p.stderr.String(), 3000))
+				t.Fatalf("%s exited (%s) while waiting for pid %d to process %d items\n%s", p.name, p.exitString(), pid, n, testinfra.Tail(p.stderr.String(), 3000))
 			}
 		}
 		if time.Now().After(deadline) {
@@ -119,7 +121,7 @@ func TestKillWorkerSeparateServer(t *testing.T) {
 	c := track(t, "1a")
 	addr, _ := sharedServer(c)
 	mio := theMinIO(c)
-	store := mio.storeURL(mio.bucket(c, "faults-1a"), "kill")
+	store := mio.StoreURL(mio.CreateBucket(c, "faults-1a"), "kill")
 	dir := c.TempDir()
 	in := items(killItems, "k1a", nil)
 	writeItems(c, filepath.Join(dir, "in.jsonl"), in)

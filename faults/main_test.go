@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batchpipe/batchpipe/internal/miniotest"
+	"github.com/batchpipe/batchpipe/internal/testinfra"
 )
 
 // Built once by TestMain and run as processes by every case.
@@ -64,7 +64,7 @@ func TestMain(m *testing.M) {
 func runSuite(m *testing.M) int {
 	start := time.Now()
 	var err error
-	if repoRoot, err = miniotest.RepoRoot(); err != nil {
+	if repoRoot, err = testinfra.RepoRoot(); err != nil {
 		fmt.Fprintln(os.Stderr, "faults:", err)
 		return 1
 	}

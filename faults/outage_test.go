@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batchpipe/batchpipe/internal/testinfra"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 )
@@ -43,8 +44,8 @@ func TestMinIOOutage(t *testing.T) {
 	c := track(t, "2")
 	addr, tc := sharedServer(c)
 	mio := newMinIO(c)
-	bucket := mio.bucket(c, "faults-2")
-	store := mio.storeURL(bucket, "outage")
+	bucket := mio.CreateBucket(c, "faults-2")
+	store := mio.StoreURL(bucket, "outage")
 	dir := c.TempDir()
 	const n = 3000
 	in := items(n, "m2", nil)
@@ -58,7 +59,7 @@ func TestMinIOOutage(t *testing.T) {
 		"--shard-size", "50", "--concurrency", "4", "in.jsonl")
 	waitProcessed(c, logPath, 600, 3*time.Minute, w, sub)
 
-	mio.kill()
+	mio.Kill()
 	down := time.Now()
 	atStop := processed(logPath)
 	ctx := context.Background()
@@ -69,10 +70,10 @@ func TestMinIOOutage(t *testing.T) {
 			maxAttempt, lastFailure = a, f
 		}
 		if !sub.running() || !w.running() {
-			c.Fatalf("a process exited during the outage: submit %s, worker %s\n%s", sub.exitString(), w.exitString(), tail(sub.stderr.String(), 2000))
+			c.Fatalf("a process exited during the outage: submit %s, worker %s\n%s", sub.exitString(), w.exitString(), testinfra.Tail(sub.stderr.String(), 2000))
 		}
 	}
-	if err := mio.start(); err != nil {
+	if err := mio.Restart(); err != nil {
 		c.Fatalf("starting MinIO again: %v", err)
 	}
 	up := time.Now()
@@ -91,8 +92,12 @@ func TestMinIOOutage(t *testing.T) {
 	ck := checkBatch(c, store, id, in, want{})
 	// Multipart uploads left open by the outage are not objects (nothing
 	// reads them), but count them.
+	mc, err := mio.Client()
+	if err != nil {
+		c.Fatal(err)
+	}
 	open := 0
-	for u := range mio.client(c).ListIncompleteUploads(ctx, bucket, "", true) {
+	for u := range mc.ListIncompleteUploads(ctx, bucket, "", true) {
 		if u.Err == nil {
 			open++
 		}

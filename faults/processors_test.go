@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/batchpipe/batchpipe"
+	"github.com/batchpipe/batchpipe/internal/testinfra"
 	"github.com/batchpipe/batchpipe/manifests"
 	"github.com/batchpipe/batchpipe/pipeline"
 )
@@ -201,7 +202,7 @@ func TestProcessorFaultsWorkerBinary(t *testing.T) {
 		}
 	}
 	if !w.running() {
-		c.Fatalf("the worker died: %s\n%s", w.exitString(), tail(w.stderr.String(), 3000))
+		c.Fatalf("the worker died: %s\n%s", w.exitString(), testinfra.Tail(w.stderr.String(), 3000))
 	}
 	// The same worker process runs the next batch.
 	in2 := items(100, "p5b2", nil)
@@ -213,7 +214,7 @@ func TestProcessorFaultsWorkerBinary(t *testing.T) {
 	checkBatch(c, store, "after-5b", in2, want{})
 	w.stop(30 * time.Second)
 	if code := w.cmd.ProcessState.ExitCode(); code != 0 || !strings.Contains(w.stderr.String(), "stopping worker") {
-		c.Errorf("worker after SIGTERM: exit %d, want 0 and a clean stop\n%s", code, tail(w.stderr.String(), 2000))
+		c.Errorf("worker after SIGTERM: exit %d, want 0 and a clean stop\n%s", code, testinfra.Tail(w.stderr.String(), 2000))
 	}
 	c.Note("%d items: 6 crashing (type error after 2 attempts, message names the exit status and stderr), 6 hanging (type timeout after 2 attempts of 2 s; the process was killed), 6 permanent errors (type permanent, 1 attempt), %d succeeded, exit 3 in %.1f s; manifest checked in full, %d objects; the same worker process then ran a 100-item batch (exit 0) and stopped cleanly on SIGTERM",
 		n, ck.m.Counts.Succeeded, r.dur.Seconds(), ck.objects)

@@ -1,15 +1,10 @@
 package faults_test
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,45 +15,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 	"go.temporal.io/sdk/client"
 	sdklog "go.temporal.io/sdk/log"
+
+	"github.com/batchpipe/batchpipe/internal/testinfra"
 )
-
-// buffer collects a process's output; safe for concurrent use.
-type buffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *buffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.buf.Len() < 256<<20 {
-		b.buf.Write(p)
-	}
-	return len(p), nil
-}
-
-func (b *buffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func tail(s string, n int) string {
-	if len(s) > n {
-		return "…" + s[len(s)-n:]
-	}
-	return s
-}
 
 // proc is a process started by a case.
 type proc struct {
 	name           string
 	cmd            *exec.Cmd
-	stdout, stderr *buffer
+	stdout, stderr *testinfra.Buffer
 	done           chan struct{}
 	started        time.Time
 	ended          time.Time
@@ -97,7 +64,7 @@ func start(t testing.TB, name, dir string, environ []string, bin string, args ..
 	t.Cleanup(func() {
 		p.stop(20 * time.Second)
 		if t.Failed() {
-			t.Logf("%s: exit %s\n--- stdout:\n%s\n--- stderr:\n%s", p.name, p.exitString(), tail(p.stdout.String(), 3000), tail(p.stderr.String(), 6000))
+			t.Logf("%s: exit %s\n--- stdout:\n%s\n--- stderr:\n%s", p.name, p.exitString(), testinfra.Tail(p.stdout.String(), 3000), testinfra.Tail(p.stderr.String(), 6000))
 		}
 	})
 	return p
@@ -107,7 +74,7 @@ func startProc(name, dir string, environ []string, bin string, args ...string) (
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = dir
 	cmd.Env = environ
-	p := &proc{name: name, cmd: cmd, stdout: &buffer{}, stderr: &buffer{}, done: make(chan struct{})}
+	p := &proc{name: name, cmd: cmd, stdout: &testinfra.Buffer{Limit: 256 << 20}, stderr: &testinfra.Buffer{Limit: 256 << 20}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	p.started = time.Now()
@@ -184,10 +151,10 @@ func (p *proc) waitOutput(s string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for !strings.Contains(p.stderr.String(), s) {
 		if !p.running() {
-			return fmt.Errorf("%s exited (%s) before printing %q\n%s", p.name, p.exitString(), s, tail(p.stderr.String(), 4000))
+			return fmt.Errorf("%s exited (%s) before printing %q\n%s", p.name, p.exitString(), s, testinfra.Tail(p.stderr.String(), 4000))
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s did not print %q within %v\n%s", p.name, s, timeout, tail(p.stderr.String(), 4000))
+			return fmt.Errorf("%s did not print %q within %v\n%s", p.name, s, timeout, testinfra.Tail(p.stderr.String(), 4000))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -204,7 +171,7 @@ type run struct {
 }
 
 func (r run) String() string {
-	return fmt.Sprintf("exit %d after %.1fs (timed out: %v)\n--- stdout:\n%s\n--- stderr:\n%s", r.code, r.dur.Seconds(), r.timedOut, tail(r.stdout, 3000), tail(r.stderr, 3000))
+	return fmt.Sprintf("exit %d after %.1fs (timed out: %v)\n--- stdout:\n%s\n--- stderr:\n%s", r.code, r.dur.Seconds(), r.timedOut, testinfra.Tail(r.stdout, 3000), testinfra.Tail(r.stderr, 3000))
 }
 
 // result waits for p and returns what it did.
@@ -226,39 +193,7 @@ func submit(t testing.TB, dir string, environ []string, timeout time.Duration, a
 
 // freeBase picks a frontend port whose devserver.PortSpan (8) consecutive
 // ports are free, below the ephemeral port range (as devserver does).
-func freeBase() (int, error) {
-	for range 200 {
-		base := 20000 + 8*rand.IntN((32000-20000)/8)
-		ok := true
-		var lns []net.Listener
-		for i := range 8 {
-			ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(base+i))
-			if err != nil {
-				ok = false
-				break
-			}
-			lns = append(lns, ln)
-		}
-		for _, ln := range lns {
-			ln.Close()
-		}
-		if ok {
-			return base, nil
-		}
-	}
-	return 0, errors.New("no 8 free consecutive ports in [20000, 32000)")
-}
-
-// freePort is a free loopback port.
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+func freeBase() (int, error) { return testinfra.FreePortSpan(8) }
 
 // devArgs are the arguments of `worker --dev` on port and state directory.
 func devArgs(port int, stateDir string, extra ...string) []string {
@@ -361,94 +296,52 @@ func stopShared() {
 	}
 	sharedMinIO.mu.Lock()
 	if sharedMinIO.m != nil {
-		sharedMinIO.m.kill()
+		sharedMinIO.m.Kill()
 	}
 	sharedMinIO.mu.Unlock()
 }
 
 // ---- MinIO ----
 
-// minioServer is a MinIO process on a fixed port and data directory, so
-// it can be killed and started again where it was.
-type minioServer struct {
-	bin     string
-	data    string
-	port    int
-	console int
-	mu      sync.Mutex
-	p       *proc
-	starts  int
-}
-
-func minioBinary() (string, error) {
-	if b := os.Getenv("BATCHPIPE_MINIO_BIN"); b != "" {
-		return b, nil
-	}
-	b := filepath.Join(repoRoot, "bin", "minio")
-	if _, err := os.Stat(b); err == nil {
-		return b, nil
-	}
-	if b, err := exec.LookPath("minio"); err == nil {
-		return b, nil
-	}
-	return "", errors.New("no MinIO binary in bin/minio or on PATH (build it with `make minio-bin`)")
-}
-
 // needMinIO returns the MinIO binary, skipping the case when there is none
-// (failing it under CI=true, like internal/miniotest).
+// (failing it under CI=true).
 func needMinIO(t testing.TB) string {
 	t.Helper()
-	b, err := minioBinary()
+	b, err := testinfra.MinIOBinary()
 	if err != nil {
-		if truthy(os.Getenv("CI")) {
-			t.Fatalf("MinIO is required when CI=true: %v", err)
-		}
-		t.Skipf("MinIO unavailable: %v", err)
+		testinfra.MinIOUnavailable(t, err)
 	}
 	return b
 }
 
+// launchMinIO starts a MinIO with the suite's credentials in dir (data in
+// dir/data), on free ports it keeps across Kill and Restart.
+func launchMinIO(bin, dir string) (*testinfra.MinIOProcess, error) {
+	return testinfra.StartMinIO(testinfra.MinIOOptions{
+		Binary: bin, Dir: dir, AccessKey: minioUser, SecretKey: minioSecret,
+		Env: env(), StartTimeout: 90 * time.Second,
+	})
+}
+
 // newMinIO starts a MinIO of the case's own; it is killed when the case ends.
-func newMinIO(t testing.TB) *minioServer {
+func newMinIO(t testing.TB) *testinfra.MinIOProcess {
 	t.Helper()
 	m, err := launchMinIO(needMinIO(t), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(m.kill)
+	t.Cleanup(m.Kill)
 	return m
-}
-
-func launchMinIO(bin, dir string) (*minioServer, error) {
-	var last error
-	for range 3 {
-		ln1, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ln2, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			ln1.Close()
-			return nil, err
-		}
-		m := &minioServer{bin: bin, data: filepath.Join(dir, "data"), port: ln1.Addr().(*net.TCPAddr).Port, console: ln2.Addr().(*net.TCPAddr).Port}
-		ln1.Close()
-		ln2.Close()
-		if last = m.start(); last == nil {
-			return m, nil
-		}
-	}
-	return nil, last
 }
 
 // sharedMinIO serves the cases that only need a store.
 var sharedMinIO struct {
 	mu  sync.Mutex
-	m   *minioServer
+	m   *testinfra.MinIOProcess
 	err error
 }
 
-func theMinIO(t testing.TB) *minioServer {
+func theMinIO(t testing.TB) *testinfra.MinIOProcess {
 	t.Helper()
 	bin := needMinIO(t)
 	sharedMinIO.mu.Lock()
@@ -460,73 +353,4 @@ func theMinIO(t testing.TB) *minioServer {
 		t.Fatalf("MinIO: %v", sharedMinIO.err)
 	}
 	return sharedMinIO.m
-}
-
-func (m *minioServer) endpoint() string { return "127.0.0.1:" + strconv.Itoa(m.port) }
-
-// start starts MinIO on its port and data directory and waits until it is live.
-func (m *minioServer) start() error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if err := os.MkdirAll(m.data, 0o755); err != nil {
-		return err
-	}
-	p, err := startProc("minio", filepath.Dir(m.data), env("MINIO_ROOT_USER="+minioUser, "MINIO_ROOT_PASSWORD="+minioSecret, "MINIO_BROWSER=off", "MINIO_UPDATE=off"),
-		m.bin, "server", "--quiet", "--address", m.endpoint(), "--console-address", "127.0.0.1:"+strconv.Itoa(m.console), m.data)
-	if err != nil {
-		return err
-	}
-	m.p = p
-	m.starts++
-	hc := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(90 * time.Second)
-	for time.Now().Before(deadline) {
-		if !p.running() {
-			return fmt.Errorf("minio exited: %s\n%s", p.exitString(), tail(p.stdout.String()+p.stderr.String(), 2000))
-		}
-		resp, err := hc.Get("http://" + m.endpoint() + "/minio/health/live")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	p.kill()
-	return fmt.Errorf("minio on %s not live within 90 s\n%s", m.endpoint(), tail(p.stdout.String()+p.stderr.String(), 2000))
-}
-
-// kill stops MinIO with SIGKILL.
-func (m *minioServer) kill() {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.p != nil {
-		m.p.kill()
-	}
-}
-
-func (m *minioServer) client(t testing.TB) *minio.Client {
-	t.Helper()
-	c, err := minio.New(m.endpoint(), &minio.Options{Creds: credentials.NewStaticV4(minioUser, minioSecret, ""), BucketLookup: minio.BucketLookupPath})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-// bucket creates a bucket.
-func (m *minioServer) bucket(t testing.TB, name string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := m.client(t).MakeBucket(ctx, name, minio.MakeBucketOptions{}); err != nil {
-		t.Fatalf("creating bucket %s: %v", name, err)
-	}
-	return name
-}
-
-// storeURL is a minio:// store URL on m.
-func (m *minioServer) storeURL(bucket, prefix string) string {
-	return fmt.Sprintf("minio://%s/%s/%s?secure=false", m.endpoint(), bucket, prefix)
 }

@@ -49,8 +49,8 @@ func TestSecretsNeverLeak(t *testing.T) {
 	c := track(t, "9")
 	addr, tc := sharedServer(c)
 	mio := theMinIO(c)
-	bucket := mio.bucket(c, "faults-9")
-	store := mio.storeURL(bucket, "sec")
+	bucket := mio.CreateBucket(c, "faults-9")
+	store := mio.StoreURL(bucket, "sec")
 	var r1, r2 [12]byte
 	rand.Read(r1[:])
 	rand.Read(r2[:])
@@ -82,9 +82,9 @@ func TestSecretsNeverLeak(t *testing.T) {
 		{"results", id, "--store", store, "--verify"},
 		{"list", "--store", store},
 		{"redrive", id, "--store", store, "--task-queue", queue, "-v"},
-		{"--store", mio.storeURL("no-such-bucket-9", "x"), "in.jsonl"},
-		{"--store", "minio://" + minioUser + ":" + minioSecret + "@" + mio.endpoint() + "/" + bucket + "/x?secure=false", "in.jsonl"},
-		{"--store", "s3://" + bucket + "/x?endpoint=http://" + mio.endpoint() + "&path_style=true", "--task-queue", queue, "--batch-id", id + "-s3", "in.jsonl"},
+		{"--store", mio.StoreURL("no-such-bucket-9", "x"), "in.jsonl"},
+		{"--store", "minio://" + minioUser + ":" + minioSecret + "@" + mio.Endpoint + "/" + bucket + "/x?secure=false", "in.jsonl"},
+		{"--store", "s3://" + bucket + "/x?endpoint=http://" + mio.Endpoint + "&path_style=true", "--task-queue", queue, "--batch-id", id + "-s3", "in.jsonl"},
 	}
 	wantCodes := []int{3, 0, 0, 0, 0, 0, 0, 3, 1, 2, 1}
 	for i, args := range cmds {
@@ -96,7 +96,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 		logs.add(fmt.Sprintf("submit %d stderr", i), []byte(r.stderr))
 	}
 	rw := start(c, "worker with credentials in its store URL", dir, environ, workerBin, "--store",
-		"minio://"+minioUser+":"+minioSecret+"@"+mio.endpoint()+"/"+bucket+"?secure=false").result(time.Minute)
+		"minio://"+minioUser+":"+minioSecret+"@"+mio.Endpoint+"/"+bucket+"?secure=false").result(time.Minute)
 	if rw.code != 2 {
 		c.Errorf("worker with credentials in --store: %s", rw)
 	}
@@ -143,7 +143,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	nobj := 0
 	dec, _ := zstd.NewReader(nil)
 	defer dec.Close()
-	b := openStore(c, "minio://"+mio.endpoint()+"/"+bucket+"?secure=false")
+	b := openStore(c, "minio://"+mio.Endpoint+"/"+bucket+"?secure=false")
 	for a, err := range b.List(ctx, "") {
 		if err != nil {
 			c.Fatal(err)

@@ -16,7 +16,7 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"github.com/batchpipe/batchpipe/blobstore"
-	"github.com/batchpipe/batchpipe/internal/miniotest"
+	"github.com/batchpipe/batchpipe/internal/testinfra"
 	"github.com/batchpipe/batchpipe/manifests"
 	"github.com/batchpipe/batchpipe/pipeline"
 )
@@ -24,8 +24,8 @@ import (
 // minioStore gives a test a fresh MinIO bucket: its store URL (with a
 // prefix) and the URL of the bucket's root.
 func minioStore(t *testing.T) (store, root string) {
-	srv := miniotest.Endpoint(t)
-	bucket := miniotest.NewBucket(t, srv)
+	srv := testinfra.MinIOEndpoint(t)
+	bucket := testinfra.NewBucket(t, srv)
 	t.Setenv("MINIO_ROOT_USER", srv.AccessKey)
 	t.Setenv("MINIO_ROOT_PASSWORD", srv.SecretKey)
 	root = fmt.Sprintf("minio://%s/%s", srv.Endpoint, bucket)

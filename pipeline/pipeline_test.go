@@ -20,13 +20,13 @@ import (
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
-	sdklog "go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/worker"
 
 	"github.com/batchpipe/batchpipe"
 	"github.com/batchpipe/batchpipe/blobstore"
 	"github.com/batchpipe/batchpipe/internal/devserver"
-	"github.com/batchpipe/batchpipe/internal/miniotest"
+	"github.com/batchpipe/batchpipe/internal/testinfra"
+	"github.com/batchpipe/batchpipe/internal/testinfra/temporaltest"
 	"github.com/batchpipe/batchpipe/manifests"
 	"github.com/batchpipe/batchpipe/pipeline"
 	"github.com/batchpipe/batchpipe/zjsonl"
@@ -45,21 +45,15 @@ func TestMain(m *testing.M) {
 		if testing.Short() {
 			return m.Run()
 		}
-		srv, err := devserver.Start(context.Background(), devserver.Options{LogLevel: slog.LevelError + 8})
+		srv, err := temporaltest.Start(context.Background(), devserver.Options{})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "starting Temporal:", err)
 			return 1
 		}
 		defer srv.Stop()
-		c, err := client.Dial(client.Options{HostPort: srv.FrontendAddr(), Namespace: srv.Namespace(), Logger: sdklog.NewStructuredLogger(quietLog)})
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "dialing Temporal:", err)
-			return 1
-		}
-		defer c.Close()
-		temporalClient = c
+		temporalClient = srv.Client
 		code := m.Run()
-		miniotest.Stop()
+		testinfra.StopMinIO()
 		return code
 	}()
 	os.Exit(code)
@@ -348,8 +342,8 @@ func TestBatchAcrossContinueAsNewFileStore(t *testing.T) {
 }
 
 func TestBatchOnMinIO(t *testing.T) {
-	srv := miniotest.Endpoint(t)
-	bucket := miniotest.NewBucket(t, srv)
+	srv := testinfra.MinIOEndpoint(t)
+	bucket := testinfra.NewBucket(t, srv)
 	t.Setenv("MINIO_ROOT_USER", srv.AccessKey)
 	t.Setenv("MINIO_ROOT_PASSWORD", srv.SecretKey)
 	store := fmt.Sprintf("minio://%s/%s/some/prefix?secure=false", srv.Endpoint, bucket)

@@ -9,8 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -22,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batchpipe/batchpipe/internal/miniotest"
+	"github.com/batchpipe/batchpipe/internal/testinfra"
 	"github.com/batchpipe/batchpipe/manifests"
 )
 
@@ -40,7 +38,7 @@ var workerFlags = []string{"--metrics-addr", "127.0.0.1:0", "--log-format", "jso
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	miniotest.Stop()
+	testinfra.StopMinIO()
 	if binDir != "" {
 		os.RemoveAll(binDir)
 	}
@@ -58,7 +56,7 @@ var (
 func binaries(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
-		root, err := miniotest.RepoRoot()
+		root, err := testinfra.RepoRoot()
 		if err != nil {
 			buildErr = err
 			return
@@ -128,13 +126,7 @@ func (o *output) String() string {
 	return o.buf.String()
 }
 
-func (p *process) tail() string {
-	s := p.out.String()
-	if len(s) > 4000 {
-		s = "…" + s[len(s)-4000:]
-	}
-	return s
-}
+func (p *process) tail() string { return testinfra.Tail(p.out.String(), 4000) }
 
 // start runs bin with args in dir; the process is stopped (SIGTERM) when the
 // test ends if it is still running.
@@ -224,34 +216,6 @@ func (p *process) stop(t *testing.T) error {
 	}
 }
 
-// freePortSpan returns a port P such that P..P+n-1 can all be bound on
-// 127.0.0.1, chosen at random below the ephemeral port range.
-func freePortSpan(t *testing.T, n int) int {
-	t.Helper()
-	for range 200 {
-		r, _ := rand.Int(rand.Reader, big.NewInt(int64(32000-20000-n)))
-		base := 20000 + int(r.Int64())
-		var ls []net.Listener
-		ok := true
-		for i := range n {
-			l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(base+i)))
-			if err != nil {
-				ok = false
-				break
-			}
-			ls = append(ls, l)
-		}
-		for _, l := range ls {
-			l.Close()
-		}
-		if ok {
-			return base
-		}
-	}
-	t.Fatal("no free port span")
-	return 0
-}
-
 // TestCluster runs the topology of deploy/compose.yaml as processes: one
 // Temporal server, MinIO, three workers, and a 20,000-item batch submitted
 // over s3://; then it checks the manifest item by item and that every
@@ -261,8 +225,8 @@ func TestCluster(t *testing.T) {
 		t.Skip("starts a Temporal server, MinIO and four batchpipe processes")
 	}
 	began := time.Now()
-	minio := miniotest.Endpoint(t)
-	bucket := miniotest.NewBucket(t, minio)
+	minio := testinfra.MinIOEndpoint(t)
+	bucket := testinfra.NewBucket(t, minio)
 	bin := binaries(t)
 	dir := t.TempDir()
 	env := baseEnv(dir)
@@ -273,7 +237,10 @@ func TestCluster(t *testing.T) {
 	var temporal *process
 	var temporalAddr string
 	for attempt := 1; ; attempt++ {
-		port := freePortSpan(t, 8)
+		port, err := testinfra.FreePortSpan(8)
+		if err != nil {
+			t.Fatal(err)
+		}
 		name := "temporal"
 		if attempt > 1 {
 			name += strconv.Itoa(attempt)
@@ -376,7 +343,7 @@ func TestCluster(t *testing.T) {
 // checkManifest opens the batch's manifest over s3:// (credentials from the
 // AWS environment, as any reader's), verifies every object and checks every
 // item's output.
-func checkManifest(t *testing.T, ctx context.Context, manifestURL string, minio miniotest.Server, batchID string) {
+func checkManifest(t *testing.T, ctx context.Context, manifestURL string, minio testinfra.MinIOServer, batchID string) {
 	t.Helper()
 	t.Setenv("AWS_ACCESS_KEY_ID", minio.AccessKey)
 	t.Setenv("AWS_SECRET_ACCESS_KEY", minio.SecretKey)

@@ -13,7 +13,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/batchpipe/batchpipe/internal/miniotest"
+	"github.com/batchpipe/batchpipe/internal/testinfra"
 )
 
 // composeFile is the part of a compose file the test reads.
@@ -116,7 +116,7 @@ func flagNames(args []string) []string {
 
 func loadCompose(t *testing.T) (composeFile, string) {
 	t.Helper()
-	root, err := miniotest.RepoRoot()
+	root, err := testinfra.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,6 +20,8 @@ import (
 
 	"github.com/batchpipe/batchpipe"
 	"github.com/batchpipe/batchpipe/internal/devserver"
+	"github.com/batchpipe/batchpipe/internal/testinfra"
+	"github.com/batchpipe/batchpipe/internal/testinfra/temporaltest"
 	"github.com/batchpipe/batchpipe/manifests"
 	"github.com/batchpipe/batchpipe/pipeline"
 )
@@ -77,11 +78,7 @@ func TestCustomWorker(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 
-	srv, err := devserver.Start(ctx, devserver.Options{LogLevel: slog.LevelError + 8})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Stop()
+	srv := temporaltest.New(ctx, t, devserver.Options{})
 
 	// The worker process sees only the environment a deployment would give
 	// it: no TEMPORAL_* of the test's own, no Temporal config file.
@@ -93,7 +90,7 @@ func TestCustomWorker(t *testing.T) {
 	}
 	env = append(env, "HOME="+tmp, "XDG_CONFIG_HOME="+filepath.Join(tmp, "config"),
 		"TEMPORAL_ADDRESS="+srv.FrontendAddr(), "TEMPORAL_NAMESPACE="+srv.Namespace())
-	var logs lockedBuffer
+	var logs testinfra.Buffer
 	w := exec.Command(bin)
 	w.Env, w.Stdout, w.Stderr = env, &logs, &logs
 	if err := w.Start(); err != nil {
@@ -209,22 +206,4 @@ func TestCustomWorker(t *testing.T) {
 		t.Errorf("failures %v, want [%d]", failed, bad)
 	}
 	stop()
-}
-
-// lockedBuffer collects the worker's output.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

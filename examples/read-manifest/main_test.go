@@ -10,12 +10,12 @@ import (
 	"testing"
 
 	"github.com/batchpipe/batchpipe/blobstore"
-	"github.com/batchpipe/batchpipe/internal/miniotest"
+	"github.com/batchpipe/batchpipe/internal/testinfra"
 	"github.com/batchpipe/batchpipe/manifests"
 	"github.com/batchpipe/batchpipe/zjsonl"
 )
 
-func TestMain(m *testing.M) { miniotest.Main(m) }
+func TestMain(m *testing.M) { testinfra.Main(m) }
 
 // TestReadManifest runs the example against a small batch written to a
 // local store.
@@ -27,8 +27,8 @@ func TestReadManifest(t *testing.T) {
 // TestReadManifestS3 runs it against the real MinIO through an s3:// URL,
 // as a downstream job reading results from S3 would.
 func TestReadManifestS3(t *testing.T) {
-	srv := miniotest.Endpoint(t)
-	bucket := miniotest.NewBucket(t, srv)
+	srv := testinfra.MinIOEndpoint(t)
+	bucket := testinfra.NewBucket(t, srv)
 	t.Setenv("AWS_ACCESS_KEY_ID", srv.AccessKey)
 	t.Setenv("AWS_SECRET_ACCESS_KEY", srv.SecretKey)
 	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")

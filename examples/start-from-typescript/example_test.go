@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batchpipe/batchpipe/internal/testinfra"
 	"github.com/batchpipe/batchpipe/manifests"
 )
 
@@ -33,34 +33,6 @@ func lookTool(t *testing.T, name string) string {
 		t.Skipf("%s is not on PATH", name)
 	}
 	return p
-}
-
-// syncBuffer collects a process's output while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // cleanEnv is the test's environment without the variables start.mjs and the
@@ -82,8 +54,8 @@ func cleanEnv(extra ...string) []string {
 // test ends.
 func startWorker(t *testing.T, bin, dir, store string) string {
 	t.Helper()
-	port := freePort(t)
-	var out syncBuffer
+	port := testinfra.FreeTCPPort(t)
+	var out testinfra.Buffer
 	cmd := exec.Command(bin, "--dev", "--no-ui", "--dev-dir", filepath.Join(dir, "dev"),
 		"--dev-port", strconv.Itoa(port), "--store", store)
 	cmd.Dir = dir // its default state directory, .batchpipe/, stays out of the repo
@@ -135,7 +107,7 @@ func runStart(t *testing.T, node, addr string, timeout time.Duration, env []stri
 	cmd := exec.CommandContext(ctx, node, append([]string{"start.mjs"}, args...)...)
 	cmd.Env = cleanEnv(append([]string{"TEMPORAL_ADDRESS=" + addr}, env...)...)
 	cmd.WaitDelay = 5 * time.Second
-	var out syncBuffer
+	var out testinfra.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	begin := time.Now()
 	err := cmd.Run()

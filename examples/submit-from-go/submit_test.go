@@ -11,12 +11,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/batchpipe/batchpipe/blobstore"
+	"github.com/batchpipe/batchpipe/internal/testinfra"
 	"github.com/batchpipe/batchpipe/manifests"
 )
 
@@ -187,7 +187,7 @@ var serverLine = regexp.MustCompile(`embedded Temporal server on (\S+) `)
 // worker polls and the frontend accepts connections.
 func startWorker(ctx context.Context, t *testing.T, bin, dir string, env []string, args ...string) string {
 	t.Helper()
-	var logs lockedBuffer
+	var logs testinfra.Buffer
 	w := exec.Command(bin, args...)
 	w.Dir, w.Env, w.Stdout, w.Stderr = dir, env, &logs, &logs
 	if err := w.Start(); err != nil {
@@ -234,21 +234,4 @@ func startWorker(ctx context.Context, t *testing.T, bin, dir string, env []strin
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

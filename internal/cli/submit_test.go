@@ -16,34 +16,15 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/batchpipe/batchpipe/internal/cli"
+	"github.com/batchpipe/batchpipe/internal/testinfra"
 	"github.com/batchpipe/batchpipe/manifests"
 	"github.com/batchpipe/batchpipe/zjsonl"
 )
-
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of the
-// command's logger, the SDK and the command itself.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // submitResult is what one in-process run of submit produced.
 type submitResult struct {
@@ -65,7 +46,7 @@ func submit(t *testing.T, dir string, stdin io.Reader, args ...string) submitRes
 	if stdin == nil {
 		stdin = strings.NewReader("")
 	}
-	var stdout, stderr syncBuffer
+	var stdout, stderr testinfra.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	start := time.Now()
@@ -646,23 +627,14 @@ func TestSubmitStdin(t *testing.T) {
 	checkResults(t, dir, m, items)
 }
 
-// repoRoot finds the module root by walking up to go.mod.
+// repoRoot is the module root.
 func repoRoot(t *testing.T) string {
 	t.Helper()
-	d, err := os.Getwd()
+	root, err := testinfra.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return d
-		}
-		parent := filepath.Dir(d)
-		if parent == d {
-			t.Fatal("go.mod not found above the test's directory")
-		}
-		d = parent
-	}
+	return root
 }
 
 // TestQuickStart runs the README's quick-start command, as a built binary in

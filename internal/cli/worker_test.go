@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -17,33 +16,23 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"go.temporal.io/sdk/client"
-	sdklog "go.temporal.io/sdk/log"
 
 	"github.com/batchpipe/batchpipe/internal/cli"
 	"github.com/batchpipe/batchpipe/internal/devserver"
+	"github.com/batchpipe/batchpipe/internal/testinfra"
+	"github.com/batchpipe/batchpipe/internal/testinfra/temporaltest"
 	"github.com/batchpipe/batchpipe/pipeline"
 )
 
-func freeTCPPort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // startDevWorker runs `worker --dev` in-process on free ports and returns
 // the Temporal address; the worker stops when the test ends.
-func startDevWorker(t *testing.T, dir string, extra ...string) (addr string, stderr *syncBuffer) {
+func startDevWorker(t *testing.T, dir string, extra ...string) (addr string, stderr *testinfra.Buffer) {
 	t.Helper()
-	port := freeTCPPort(t)
+	port := testinfra.FreeTCPPort(t)
 	if !slices.Contains(extra, "--ui-port") && !slices.Contains(extra, "--no-ui") {
 		extra = append(extra, "--no-ui")
 	}
-	stderr = &syncBuffer{}
+	stderr = &testinfra.Buffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	args := append([]string{"--dev", "--dev-port", fmt.Sprint(port), "--dev-dir", dir + "/dev"}, extra...)
@@ -74,7 +63,7 @@ func startDevWorker(t *testing.T, dir string, extra ...string) (addr string, std
 
 func submitTo(t *testing.T, dir, addr string, args ...string) submitResult {
 	t.Helper()
-	var stdout, stderr syncBuffer
+	var stdout, stderr testinfra.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	env := func(k string) string {
@@ -94,8 +83,8 @@ func TestWorkerDevMetrics(t *testing.T) {
 		t.Skip("runs a Temporal server")
 	}
 	dir := t.TempDir()
-	metricsPort := freeTCPPort(t)
-	uiPort := freeTCPPort(t)
+	metricsPort := testinfra.FreeTCPPort(t)
+	uiPort := testinfra.FreeTCPPort(t)
 	addr, _ := startDevWorker(t, dir, "--metrics-addr", fmt.Sprintf("127.0.0.1:%d", metricsPort), "--ui-port", fmt.Sprint(uiPort))
 	writeLines(t, dir+"/in.jsonl", exampleItems(120, "m", 5, 17))
 	r := submitTo(t, dir, addr, "--batch-id", "met1", "--shard-size", "40", "in.jsonl")
@@ -150,14 +139,14 @@ func TestWorkerBadFlags(t *testing.T) {
 		{"--metrics-addr", "not-an-address"},
 		{"--max-concurrent-shards", "0"},
 	} {
-		var stderr syncBuffer
+		var stderr testinfra.Buffer
 		code := cli.Worker(context.Background(), &cli.IO{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: &stderr, Getenv: noEnv, Dir: t.TempDir()}, args)
 		if code != cli.ExitUsage {
 			t.Errorf("worker %v: exit %d, want 2: %s", args, code, stderr.String())
 		}
 	}
 	// No Temporal configured and no --dev: a clear error at once.
-	var stderr syncBuffer
+	var stderr testinfra.Buffer
 	code := cli.Worker(context.Background(), &cli.IO{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: &stderr, Getenv: noEnv, Dir: t.TempDir()}, nil)
 	if code != cli.ExitUsage || !strings.Contains(stderr.String(), "TEMPORAL_ADDRESS") {
 		t.Errorf("worker without Temporal: exit %d: %s", code, stderr.String())
@@ -216,16 +205,8 @@ func TestSubmitCustomWorkerProcessor(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	srv, err := devserver.Start(ctx, devserver.Options{Port: freeTCPPort(t), LogLevel: slog.LevelError + 8})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Stop()
-	c, err := client.Dial(client.Options{HostPort: srv.FrontendAddr(), Namespace: srv.Namespace(), Logger: sdklog.NewStructuredLogger(slog.New(slog.DiscardHandler))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	srv := temporaltest.New(ctx, t, devserver.Options{Port: testinfra.FreeTCPPort(t)})
+	c := srv.Client
 	custom := &pipeline.Registry{}
 	custom.Register("shout", pipeline.ProcessorFunc(func(_ context.Context, in json.RawMessage) (json.RawMessage, error) {
 		return json.RawMessage(strings.ToUpper(string(in))), nil

@@ -11,18 +11,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+	"github.com/batchpipe/batchpipe/internal/testinfra"
+)
 
 // httpGet returns the status, content type and body of GET url.
 func httpGet(t *testing.T, url string) (int, string, []byte) {
@@ -49,7 +40,7 @@ func httpGet(t *testing.T, url string) (int, string, []byte) {
 // HTTP level, that the app and its assets load and that the UI's API lists
 // a workflow that ran on the server.
 func TestWebUI(t *testing.T) {
-	port := freePort(t)
+	port := testinfra.FreeTCPPort(t)
 	s := startServer(t, Options{UIPort: port})
 	base := "http://" + s.UIAddr()
 	if want := net.JoinHostPort(DefaultHost, strconv.Itoa(port)); s.UIAddr() != want {

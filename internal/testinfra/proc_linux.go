@@ -1,4 +1,4 @@
-package miniotest
+package testinfra
 
 import (
 	"os/exec"
