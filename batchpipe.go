@@ -83,6 +83,10 @@ type Config struct {
 	// EnvLookup reads Temporal's environment configuration; nil means the
 	// process environment.
 	EnvLookup envconfig.EnvLookup
+	// Lazy makes Dial connect on the first call that needs Temporal
+	// instead of at once: for tools that read the store when Temporal is
+	// down (status of a finished batch, list).
+	Lazy bool
 }
 
 // Client starts, follows and reads batches in one store on one Temporal
@@ -126,6 +130,9 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	// Reach Temporal before anything is staged, so an unreachable service
 	// leaves nothing behind.
+	if cfg.Lazy {
+		return c, nil
+	}
 	if _, err := c.Temporal(ctx); err != nil {
 		c.Close()
 		return nil, err

@@ -95,11 +95,11 @@ func (in *BatchInput) Validate() error {
 		return errors.New("store is required (a store URL such as s3://bucket/prefix)")
 	}
 	if scheme, _, _ := strings.Cut(in.Store, "://"); !slices.Contains(blobstore.Schemes(), scheme) {
-		return fmt.Errorf("store %q: unknown scheme (known: %s)", blobstore.Redact(in.Store), strings.Join(blobstore.Schemes(), ", "))
+		return fmt.Errorf("store %q: unknown scheme %q (known: %s)", blobstore.Redact(in.Store), scheme, strings.Join(blobstore.Schemes(), ", "))
 	}
 	if in.InputURL != "" {
 		if scheme, _, _ := strings.Cut(in.InputURL, "://"); !slices.Contains(blobstore.Schemes(), scheme) {
-			return fmt.Errorf("input_url %q: unknown scheme (known: %s)", blobstore.Redact(in.InputURL), strings.Join(blobstore.Schemes(), ", "))
+			return fmt.Errorf("input_url %q: unknown scheme %q (known: %s)", blobstore.Redact(in.InputURL), scheme, strings.Join(blobstore.Schemes(), ", "))
 		}
 		if _, _, err := blobstore.SplitObjectURL(in.InputURL); err != nil {
 			return fmt.Errorf("input_url: %v", err)

@@ -33,8 +33,8 @@ func TestBatchInputValidateNamesTheField(t *testing.T) {
 		{`[1,2]`, `not a valid batch input`},
 		{`{"batch_id":"b","store":"mem://x","input_url":"mem://x/in.jsonl","options":{"Processor":"echo"}}`, `unknown field "Processor"`},
 		{`{"BATCH_ID":"b","store":"mem://x","input_url":"mem://x/in.jsonl","options":{"processor":"echo"}}`, `unknown field "BATCH_ID"`},
-		{`{"batch_id":"b","store":"s4://x","input_url":"mem://x/in.jsonl","options":{"processor":"echo"}}`, `store "s4://x": unknown scheme`},
-		{`{"batch_id":"b","store":"mem://x","input_url":"ftp://x/in.jsonl","options":{"processor":"echo"}}`, `input_url "ftp://x/in.jsonl": unknown scheme`},
+		{`{"batch_id":"b","store":"s4://x","input_url":"mem://x/in.jsonl","options":{"processor":"echo"}}`, `store "s4://x": unknown scheme "s4"`},
+		{`{"batch_id":"b","store":"mem://x","input_url":"ftp://x/in.jsonl","options":{"processor":"echo"}}`, `input_url "ftp://x/in.jsonl": unknown scheme "ftp"`},
 		{`{"batch_id":"b","store":"mem://x","input_url":"mem://x/in.jsonl","options":{"processor":"echo","concurrency":"8"}}`, `options.concurrency: want a JSON number`},
 	}
 	for _, c := range cases {
