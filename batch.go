@@ -90,6 +90,7 @@ const progressInterval = 500 * time.Millisecond
 // failed, or was canceled, also returns its Result; err is nil unless its
 // input failed validation (ErrInvalid) or it left no readable manifest.
 func (b *Batch) Wait(ctx context.Context, progress func(Progress)) (Result, error) {
+	var werr error // the workflow's failure, if it failed
 	if !b.Finished {
 		tc, err := b.c.Temporal(ctx)
 		if err != nil {
@@ -102,7 +103,7 @@ func (b *Batch) Wait(ctx context.Context, progress func(Progress)) (Result, erro
 	loop:
 		for {
 			select {
-			case werr := <-done:
+			case werr = <-done:
 				if ctx.Err() != nil {
 					return Result{}, ctx.Err()
 				}
@@ -128,6 +129,11 @@ func (b *Batch) Wait(ctx context.Context, progress func(Progress)) (Result, erro
 		}
 	}
 	res, err := b.result(context.WithoutCancel(ctx))
+	if err != nil && werr != nil && res.Batch == nil {
+		// It failed before it could write a manifest (a worker that
+		// refuses the batch's store, say): what it failed with says why.
+		return res, fmt.Errorf("batch %s failed without a manifest: %s", b.id, workflowFailure(werr))
+	}
 	if progress != nil && res.Batch != nil {
 		// The last word: what the manifest counts (a batch that finished
 		// between two queries would otherwise never show its end).
@@ -136,6 +142,18 @@ func (b *Batch) Wait(ctx context.Context, progress func(Progress)) (Result, erro
 			Failed: m.Counts.Failed, Shards: m.Input.Shards, ShardsDone: len(m.Results), StartedAt: m.StartedAt})
 	}
 	return res, err
+}
+
+// workflowFailure is the message of the innermost application error of a
+// failed workflow (what the activity said), else the error itself.
+func workflowFailure(err error) string {
+	msg := err.Error()
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if a, ok := e.(interface{ Message() string }); ok && a.Message() != "" {
+			msg = a.Message()
+		}
+	}
+	return msg
 }
 
 // result reads the finished batch's manifest.

@@ -140,7 +140,7 @@ func (c *Client) specFor(r Request) (pipeline.BatchInput, error) {
 		return pipeline.BatchInput{}, invalidf("no input: give Request.Input (a path or an object URL) or Request.Reader")
 	}
 	if c != nil && c.cfg.Processors != nil {
-		if _, err := c.cfg.Processors.Lookup(o.Processor); err != nil {
+		if err := c.cfg.Processors.Check(o.Processor); err != nil {
 			return pipeline.BatchInput{}, invalidf("processor: %v", err)
 		}
 	}

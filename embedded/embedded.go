@@ -47,8 +47,13 @@ type Options struct {
 	// NoWorker runs the server without a worker (to look at batches
 	// without processing them).
 	NoWorker bool
-	// Logger receives logs; nil means warnings and up to stderr.
+	// Logger receives logs, exec processors' stderr among them; nil means
+	// warnings and up to stderr.
 	Logger *slog.Logger
+	// ProcessorEnv names the variables of this process's environment that
+	// exec processors get besides pipeline.ExecBaseEnv (see
+	// pipeline.ExecOptions.Env).
+	ProcessorEnv []string
 }
 
 // Open returns a batchpipe client whose Temporal server and worker run in
@@ -108,8 +113,12 @@ func start(ctx context.Context, opts Options) (client.Client, func(), error) {
 	if opts.NoWorker {
 		return c, func() { c.Close(); srv.Stop() }, nil
 	}
-	opts.Processors.SetExecOptions(pipeline.ExecOptions{Logger: opts.Logger})
-	w := pipeline.NewWorker(c, opts.TaskQueue, pipeline.WorkerOptions{Logger: opts.Logger, Processors: opts.Processors})
+	opts.Processors.SetExecOptions(pipeline.ExecOptions{Logger: opts.Logger, Env: opts.ProcessorEnv})
+	// The server listens on loopback and serves this process's user: its
+	// batches are theirs, so any exec: command and file:// store is theirs
+	// to ask for.
+	w := pipeline.NewWorker(c, opts.TaskQueue, pipeline.WorkerOptions{Logger: opts.Logger, Processors: opts.Processors,
+		Trust: pipeline.TrustAll()})
 	if err := w.Start(); err != nil {
 		c.Close()
 		srv.Stop()

@@ -54,7 +54,7 @@ func TestBadInputs(t *testing.T) {
 	parent(t)
 	addr, _ := sharedServer(t)
 	const queue = "faults-8"
-	startWorker(t, "worker", t.TempDir(), addr, queue, nil)
+	startWorker(t, "worker", t.TempDir(), addr, queue, nil, allowFile...) // every case's store is file://
 	environ := env(temporalEnv(addr)...)
 	// setup gives a case a directory and an empty file store.
 	setup := func(c *C) (dir, storeDir, store string) {

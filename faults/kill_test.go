@@ -131,7 +131,7 @@ func TestKillWorkerSeparateServer(t *testing.T) {
 	n := 0
 	newWorker := func() *proc {
 		n++
-		return startWorker(c, "worker #"+strconv.Itoa(n), dir, addr, queue, nil)
+		return startWorker(c, "worker #"+strconv.Itoa(n), dir, addr, queue, nil, allowExec(slowProcessor(killSleep, logPath))...)
 	}
 	w := newWorker()
 	t0 := time.Now()
@@ -203,8 +203,9 @@ func TestTwoWorkersOneKilled(t *testing.T) {
 	writeItems(c, filepath.Join(dir, "in.jsonl"), in)
 	logPath := filepath.Join(dir, "proc.log")
 	const queue = "faults-3"
-	w1 := startWorker(c, "worker 1", dir, addr, queue, nil)
-	w2 := startWorker(c, "worker 2", dir, addr, queue, nil)
+	trust := append(allowExec(slowProcessor(killSleep, logPath)), allowFile...)
+	w1 := startWorker(c, "worker 1", dir, addr, queue, nil, trust...)
+	w2 := startWorker(c, "worker 2", dir, addr, queue, nil, trust...)
 	t0 := time.Now()
 	sub := start(c, "submit", dir, env(temporalEnv(addr)...), submitBin,
 		"--store", store, "--task-queue", queue, "--batch-id", "two-3", "--processor", slowProcessor(killSleep, logPath),

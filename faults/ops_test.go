@@ -43,14 +43,21 @@ func TestSameBatchTwiceAtOnce(t *testing.T) {
 		dir := c.TempDir()
 		store := fileStore(c, filepath.Join(dir, "store"))
 		const queue, n = "faults-4a", 600
-		startWorker(c, "worker", dir, addr, queue, nil)
+		// Each round's processor logs to a file of its own: the worker is
+		// given the three command lines.
+		roundLog := func(round int) string { return filepath.Join(dir, fmt.Sprintf("same-4a-%d.log", round)) }
+		trust := append([]string{}, allowFile...)
+		for round := 1; round <= 3; round++ {
+			trust = append(trust, allowExec(slowProcessor(5*time.Millisecond, roundLog(round)))...)
+		}
+		startWorker(c, "worker", dir, addr, queue, nil, trust...)
 		environ := env(temporalEnv(addr)...)
 		var notes []string
 		for round := 1; round <= 3; round++ {
 			id := fmt.Sprintf("same-4a-%d", round)
 			in := items(n, id, nil)
 			writeItems(c, filepath.Join(dir, id+".jsonl"), in)
-			logPath := filepath.Join(dir, id+".log")
+			logPath := roundLog(round)
 			args := []string{"--store", store, "--task-queue", queue, "--batch-id", id, "--processor", slowProcessor(5*time.Millisecond, logPath), "--shard-size", "60", id + ".jsonl"}
 			a := start(c, "submit A", dir, environ, submitBin, args...)
 			b := start(c, "submit B", dir, environ, submitBin, args...)
@@ -134,7 +141,7 @@ func TestCancelThenRedrive(t *testing.T) {
 	in := items(n, "c6", nil)
 	writeItems(c, filepath.Join(dir, "in.jsonl"), in)
 	logPath := filepath.Join(dir, "proc.log")
-	w := startWorker(c, "worker", dir, addr, queue, nil)
+	w := startWorker(c, "worker", dir, addr, queue, nil, append(allowExec(slowProcessor(100*time.Millisecond, logPath)), allowFile...)...)
 	environ := env(temporalEnv(addr)...)
 	// 100 ms an item: 4 shards of 50 share 8 processes and finish in waves
 	// of ~200 items every 2.5 s, so the cancel (sent at 300, after the

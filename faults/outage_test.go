@@ -52,7 +52,7 @@ func TestMinIOOutage(t *testing.T) {
 	writeItems(c, filepath.Join(dir, "in.jsonl"), in)
 	logPath := filepath.Join(dir, "proc.log")
 	const queue, id = "faults-2", "outage-2"
-	w := startWorker(c, "worker", dir, addr, queue, nil)
+	w := startWorker(c, "worker", dir, addr, queue, nil, allowExec(slowProcessor(killSleep, logPath))...)
 	t0 := time.Now()
 	sub := start(c, "submit", dir, env(append(temporalEnv(addr), minioEnv()...)...), submitBin,
 		"--store", store, "--task-queue", queue, "--batch-id", id, "--processor", slowProcessor(killSleep, logPath),

@@ -81,7 +81,8 @@ func TestProcessorFaultsInProcess(t *testing.T) {
 		return json.Marshal(map[string]string{"arg1": "activity arg1: " + v.Arg1, "arg2": "activity arg2: " + v.Arg2})
 	}))
 	const queue = "faults-5a"
-	w := pipeline.NewWorker(tc, queue, pipeline.WorkerOptions{Processors: reg, Logger: quietLog})
+	w := pipeline.NewWorker(tc, queue, pipeline.WorkerOptions{Processors: reg, Logger: quietLog,
+		Trust: pipeline.Trust{Schemes: []string{"file"}}}) // the case's store is file://
 	if err := w.Start(); err != nil {
 		c.Fatal(err)
 	}
@@ -167,7 +168,8 @@ func TestProcessorFaultsWorkerBinary(t *testing.T) {
 	store := fileStore(c, filepath.Join(dir, "store"))
 	logPath := filepath.Join(dir, "proc.log")
 	const queue = "faults-5b"
-	w := startWorker(c, "worker", dir, addr, queue, nil)
+	proc := slowProcessor(time.Millisecond, logPath)
+	w := startWorker(c, "worker", dir, addr, queue, nil, append(allowExec(proc), allowFile...)...)
 	const n = 300
 	modes := failureModes(n, 50, "crash")
 	in := items(n, "p5b", modes)
@@ -184,7 +186,6 @@ func TestProcessorFaultsWorkerBinary(t *testing.T) {
 		}
 	}
 	environ := env(temporalEnv(addr)...)
-	proc := slowProcessor(time.Millisecond, logPath)
 	r := submit(c, dir, environ, 5*time.Minute, "--store", store, "--task-queue", queue, "--batch-id", "faulty-5b", "--processor", proc,
 		"--item-timeout", "2s", "--item-attempts", "2", "--shard-size", "50", "in.jsonl")
 	if r.code != 3 {

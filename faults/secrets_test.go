@@ -57,14 +57,21 @@ func TestSecretsNeverLeak(t *testing.T) {
 	awsSecret := "planted-aws-" + hex.EncodeToString(r1[:])
 	apiKey := "planted-apikey-" + hex.EncodeToString(r2[:])
 	secrets := map[string]string{"MinIO password": minioSecret, "AWS secret key": awsSecret, "Temporal API key": apiKey}
+	// An exec processor that prints its whole environment to stderr (which
+	// the worker logs) sees none of them, only the base variables and
+	// --processor-env's.
+	envProc := fmt.Sprintf("exec:'%s' -print-env", faultprocBin)
+	visible := "visible-9-" + hex.EncodeToString(r2[:4])
 
 	dir := c.TempDir()
 	const queue, id = "faults-9", "secrets-9"
 	environ := env(append(append(temporalEnv(addr), minioEnv()...),
 		"TEMPORAL_API_KEY="+apiKey, "TEMPORAL_TLS=false",
-		"AWS_ACCESS_KEY_ID=AKIAFAULTSPLANTED9", "AWS_SECRET_ACCESS_KEY="+awsSecret, "AWS_REGION=us-east-1", "AWS_EC2_METADATA_DISABLED=true")...)
+		"AWS_ACCESS_KEY_ID=AKIAFAULTSPLANTED9", "AWS_SECRET_ACCESS_KEY="+awsSecret, "AWS_REGION=us-east-1", "AWS_EC2_METADATA_DISABLED=true",
+		"FAULTS_9_VISIBLE="+visible)...)
 	var logs corpus
-	w := start(c, "worker", dir, environ, workerBin, "--task-queue", queue, "--store", store, "-v", "--log-format", "json")
+	w := start(c, "worker", dir, environ, workerBin, append([]string{"--task-queue", queue, "--store", store, "-v", "--log-format", "json",
+		"--processor-env", "FAULTS_9_VISIBLE"}, allowExec(envProc)...)...)
 	if err := w.waitOutput("worker polling", time.Minute); err != nil {
 		c.Fatal(err)
 	}
@@ -75,6 +82,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	writeItems(c, filepath.Join(dir, "in.jsonl"), in)
 	cmds := [][]string{
 		{"--store", store, "--task-queue", queue, "--batch-id", id, "--shard-size", "40", "-v", "in.jsonl"},
+		{"--store", store, "--task-queue", queue, "--batch-id", id + "-env", "--shard-size", "100", "--processor", envProc, "in.jsonl"},
 		{"status", id, "--store", store, "-v"},
 		{"status", id, "--store", store, "--json"},
 		{"results", id, "--store", store},
@@ -86,7 +94,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 		{"--store", "minio://" + minioUser + ":" + minioSecret + "@" + mio.Endpoint + "/" + bucket + "/x?secure=false", "in.jsonl"},
 		{"--store", "s3://" + bucket + "/x?endpoint=http://" + mio.Endpoint + "&path_style=true", "--task-queue", queue, "--batch-id", id + "-s3", "in.jsonl"},
 	}
-	wantCodes := []int{3, 0, 0, 0, 0, 0, 0, 3, 1, 2, 1}
+	wantCodes := []int{3, 3, 0, 0, 0, 0, 0, 0, 3, 1, 2, 1}
 	for i, args := range cmds {
 		r := submit(c, dir, environ, 3*time.Minute, args...)
 		if r.code != wantCodes[i] {
@@ -103,6 +111,9 @@ func TestSecretsNeverLeak(t *testing.T) {
 	logs.add("worker refusing a URL with credentials", []byte(rw.stdout+rw.stderr))
 	w.stop(30 * time.Second)
 	logs.add("worker log", []byte(w.stdout.String()+w.stderr.String()))
+	if wl := w.stderr.String(); !strings.Contains(wl, "FAULTS_9_VISIBLE="+visible) || !strings.Contains(wl, `"line":"PATH=`) {
+		c.Errorf("the worker's log lacks the environment its exec processor printed (PATH and the --processor-env variable)")
+	}
 	logs.add("shared server log", []byte(sharedServerLog()))
 	ctx := context.Background()
 
@@ -189,7 +200,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 			}
 		}
 	}
-	c.Note("planted the MinIO password (in use), an AWS secret key and a Temporal API key (TEMPORAL_TLS=false) in worker and submit environments; ran a batch with failures, a redrive, status/results/list, a missing bucket, a store URL carrying the password (refused, exit 2, by submit and worker) and an s3:// store with the wrong key; searched %d log sources (worker -v JSON, every submit, the server), %d history events of %d executions (raw and JSON) with their memo, %d objects (decompressed) and the server's database files: none holds any secret",
+	c.Note("planted the MinIO password (in use), an AWS secret key and a Temporal API key (TEMPORAL_TLS=false) in worker and submit environments; ran a batch with failures, one through an exec processor printing its whole environment to stderr (logged by the worker: the --processor-env variable is there, no secret), a redrive, status/results/list, a missing bucket, a store URL carrying the password (refused, exit 2, by submit and worker) and an s3:// store with the wrong key; searched %d log sources (worker -v JSON, every submit, the server), %d history events of %d executions (raw and JSON) with their memo, %d objects (decompressed) and the server's database files: none holds any secret",
 		len(logs.sources), events, len(resp.Executions), nobj)
 }
 

@@ -50,10 +50,19 @@ type Stores struct {
 	m  map[string]blobstore.Bucket
 	// Metrics, if set, counts every operation on the opened buckets.
 	Metrics *Metrics
+	// Trust's Schemes are the GatedSchemes (file) Open accepts; the zero
+	// value accepts none of them.
+	Trust Trust
 }
 
-// Open returns the bucket for url, opening it on first use.
+// Open returns the bucket for url, opening it on first use. Every URL a
+// batch names (its store, its input) is opened here: a URL of a gated
+// scheme that s.Trust does not allow is refused with a non-retryable
+// ErrTypeNotAllowed error.
 func (s *Stores) Open(ctx context.Context, url string) (blobstore.Bucket, error) {
+	if err := s.Trust.checkURL(url); err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if b, ok := s.m[url]; ok {
@@ -92,6 +101,10 @@ type Activities struct {
 	Stores     *Stores
 	Logger     *slog.Logger
 	Metrics    *Metrics // nil records nothing
+	// Trust decides which exec: processors (not registered under their
+	// name) the batches may run; the zero value allows none. Stores has
+	// its own, for URLs; NewWorker gives both WorkerOptions.Trust.
+	Trust Trust
 }
 
 func badShard(format string, args ...any) error {
@@ -109,6 +122,11 @@ const shardChunk = 256
 // chunks of shardChunk.
 func (a *Activities) ProcessShard(ctx context.Context, in ShardInput) (res ShardResult, err error) {
 	log := a.Logger.With("batch_id", in.BatchID, "shard", in.Shard)
+	if cmd, isExec := strings.CutPrefix(in.Options.Processor, ExecPrefix); isExec && !a.Processors.registered(in.Options.Processor) {
+		if err := a.Trust.checkExec(cmd); err != nil {
+			return ShardResult{}, err
+		}
+	}
 	proc, err := a.Processors.Lookup(in.Options.Processor)
 	if err != nil {
 		return ShardResult{}, badShard("this worker cannot run the batch: %v", err)

@@ -39,6 +39,12 @@ type ExecOptions struct {
 	// MaxLine is the longest line in bytes (without its newline) sent to or
 	// read from a process; 0 means DefaultExecMaxLine.
 	MaxLine int
+	// Env names the variables of the worker's environment that processes
+	// get besides ExecBaseEnv (a name ending in "*" stands for every name
+	// with that prefix; "*" alone passes the whole environment). Nothing
+	// else of it reaches them: not the worker's store credentials, not
+	// TEMPORAL_API_KEY. See ValidateEnvName.
+	Env []string
 }
 
 // DefaultExecPoolSize is the pool size of an exec processor unless told
@@ -83,7 +89,10 @@ func DefaultExecPoolSize() int { return max(8, runtime.NumCPU()) }
 // each process gets EOF on stdin and a moment to exit before it is killed.
 // On Linux each process runs in a process group of its own, which is
 // killed as soon as the process ends, killed or not: the children it
-// started (say, under sh -c) are not left behind.
+// started (say, under sh -c) are not left behind. A process's environment
+// is ExecBaseEnv's part of the worker's plus the variables ExecOptions.Env
+// names, nothing more (its stderr goes to the log, so a process that
+// printed the worker's credentials would leak them).
 type Exec struct {
 	command string   // as given, for messages
 	argv    []string // split command line
@@ -299,6 +308,7 @@ type execProc struct {
 
 func (e *Exec) start() (*execProc, error) {
 	cmd := exec.Command(e.argv[0], e.argv[1:]...)
+	cmd.Env = execEnviron(os.Environ(), e.opts.Env)
 	inR, inW, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("exec %q: %v", e.command, err)

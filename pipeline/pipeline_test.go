@@ -127,6 +127,7 @@ func startWorker(t *testing.T) string {
 	w := pipeline.NewWorker(temporalClient, tq, pipeline.WorkerOptions{
 		Processors: testProcessors(), Logger: quietLog,
 		Worker: worker.Options{MaxConcurrentActivityExecutionSize: 64},
+		Trust:  pipeline.Trust{Schemes: []string{"file"}}, // the tests' stores and inputs are file://
 	})
 	if err := w.Start(); err != nil {
 		t.Fatal(err)

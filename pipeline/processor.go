@@ -81,9 +81,40 @@ func (r *Registry) Lookup(name string) (Processor, error) {
 			}
 			return e, nil
 		}
-		return nil, fmt.Errorf("unknown processor %q (known: %v, or exec:CMD to run a command speaking JSON lines)", name, r.Names())
+		return nil, r.unknown(name)
 	}
 	return p, nil
+}
+
+// Check reports the error Lookup would give for name, without creating
+// anything: no exec pool, so one created later gets the options a worker
+// sets with SetExecOptions.
+func (r *Registry) Check(name string) error {
+	if r.registered(name) {
+		return nil
+	}
+	if cmd, isExec := strings.CutPrefix(name, ExecPrefix); isExec {
+		argv, err := splitCommand(cmd)
+		switch {
+		case err != nil:
+			return fmt.Errorf("exec processor %q: %v", cmd, err)
+		case len(argv) == 0:
+			return fmt.Errorf("exec processor: empty command (use exec:PROGRAM ARGS...)")
+		}
+		return nil
+	}
+	return r.unknown(name)
+}
+
+func (r *Registry) registered(name string) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	_, ok := r.m[name]
+	return ok
+}
+
+func (r *Registry) unknown(name string) error {
+	return fmt.Errorf("unknown processor %q (known: %v, or exec:CMD to run a command speaking JSON lines)", name, r.Names())
 }
 
 // Names lists the registered names, sorted.

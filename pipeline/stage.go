@@ -241,6 +241,12 @@ func (a *Activities) StageInput(ctx context.Context, in BatchInput) (Staged, err
 	if err != nil {
 		return Staged{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeBadInput, nil)
 	}
+	var refused *temporal.ApplicationError
+	if errors.As(a.Stores.Trust.checkURL(in.InputURL), &refused) {
+		// A bad input for this worker: the batch ends with a manifest
+		// saying why, in its (allowed) store.
+		return Staged{}, temporal.NewNonRetryableApplicationError("input_url "+refused.Message(), ErrTypeBadInput, nil)
+	}
 	src, err := a.Stores.Open(ctx, storeURL)
 	if err != nil {
 		return Staged{}, err

@@ -23,6 +23,12 @@ type WorkerOptions struct {
 	Worker worker.Options
 	// Metrics, if set, records batchpipe's Prometheus metrics (NewMetrics).
 	Metrics *Metrics
+	// Trust says what the batches may ask of this worker beyond its
+	// registered processors on network stores. The zero value allows
+	// nothing more: no exec: command line, no file:// store or input (a
+	// batch asking fails at its first shard, or at staging, naming what to
+	// allow). A worker that serves only its own user may use TrustAll().
+	Trust Trust
 }
 
 // NewWorker returns a Temporal worker on taskQueue with batchpipe's
@@ -47,7 +53,8 @@ func NewWorker(c client.Client, taskQueue string, opts WorkerOptions) worker.Wor
 		opts.Worker.MaxConcurrentActivityExecutionSize = DefaultConcurrentShards()
 	}
 	w := worker.New(c, taskQueue, opts.Worker)
-	RegisterAll(w, &Activities{Processors: opts.Processors, Stores: &Stores{Metrics: opts.Metrics}, Logger: opts.Logger, Metrics: opts.Metrics})
+	RegisterAll(w, &Activities{Processors: opts.Processors, Stores: &Stores{Metrics: opts.Metrics, Trust: opts.Trust},
+		Logger: opts.Logger, Metrics: opts.Metrics, Trust: opts.Trust})
 	return w
 }
 

@@ -37,7 +37,9 @@ func main() {
 		log.Fatal(err)
 	}
 	defer c.Close()
-	w := pipeline.NewWorker(c, pipeline.DefaultTaskQueue, pipeline.WorkerOptions{})
+	// Batches may use file:// stores (submit's default, on this machine);
+	// without Trust a worker runs no exec: commands and opens no file:// URL.
+	w := pipeline.NewWorker(c, pipeline.DefaultTaskQueue, pipeline.WorkerOptions{Trust: pipeline.Trust{Schemes: []string{"file"}}})
 	if err := w.Run(worker.InterruptCh()); err != nil {
 		log.Fatal(err)
 	}

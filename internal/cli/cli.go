@@ -120,9 +120,10 @@ func temporalConfigured(o *IO) (bool, error) {
 // newClient opens the batchpipe client the flags and environment say: the
 // configured Temporal service, or, when none is configured, the embedded
 // server under .batchpipe/embedded (started on first need) with, if
-// withWorker, an in-process worker on taskQueue. Status and cancel must not
-// start processing a batch of the embedded server, so they ask for none.
-func newClient(ctx context.Context, o *IO, storeFlag, taskQueue string, logger *slog.Logger, withWorker bool) (c *batchpipe.Client, isEmbedded bool, err error) {
+// withWorker, an in-process worker on taskQueue whose exec processors get
+// the variables processorEnv names. Status and cancel must not start
+// processing a batch of the embedded server, so they ask for none.
+func newClient(ctx context.Context, o *IO, storeFlag, taskQueue string, logger *slog.Logger, withWorker bool, processorEnv []string) (c *batchpipe.Client, isEmbedded bool, err error) {
 	storeURL, err := resolveStore(o, storeFlag)
 	if err != nil {
 		return nil, false, err
@@ -131,12 +132,18 @@ func newClient(ctx context.Context, o *IO, storeFlag, taskQueue string, logger *
 	if err != nil {
 		return nil, false, err
 	}
+	if err := checkProcessorEnv(processorEnv); err != nil {
+		return nil, false, err
+	}
 	if configured {
+		if len(processorEnv) > 0 {
+			return nil, false, usagef("--processor-env is for the worker submit runs itself when no Temporal service is configured; this batch runs on the workers of the one configured: give them --processor-env (worker --processor-env NAME)")
+		}
 		c, err = batchpipe.Dial(ctx, batchpipe.Config{Store: storeURL, TaskQueue: taskQueue, Logger: logger, EnvLookup: envLookup{o}})
 		return c, false, err
 	}
 	c, err = embedded.Open(ctx, embedded.Options{Dir: o.stateDir(), Store: storeURL, TaskQueue: taskQueue,
-		Logger: logger, NoWorker: !withWorker})
+		Logger: logger, NoWorker: !withWorker, ProcessorEnv: processorEnv})
 	return c, true, err
 }
 

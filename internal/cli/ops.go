@@ -25,10 +25,11 @@ import (
 
 // opsFlags are shared by the commands that act on existing batches.
 type opsFlags struct {
-	store     string
-	taskQueue string
-	json      bool
-	verbose   bool
+	store        string
+	taskQueue    string
+	json         bool
+	verbose      bool
+	processorEnv []string // redrive's embedded worker
 }
 
 func (f *opsFlags) register(cmd *cobra.Command, withJSON bool) {
@@ -50,7 +51,7 @@ func subcommand(use, short string, args cobra.PositionalArgs, run func(cmd *cobr
 // opsClient opens the batchpipe client of a command that acts on existing
 // batches; withWorker for those that need batches to move (cancel, redrive).
 func opsClient(ctx context.Context, o *IO, f *opsFlags, withWorker bool) (*batchpipe.Client, bool, error) {
-	return newClient(ctx, o, f.store, f.taskQueue, newLogger(o.Stderr, f.verbose), withWorker)
+	return newClient(ctx, o, f.store, f.taskQueue, newLogger(o.Stderr, f.verbose), withWorker, f.processorEnv)
 }
 
 // inUse says what an embedded server busy with another submit means here.
@@ -247,6 +248,7 @@ func newRedriveCommand(o *IO) *cobra.Command {
 	f.register(cmd, false)
 	cmd.Flags().BoolVar(&wait, "wait", true, "wait for the redrive to finish, showing progress")
 	cmd.Flags().IntVar(&concurrency, "concurrency", 0, "shards in flight (default: as the batch was started)")
+	registerProcessorEnv(cmd, &f.processorEnv)
 	return cmd
 }
 

@@ -39,6 +39,7 @@ type submitFlags struct {
 	itemPar      int
 	verbose      bool
 	fromFailures bool
+	processorEnv []string
 }
 
 // Submit runs the submit command with args (without the program name) and
@@ -109,6 +110,7 @@ canceled, 2 bad usage or bad input.`,
 	fl.StringVar(&f.batchID, "batch-id", "", "batch id (default: input name + UTC time); reuse it to attach to or resume a batch")
 	fl.BoolVar(&f.wait, "wait", true, "wait for the batch to finish, showing progress")
 	fl.BoolVar(&f.fromFailures, "from-failures", false, "FILE holds failure lines (from submit results ID --failed, or a failed.jsonl.zst): submit each line's input")
+	registerProcessorEnv(cmd, &f.processorEnv)
 	return cmd
 }
 
@@ -139,7 +141,9 @@ func (f *submitFlags) registerBatchFlags(cmd *cobra.Command) {
 // which submit cannot see, so the name is then accepted with a notice.
 func (f *submitFlags) request(cmd *cobra.Command, stderr io.Writer, temporalConfigured bool) (batchpipe.Request, error) {
 	var r batchpipe.Request
-	if _, err := pipeline.DefaultRegistry.Lookup(f.processor); err != nil {
+	// Check, not Lookup: an exec pool made here would keep its default
+	// logger, not the one the embedded worker gives exec processors.
+	if err := pipeline.DefaultRegistry.Check(f.processor); err != nil {
 		if strings.HasPrefix(f.processor, pipeline.ExecPrefix) {
 			return r, usagef("--processor: %v", err)
 		}
@@ -211,7 +215,7 @@ func runSubmit(ctx context.Context, cmd *cobra.Command, o *IO, f *submitFlags, p
 		req.Input = path
 	}
 	logger := newLogger(o.Stderr, f.verbose)
-	c, isEmbedded, err := newClient(ctx, o, f.store, f.taskQueue, logger, true)
+	c, isEmbedded, err := newClient(ctx, o, f.store, f.taskQueue, logger, true, f.processorEnv)
 	if err != nil {
 		return err
 	}

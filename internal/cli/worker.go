@@ -3,7 +3,10 @@ package cli
 import (
 	"context"
 	"fmt"
+	"net"
 	"path/filepath"
+	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"go.temporal.io/sdk/client"
@@ -11,6 +14,7 @@ import (
 	"go.temporal.io/sdk/worker"
 
 	"github.com/batchpipe/batchpipe"
+	"github.com/batchpipe/batchpipe/blobstore"
 	"github.com/batchpipe/batchpipe/internal/devserver"
 	"github.com/batchpipe/batchpipe/pipeline"
 )
@@ -29,6 +33,10 @@ type workerFlags struct {
 	uiPort      int
 	noUI        bool
 	shards      int
+	// What batches may ask of a worker that is not --dev (see trust).
+	allowExec    []string
+	allowSchemes []string
+	processorEnv []string
 }
 
 // Worker runs the worker command until ctx ends; it returns the exit code.
@@ -43,7 +51,14 @@ in the Temporal config file) and runs batches from its task queue. With --dev it
 also runs an embedded Temporal server on 127.0.0.1:7233 whose state lives in a
 SQLite file under .batchpipe/dev, so a restarted worker resumes its batches,
 and the Temporal Web UI on http://127.0.0.1:8233 (--no-ui turns it off).
-SIGINT or SIGTERM stops it cleanly.`,
+SIGINT or SIGTERM stops it cleanly.
+
+Whoever can start a workflow on the task queue chooses each batch's
+processor, store and input. Unless --dev, a worker runs only the exec:
+command lines given with --allow-exec (each exactly, compared word by word)
+and opens file:// stores and inputs only with --allow-scheme file. Exec
+processors see only PATH, HOME, USER, LOGNAME, LANG, LANGUAGE, LC_*, TZ and
+TMPDIR of the worker's environment, plus each --processor-env NAME.`,
 		Args:          usageArgs(cobra.NoArgs),
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -64,6 +79,9 @@ SIGINT or SIGTERM stops it cleanly.`,
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fl.IntVar(&f.uiPort, "ui-port", devserver.DefaultUIPort, "with --dev: port of the Temporal Web UI")
 	fl.BoolVar(&f.noUI, "no-ui", false, "with --dev: do not serve the Temporal Web UI")
+	fl.StringArrayVar(&f.allowExec, "allow-exec", nil, `let batches run the processor "exec:CMD", this exact command line (repeatable; --dev allows any)`)
+	fl.StringArrayVar(&f.allowSchemes, "allow-scheme", nil, "let batches use stores and inputs of this URL scheme on the worker's disk: file (repeatable; --dev allows it)")
+	registerProcessorEnv(cmd, &f.processorEnv)
 	cmd.SetArgs(args)
 	cmd.SetOut(o.Stdout)
 	cmd.SetErr(o.Stderr)
@@ -78,6 +96,13 @@ func runWorker(ctx context.Context, o *IO, f *workerFlags) error {
 	if err != nil {
 		return err
 	}
+	trust, err := f.trust()
+	if err != nil {
+		return err
+	}
+	if err := checkProcessorEnv(f.processorEnv); err != nil {
+		return err
+	}
 	var metrics *metricsServer
 	if f.metricsAddr != "" {
 		if metrics, err = startMetrics(f.metricsAddr, logger); err != nil {
@@ -89,11 +114,14 @@ func runWorker(ctx context.Context, o *IO, f *workerFlags) error {
 	// Check the store at start-up when this process will use it: a worker
 	// given --store, or worker --dev (whose default store submit shares).
 	if f.store != "" || o.getenv("BATCHPIPE_STORE") != "" || f.dev && !f.devNoWork {
-		b, _, err := openStore(ctx, o, f.store)
+		b, url, err := openStore(ctx, o, f.store)
 		if err != nil {
 			return err
 		}
 		b.Close()
+		if scheme, _, _ := strings.Cut(url, "://"); slices.Contains(pipeline.GatedSchemes, scheme) && !slices.Contains(trust.Schemes, scheme) {
+			return usagef("store %s: batches on a %s:// store would be refused: add --allow-scheme %s (a %s:// URL is a path on this worker's disk)", blobstore.Redact(url), scheme, scheme, scheme)
+		}
 	}
 
 	var copts client.Options
@@ -144,16 +172,81 @@ func runWorker(ctx context.Context, o *IO, f *workerFlags) error {
 	if metrics != nil {
 		metrics.watchBatches(c)
 	}
-	pipeline.DefaultRegistry.SetExecOptions(pipeline.ExecOptions{Logger: logger})
+	pipeline.DefaultRegistry.SetExecOptions(pipeline.ExecOptions{Logger: logger, Env: f.processorEnv})
 	defer pipeline.DefaultRegistry.Close() // stops exec: processors
-	w := pipeline.NewWorker(c, f.taskQueue, pipeline.WorkerOptions{Logger: logger, Metrics: pm,
+	w := pipeline.NewWorker(c, f.taskQueue, pipeline.WorkerOptions{Logger: logger, Metrics: pm, Trust: trust,
 		Worker: worker.Options{MaxConcurrentActivityExecutionSize: f.shards}})
 	if err := w.Start(); err != nil {
 		return err
 	}
 	defer w.Stop()
+	fmt.Fprintln(o.Stderr, f.trustSummary(trust))
 	fmt.Fprintf(o.Stderr, "worker polling task queue %q on %s; processors: %v\n", f.taskQueue, copts.HostPort, pipeline.DefaultRegistry.Names())
 	<-ctx.Done()
 	fmt.Fprintln(o.Stderr, "stopping worker")
+	return nil
+}
+
+// trust is what the worker's batches may ask of it. `worker --dev` on a
+// loopback address serves only its own user, as the embedded default does:
+// everything. Any other worker — one on a Temporal service others reach,
+// or --dev listening beyond loopback — runs only the exec: command lines
+// and opens only the gated schemes its flags name.
+func (f *workerFlags) trust() (pipeline.Trust, error) {
+	t := pipeline.Trust{Exec: f.allowExec, Schemes: f.allowSchemes}
+	if err := (pipeline.Trust{Exec: t.Exec}).Validate(); err != nil {
+		return t, usagef("--allow-exec: %v", err)
+	}
+	if err := (pipeline.Trust{Schemes: t.Schemes}).Validate(); err != nil {
+		return t, usagef("--allow-scheme: %v", err)
+	}
+	if f.dev && devLoopback(f.devIP) {
+		return pipeline.TrustAll(), nil
+	}
+	return t, nil
+}
+
+// devLoopback reports whether the embedded server of --dev listens on a
+// loopback address only.
+func devLoopback(host string) bool {
+	if host == "" || host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// trustSummary is the start-up line saying what batches may ask for.
+func (f *workerFlags) trustSummary(t pipeline.Trust) string {
+	if t.AnyExec {
+		return "worker --dev serves its own user: batches may run any exec: command and use file:// stores and inputs"
+	}
+	execs := "no exec: commands (--allow-exec CMD)"
+	if n := len(t.Exec); n > 0 {
+		execs = fmt.Sprintf("%d exec: command line(s) given with --allow-exec", n)
+	}
+	files := "no file:// stores or inputs (--allow-scheme file)"
+	if slices.Contains(t.Schemes, "file") {
+		files = "file:// stores and inputs"
+	}
+	note := ""
+	if f.dev {
+		note = fmt.Sprintf(" (--dev-ip %s reaches beyond this machine, so --dev trusts its batches no more than any worker)", f.devIP)
+	}
+	return "batches may use: " + execs + "; " + files + note
+}
+
+// registerProcessorEnv adds --processor-env to a command that runs exec
+// processors (worker, and submit's embedded worker).
+func registerProcessorEnv(cmd *cobra.Command, dst *[]string) {
+	cmd.Flags().StringArrayVar(dst, "processor-env", nil, "pass this variable of the environment to exec: processors, besides PATH, HOME, USER, LOGNAME, LANG, LANGUAGE, LC_*, TZ and TMPDIR (repeatable; NAME or PREFIX*)")
+}
+
+func checkProcessorEnv(names []string) error {
+	for _, n := range names {
+		if err := pipeline.ValidateEnvName(n); err != nil {
+			return usagef("--processor-env %v", err)
+		}
+	}
 	return nil
 }

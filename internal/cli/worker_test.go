@@ -211,7 +211,8 @@ func TestSubmitCustomWorkerProcessor(t *testing.T) {
 	custom.Register("shout", pipeline.ProcessorFunc(func(_ context.Context, in json.RawMessage) (json.RawMessage, error) {
 		return json.RawMessage(strings.ToUpper(string(in))), nil
 	}))
-	w := pipeline.NewWorker(c, pipeline.DefaultTaskQueue, pipeline.WorkerOptions{Processors: custom, Logger: slog.New(slog.DiscardHandler)})
+	w := pipeline.NewWorker(c, pipeline.DefaultTaskQueue, pipeline.WorkerOptions{Processors: custom, Logger: slog.New(slog.DiscardHandler),
+		Trust: pipeline.Trust{Schemes: []string{"file"}}}) // submit's default store is file://
 	if err := w.Start(); err != nil {
 		t.Fatal(err)
 	}

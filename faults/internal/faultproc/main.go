@@ -4,13 +4,15 @@
 // slowly enough that a batch can be killed, cancelled or starved of its
 // store while it runs.
 //
-//	faultproc [-sleep 20ms] [-log FILE]
+//	faultproc [-sleep 20ms] [-log FILE] [-print-env]
 //
 // For each item {"arg1": A, "arg2": B, "mode": M} it sleeps -sleep, then
 // answers {"output": {"arg1": "activity arg1: A", "arg2": "activity arg2: B"}}.
 // With -log, it first appends "<parent pid> <unix ms> <arg1>\n" to FILE (one
 // write, O_APPEND), so a test counts how often each item was processed, by
-// which worker process and when. Modes:
+// which worker process and when. With -print-env it first writes its
+// whole environment to stderr, one "NAME=value" line each (which the worker
+// logs): what a careless or hostile processor would leak. Modes:
 //
 //	perm   answers a permanent error: "item A refused on purpose"
 //	crash  exits with status 3 without answering (a processor that dies)
@@ -41,7 +43,13 @@ type output struct {
 func main() {
 	sleep := flag.Duration("sleep", 0, "time spent on each item")
 	logPath := flag.String("log", "", "append \"<parent pid> <unix ms> <arg1>\" for each item to this file")
+	printEnv := flag.Bool("print-env", false, "write the environment to stderr at start")
 	flag.Parse()
+	if *printEnv {
+		for _, kv := range os.Environ() {
+			fmt.Fprintln(os.Stderr, kv)
+		}
+	}
 	var logf *os.File
 	if *logPath != "" {
 		f, err := os.OpenFile(*logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
