@@ -84,6 +84,11 @@ type Request struct {
 // The returned Batch is running, or finished before (Batch.Attached and
 // Batch.Finished say which); Wait follows it to its manifest.
 func (c *Client) Submit(ctx context.Context, r Request) (*Batch, error) {
+	if remote(r) {
+		if err := CheckInputURL(r.Input); err != nil {
+			return nil, err
+		}
+	}
 	spec, err := c.specFor(r)
 	if err != nil {
 		return nil, err
@@ -253,9 +258,6 @@ func (c *Client) submitLocal(ctx context.Context, r Request, spec pipeline.Batch
 func (c *Client) submitRemote(ctx context.Context, r Request, spec pipeline.BatchInput) (*Batch, error) {
 	if r.FromFailures {
 		return nil, invalidf("FromFailures reads local files; download %s first", blobstore.Redact(r.Input))
-	}
-	if err := CheckInputURL(r.Input); err != nil {
-		return nil, err
 	}
 	id := spec.BatchID
 	if existing, ok, err := c.knownBatch(ctx, id); err != nil {

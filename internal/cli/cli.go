@@ -139,7 +139,9 @@ func newClient(ctx context.Context, o *IO, storeFlag, taskQueue string, logger *
 		if len(processorEnv) > 0 {
 			return nil, false, usagef("--processor-env is for the worker submit runs itself when no Temporal service is configured; this batch runs on the workers of the one configured: give them --processor-env (worker --processor-env NAME)")
 		}
-		c, err = batchpipe.Dial(ctx, batchpipe.Config{Store: storeURL, TaskQueue: taskQueue, Logger: logger, EnvLookup: envLookup{o}})
+		// Without a worker (status, list, gc) Temporal is reached on first
+		// need, so those read the store when it is down.
+		c, err = batchpipe.Dial(ctx, batchpipe.Config{Store: storeURL, TaskQueue: taskQueue, Logger: logger, EnvLookup: envLookup{o}, Lazy: !withWorker})
 		return c, false, err
 	}
 	c, err = embedded.Open(ctx, embedded.Options{Dir: o.stateDir(), Store: storeURL, TaskQueue: taskQueue,

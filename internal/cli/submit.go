@@ -157,8 +157,10 @@ func (f *submitFlags) request(cmd *cobra.Command, stderr io.Writer, temporalConf
 		return r, usagef("--shard-size must be at least 1, got %d", f.shardSize)
 	case f.concurrency < 1:
 		return r, usagef("--concurrency must be at least 1, got %d", f.concurrency)
-	case f.itemAttempts < 1 || f.itemAttempts > pipeline.MaxItemAttempts:
-		return r, usagef("--item-attempts must be 1 to %d, got %d", pipeline.MaxItemAttempts, f.itemAttempts)
+	case f.itemAttempts < 1:
+		return r, usagef("--item-attempts must be at least 1, got %d", f.itemAttempts)
+	case f.itemAttempts > pipeline.MaxItemAttempts:
+		return r, usagef("--item-attempts must be at most %d, got %d", pipeline.MaxItemAttempts, f.itemAttempts)
 	case f.itemPar < 1:
 		return r, usagef("--item-parallelism must be at least 1, got %d", f.itemPar)
 	case f.itemTimeout <= 0:
