@@ -91,6 +91,7 @@ func (d *fileDriver) Put(ctx context.Context, key string, r io.Reader) (err erro
 		if err != nil {
 			tmp.Close()
 			os.Remove(tmp.Name())
+			d.prune(dir) // a failed first write leaves no empty directories
 		}
 	}()
 	if _, err = io.Copy(tmp, ctxReader{ctx, r}); err != nil {
@@ -214,12 +215,17 @@ func (d *fileDriver) Delete(ctx context.Context, key string) error {
 	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return d.mapErr(err)
 	}
-	for dir := filepath.Dir(p); dir != d.root && strings.HasPrefix(dir, d.root); dir = filepath.Dir(dir) {
+	d.prune(filepath.Dir(p))
+	return nil
+}
+
+// prune removes dir and its parents up to the root while they are empty.
+func (d *fileDriver) prune(dir string) {
+	for ; dir != d.root && strings.HasPrefix(dir, d.root); dir = filepath.Dir(dir) {
 		if os.Remove(dir) != nil {
 			break
 		}
 	}
-	return nil
 }
 
 func (d *fileDriver) Close() error { return nil }

@@ -179,3 +179,25 @@ func TestInstrument(t *testing.T) {
 		t.Fatalf("Prefix through the wrapper = %q", blobstore.Prefix(b))
 	}
 }
+
+type failingReader struct{}
+
+func (failingReader) Read([]byte) (int, error) { return 0, errors.New("input went bad") }
+
+// A failed first write into a new directory leaves no empty directories
+// behind (a bad input used to leave batches/<id>/input/<dir>/).
+func TestFilePutFailureLeavesNoDirectories(t *testing.T) {
+	root := t.TempDir()
+	b, err := blobstore.Open(context.Background(), "file://"+root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := b.Put(context.Background(), "batches/x/input/s-1/000000.jsonl.zst", failingReader{}); err == nil {
+		t.Fatal("Put of a failing reader succeeded")
+	}
+	entries, _ := os.ReadDir(root)
+	if len(entries) != 0 {
+		t.Fatalf("left %d entries in the store root (%s…)", len(entries), entries[0].Name())
+	}
+}
