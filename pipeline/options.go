@@ -201,15 +201,9 @@ func (l FailureLimit) Validate() error {
 	return nil
 }
 
-// MarshalJSON writes durations as Go duration strings.
-func (o Options) MarshalJSON() ([]byte, error) {
-	type plain Options
-	return json.Marshal(struct {
-		plain
-		ItemTimeout string `json:"item_timeout"`
-		ItemBackoff string `json:"item_backoff"`
-	}{plain(o), o.ItemTimeout.String(), o.ItemBackoff.String()})
-}
+// Options are written with durations as integer nanoseconds, as workers
+// before the contract read them, so that a fleet upgraded one worker at a
+// time keeps running; they are read as strings or nanoseconds.
 
 // UnmarshalJSON reads durations as strings or integer nanoseconds and
 // remembers an unknown key for Validate to refuse.

@@ -62,13 +62,14 @@ func TestBatchInputDefaultsAndDurations(t *testing.T) {
 	if o.ShardSize != 0 || o.MaxFailures.Set() {
 		t.Errorf("shard size %d (want 0: sized from the input), max failures %v (want none)", o.ShardSize, o.MaxFailures)
 	}
-	// Round trip: durations are written as strings and read back.
+	// Round trip: durations are written as nanoseconds (what workers before
+	// the contract read) and read back.
 	data, err := json.Marshal(in)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(data), `"item_timeout":"1m30s"`) {
-		t.Errorf("marshalled %s, want item_timeout as a duration string", data)
+	if !strings.Contains(string(data), `"item_timeout":90000000000`) {
+		t.Errorf("marshalled %s, want item_timeout in nanoseconds", data)
 	}
 	back := decodeInput(t, string(data))
 	if err := back.Validate(); err != nil || back.Options.ItemTimeout != 90*time.Second {
