@@ -167,8 +167,9 @@ func (b *Batch) result(ctx context.Context) (Result, error) {
 		return Result{}, fmt.Errorf("batch %s left no readable manifest: %w", b.id, err)
 	}
 	res := Result{Batch: mb, ManifestKey: mb.ManifestKey()}
-	if msg, ok := strings.CutPrefix(res.Manifest.Error, "bad input: "); ok && len(res.Manifest.Results) == 0 {
-		return res, invalidf("%s", msg) // a worker's staging refused the input: nothing ran
+	if res.Manifest.StopReason == manifests.StopBadInput {
+		// A worker's staging refused the input: nothing ran.
+		return res, invalidf("%s", strings.TrimPrefix(res.Manifest.Error, "bad input: "))
 	}
 	return res, nil
 }

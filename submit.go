@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -68,6 +69,18 @@ type Request struct {
 	// ItemBackoff is the wait before an item's second attempt, doubling
 	// after; 0 means a second.
 	ItemBackoff time.Duration
+	// ItemsPerCall is how many items a batch processor (a
+	// pipeline.BatchProcessor, an exec processor) gets in one call; 0
+	// means 1.
+	ItemsPerCall int
+	// ItemContext sends exec processors each item in an envelope with
+	// its batch id, index, attempt and key (see execproc.Pool).
+	ItemContext bool
+	// Rate is the most items per second handed to processors across the
+	// whole batch; 0 means no limit, otherwise at least 1. Each of the
+	// Concurrency shards in flight gets Rate/Concurrency, so set
+	// Concurrency to the shards the workers run at once.
+	Rate float64
 	// ShardsPerRun is the shards one workflow run starts before it
 	// continues as new; 0 means 500. Tests lower it to see many runs.
 	ShardsPerRun int
@@ -123,6 +136,7 @@ func (c *Client) specFor(r Request) (pipeline.BatchInput, error) {
 	setIf(&o.ItemParallelism, r.ItemParallelism)
 	setIf(&o.ItemBackoff, r.ItemBackoff)
 	setIf(&o.ShardsPerRun, r.ShardsPerRun)
+	o.ItemsPerCall, o.ItemContext, o.Rate = r.ItemsPerCall, r.ItemContext, r.Rate
 	o.MaxFailures = r.MaxFailures
 	switch {
 	case r.ShardSize < 0:
@@ -374,7 +388,23 @@ func optionConflicts(r Request, have pipeline.Options) []string {
 	if r.ItemParallelism != 0 && have.ItemParallelism != 0 && r.ItemParallelism != have.ItemParallelism {
 		add("item parallelism", r.ItemParallelism, have.ItemParallelism)
 	}
+	if r.ItemsPerCall != 0 && max(1, r.ItemsPerCall) != max(1, have.ItemsPerCall) {
+		add("items per call", r.ItemsPerCall, max(1, have.ItemsPerCall))
+	}
+	if r.ItemContext && !have.ItemContext {
+		add("item context", "on", "off")
+	}
+	if r.Rate != 0 && r.Rate != have.Rate {
+		add("rate", r.Rate, orNone(rateString(have.Rate)))
+	}
 	return diff
+}
+
+func rateString(r float64) string {
+	if r == 0 {
+		return ""
+	}
+	return strconv.FormatFloat(r, 'g', -1, 64) + "/s"
 }
 
 func orNone(s string) string {

@@ -45,7 +45,6 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"github.com/batchpipe/batchpipe/internal/devserver"
-	"github.com/batchpipe/batchpipe/pipeline"
 )
 
 // Scenario names.
@@ -285,7 +284,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 		}
 		cfg.Scenarios = append(cfg.Scenarios, s)
 	}
-	if _, err := pipeline.DefaultRegistry.Lookup(cfg.Processor); err != nil {
+	if err := processors.Check(cfg.Processor); err != nil {
 		return cfg, usage(stderr, "-processor", err)
 	}
 	return cfg, nil

@@ -39,7 +39,7 @@ type directResult struct {
 // failed, the manifest last) to the store, with parallel shard workers.
 func direct(ctx context.Context, storeURL, input, batchID, processor string, shardSize, parallel int) (manifests.Manifest, error) {
 	var m manifests.Manifest
-	proc, err := pipeline.DefaultRegistry.Lookup(processor)
+	proc, err := processors.Lookup(processor, pipeline.Options{})
 	if err != nil {
 		return m, err
 	}

@@ -15,6 +15,7 @@ import (
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 
+	"github.com/batchpipe/batchpipe/execproc"
 	"github.com/batchpipe/batchpipe/pipeline"
 )
 
@@ -67,9 +68,13 @@ func NaiveChild(ctx workflow.Context, in NaiveChildInput) (json.RawMessage, erro
 	return out, err
 }
 
+// processors are the processors the naive and direct patterns run in this
+// process (the bench's workers run the same).
+var processors = execproc.NewRegistry(execproc.Options{})
+
 // naiveProcess runs the processor on one item.
 func naiveProcess(ctx context.Context, in NaiveChildInput) (json.RawMessage, error) {
-	p, err := pipeline.DefaultRegistry.Lookup(in.Processor)
+	p, err := processors.Lookup(in.Processor, pipeline.Options{})
 	if err != nil {
 		return nil, err
 	}

@@ -139,7 +139,7 @@ func runWorkerProcess(ctx context.Context, args []string, stderr io.Writer) int 
 	defer c.Close()
 	// The benchmark's own worker, on its own server: its batches (file
 	// stores, exec: processors) are the benchmark's.
-	w := pipeline.NewWorker(c, *taskQueue, pipeline.WorkerOptions{Logger: logger, Trust: pipeline.TrustAll()})
+	w := pipeline.NewWorker(c, *taskQueue, pipeline.WorkerOptions{Processors: processors, Logger: logger, Trust: pipeline.TrustAll()})
 	registerNaive(w)
 	if err := w.Start(); err != nil {
 		fmt.Fprintln(stderr, "bench worker:", err)
@@ -148,6 +148,7 @@ func runWorkerProcess(ctx context.Context, args []string, stderr io.Writer) int 
 	fmt.Println("ready")
 	<-ctx.Done()
 	w.Stop()
+	processors.Close() // stops exec: processes
 	_, anon := rss.Peak()
 	data, _ := json.Marshal(workerReport{Calls: calls.snapshot(), PeakRSS: peakRSS("self"), PeakAnonRSS: anon})
 	if err := os.WriteFile(*report, data, 0o644); err != nil {

@@ -22,6 +22,7 @@ import (
 	sdklog "go.temporal.io/sdk/log"
 
 	"github.com/batchpipe/batchpipe"
+	"github.com/batchpipe/batchpipe/execproc"
 	"github.com/batchpipe/batchpipe/internal/devserver"
 	"github.com/batchpipe/batchpipe/pipeline"
 )
@@ -41,7 +42,9 @@ type Options struct {
 	// TaskQueue is the task queue of the batches and the worker; default
 	// "batchpipe".
 	TaskQueue string
-	// Processors the worker runs; nil means pipeline.DefaultRegistry.
+	// Processors the worker runs; nil means the built-in ones and the
+	// exec family, with exec processes logging to Logger and getting
+	// ProcessorEnv (execproc.NewRegistry). A registry given is used as is.
 	// Submit refuses a processor that is not in it.
 	Processors *pipeline.Registry
 	// NoWorker runs the server without a worker (to look at batches
@@ -51,8 +54,8 @@ type Options struct {
 	// warnings and up to stderr.
 	Logger *slog.Logger
 	// ProcessorEnv names the variables of this process's environment that
-	// exec processors get besides pipeline.ExecBaseEnv (see
-	// pipeline.ExecOptions.Env).
+	// exec processors get besides execproc.BaseEnv (see
+	// execproc.Options.Env), when Processors is nil.
 	ProcessorEnv []string
 }
 
@@ -63,7 +66,7 @@ func Open(ctx context.Context, opts Options) (*batchpipe.Client, error) {
 		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
 	if opts.Processors == nil {
-		opts.Processors = pipeline.DefaultRegistry
+		opts.Processors = execproc.NewRegistry(execproc.Options{Logger: opts.Logger, Env: opts.ProcessorEnv})
 	}
 	if opts.TaskQueue == "" {
 		opts.TaskQueue = pipeline.DefaultTaskQueue
@@ -113,7 +116,6 @@ func start(ctx context.Context, opts Options) (client.Client, func(), error) {
 	if opts.NoWorker {
 		return c, func() { c.Close(); srv.Stop() }, nil
 	}
-	opts.Processors.SetExecOptions(pipeline.ExecOptions{Logger: opts.Logger, Env: opts.ProcessorEnv})
 	// The server listens on loopback and serves this process's user: its
 	// batches are theirs, so any exec: command and file:// store is theirs
 	// to ask for.

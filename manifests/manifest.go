@@ -31,13 +31,25 @@ const (
 	ItemFailed    = "failed"
 )
 
+// Why a batch stopped before its end (Manifest.StopReason).
+const (
+	StopBadInput    = "bad_input"    // its input was refused while staging: nothing ran
+	StopCanceled    = "canceled"     // cancelled
+	StopMaxFailures = "max_failures" // more items failed than its failure limit allows
+	StopShardFailed = "shard_failed" // a shard failed beyond retries (say, a worker without its processor)
+)
+
 // Manifest is format v1. Keys are object keys within the bucket, exactly as
 // an S3 client would use them (the store's prefix included).
 type Manifest struct {
-	Format     string    `json:"format"`
-	BatchID    string    `json:"batch_id"`
-	Status     string    `json:"status"`
-	Error      string    `json:"error,omitempty"` // why a failed or canceled batch stopped
+	Format  string `json:"format"`
+	BatchID string `json:"batch_id"`
+	Status  string `json:"status"`
+	Error   string `json:"error,omitempty"` // why a failed or canceled batch stopped
+	// StopReason classifies Error for programs: one of the Stop* values
+	// (absent in manifests written before it, and when the batch ran to
+	// its end).
+	StopReason string    `json:"stop_reason,omitempty"`
 	Processor  string    `json:"processor"`
 	Store      string    `json:"store"`
 	Input      Input     `json:"input"`

@@ -127,7 +127,7 @@ func (a *Activities) ProcessShard(ctx context.Context, in ShardInput) (res Shard
 			return ShardResult{}, err
 		}
 	}
-	proc, err := a.Processors.Lookup(in.Options.Processor)
+	proc, err := a.Processors.Lookup(in.Options.Processor, in.Options)
 	if err != nil {
 		return ShardResult{}, badShard("this worker cannot run the batch: %v", err)
 	}
@@ -173,6 +173,7 @@ func (a *Activities) ProcessShard(ctx context.Context, in ShardInput) (res Shard
 	stopBeat := heartbeatEvery(ctx, 5*time.Second, func() any { return finished.Load() })
 	defer stopBeat()
 
+	runner := newItemRunner(proc, in)
 	items := make([]json.RawMessage, 0, shardChunk)
 	lines := make([]manifests.ResultLine, shardChunk)
 	for {
@@ -204,10 +205,10 @@ func (a *Activities) ProcessShard(ctx context.Context, in ShardInput) (res Shard
 			}
 			todo = append(todo, i)
 		}
-		runItems(ctx, in.Options.ItemParallelism, todo, func(i int) {
-			lines[i] = runItem(ctx, proc, items[i], in.Options)
-			lines[i].Index = first + int64(i)
-			a.Metrics.item(in.Options.Processor, lines[i])
+		runner.run(ctx, first, items, todo, func(i int, l manifests.ResultLine) {
+			l.Index = first + int64(i)
+			lines[i] = l
+			a.Metrics.item(in.Options.Processor, l)
 			finished.Add(1)
 		})
 		if err := ctx.Err(); err != nil {
@@ -418,92 +419,6 @@ func heartbeatEvery(ctx context.Context, interval time.Duration, details func() 
 	return func() { close(done); wg.Wait() }
 }
 
-// runItem processes one item with retries, backoff and a timeout per attempt.
-func runItem(ctx context.Context, p Processor, input json.RawMessage, o Options) manifests.ResultLine {
-	start := time.Now()
-	backoff := o.ItemBackoff
-	attempts := max(1, o.ItemAttempts)
-	var line manifests.ResultLine
-	for attempt := 1; ; attempt++ {
-		out, ierr := callProcessor(ctx, p, input, o.ItemTimeout)
-		line.Attempts = attempt
-		if ierr == nil {
-			line.Status, line.Output = manifests.ItemSucceeded, out
-			break
-		}
-		line.Status, line.Error = manifests.ItemFailed, ierr
-		if ctx.Err() != nil || ierr.Type == ItemErrorPermanent || ierr.Type == ItemErrorOutput || ierr.Type == ItemErrorPanic || attempt >= attempts {
-			break
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, time.Minute)
-	}
-	line.DurationMS = time.Since(start).Milliseconds()
-	return line
-}
-
-// callProcessor runs one attempt. A panic becomes an item error; a processor
-// that ignores its context past the timeout is abandoned (its goroutine
-// finishes on its own) and the attempt fails as a timeout.
-func callProcessor(ctx context.Context, p Processor, input json.RawMessage, timeout time.Duration) (json.RawMessage, *manifests.ItemError) {
-	process, release := p.Process, func() {}
-	if pool, ok := p.(pooled); ok {
-		// Wait for a free process before the attempt's clock starts: time
-		// queued behind other items is not the item's fault.
-		var err error
-		if release, err = pool.acquire(ctx); err != nil {
-			return nil, &manifests.ItemError{Type: ItemErrorRetryable, Message: err.Error()}
-		}
-		process = pool.processAcquired
-	}
-	if timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
-	type outcome struct {
-		out json.RawMessage
-		err *manifests.ItemError
-	}
-	ch := make(chan outcome, 1)
-	go func() {
-		defer release() // when the call ends, even past the timeout
-		defer func() {
-			if r := recover(); r != nil {
-				ch <- outcome{err: &manifests.ItemError{Type: ItemErrorPanic, Message: fmt.Sprint(r)}}
-			}
-		}()
-		out, err := process(ctx, input)
-		switch {
-		case err != nil && (errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil):
-			ch <- outcome{err: &manifests.ItemError{Type: ItemErrorTimeout, Message: fmt.Sprintf("no result within %v: %v", timeout, err)}}
-		case err != nil && IsPermanent(err):
-			ch <- outcome{err: &manifests.ItemError{Type: ItemErrorPermanent, Message: err.Error()}}
-		case err != nil:
-			ch <- outcome{err: &manifests.ItemError{Type: ItemErrorRetryable, Message: err.Error()}}
-		case len(out) == 0:
-			ch <- outcome{out: json.RawMessage("null")}
-		case !json.Valid(out):
-			ch <- outcome{err: &manifests.ItemError{Type: ItemErrorOutput, Message: "processor returned invalid JSON"}}
-		default:
-			var buf bytes.Buffer
-			if json.Compact(&buf, out) == nil {
-				out = buf.Bytes()
-			}
-			ch <- outcome{out: out}
-		}
-	}()
-	select {
-	case o := <-ch:
-		return o.out, o.err
-	case <-ctx.Done():
-		return nil, &manifests.ItemError{Type: ItemErrorTimeout, Message: fmt.Sprintf("no result within %v", timeout)}
-	}
-}
-
 // Finalize writes the batch's failures object and then its manifest, from
 // the shards' receipts: only committed objects are listed.
 func (a *Activities) Finalize(ctx context.Context, in FinalizeInput) (BatchResult, error) {
@@ -533,7 +448,7 @@ func (a *Activities) Finalize(ctx context.Context, in FinalizeInput) (BatchResul
 	}
 	prefix := blobstore.Prefix(b)
 	m, parts := layout.Assemble(manifests.Manifest{
-		BatchID: bin.BatchID, Error: in.Error, Processor: bin.Options.Processor,
+		BatchID: bin.BatchID, Error: in.Error, StopReason: in.StopReason, Processor: bin.Options.Processor,
 		Store:     bin.Store,
 		Input:     manifests.Input{Source: bin.Source, Items: bin.Items, Shards: bin.Shards, ShardSize: bin.Options.ShardSize},
 		StartedAt: in.StartedAt.UTC(), FinishedAt: time.Now().UTC(),

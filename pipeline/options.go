@@ -29,6 +29,9 @@ const ErrTypeInvalidInput = "InvalidBatchInput"
 // MaxItemAttempts bounds Options.ItemAttempts.
 const MaxItemAttempts = 100
 
+// MaxItemsPerCall bounds Options.ItemsPerCall.
+const MaxItemsPerCall = 10000
+
 // WithDefaults returns o with every zero knob set from DefaultOptions, except
 // ShardSize (0 means "size it from the input" for a batch that stages its
 // own input) and Processor (which must be named).
@@ -77,6 +80,10 @@ func (o Options) Validate() error {
 		return fmt.Errorf("options.item_backoff must not be negative, got %v", o.ItemBackoff)
 	case o.ItemParallelism < 1:
 		return fmt.Errorf("options.item_parallelism must be at least 1, got %d", o.ItemParallelism)
+	case o.ItemsPerCall < 0 || o.ItemsPerCall > MaxItemsPerCall:
+		return fmt.Errorf("options.items_per_call must be 1 to %d (0 means 1), got %d", MaxItemsPerCall, o.ItemsPerCall)
+	case math.IsNaN(o.Rate) || math.IsInf(o.Rate, 0) || o.Rate < 0 || (o.Rate > 0 && o.Rate < 1):
+		return fmt.Errorf("options.rate must be at least 1 item per second (0 means no limit), got %v", o.Rate)
 	}
 	return o.MaxFailures.Validate()
 }

@@ -109,6 +109,7 @@ func testProcessors() *pipeline.Registry {
 		}
 		return json.Marshal(map[string]int{"double": v.N * 2})
 	}))
+	registerContextProcessors(r)
 	return r
 }
 
@@ -192,7 +193,8 @@ func requestFor(id string, input []byte, opts pipeline.Options) batchpipe.Reques
 	return batchpipe.Request{BatchID: id, Reader: bytes.NewReader(input), Name: "inputs.jsonl",
 		Processor: opts.Processor, ShardSize: opts.ShardSize, Concurrency: opts.Concurrency, ShardsPerRun: opts.ShardsPerRun,
 		MaxFailures: opts.MaxFailures, ItemTimeout: opts.ItemTimeout, ItemAttempts: opts.ItemAttempts,
-		ItemParallelism: opts.ItemParallelism, ItemBackoff: opts.ItemBackoff}
+		ItemParallelism: opts.ItemParallelism, ItemBackoff: opts.ItemBackoff,
+		ItemsPerCall: opts.ItemsPerCall, ItemContext: opts.ItemContext, Rate: opts.Rate}
 }
 
 func (bt *batch) manifest(t *testing.T) manifests.Manifest {
@@ -490,6 +492,9 @@ func TestMaxFailuresStopsBatch(t *testing.T) {
 }
 
 func TestCancelWritesCanceledManifest(t *testing.T) {
+	if temporalClient == nil {
+		t.Skip("needs the Temporal server (not in -short mode)")
+	}
 	ctx := context.Background()
 	o := smallOpts("slow", 10, 100)
 	o.Concurrency, o.ItemParallelism = 2, 1
@@ -609,6 +614,9 @@ func TestRedriveRerunsOnlyFailedItems(t *testing.T) {
 }
 
 func TestCancelThenRedriveCoversEveryItem(t *testing.T) {
+	if temporalClient == nil {
+		t.Skip("needs the Temporal server (not in -short mode)")
+	}
 	ctx := context.Background()
 	o := smallOpts("slow", 10, 7)
 	o.Concurrency, o.ItemParallelism = 2, 1

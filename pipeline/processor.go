@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"io"
 	"strings"
 	"sync"
 )
@@ -46,12 +47,38 @@ func IsPermanent(err error) bool {
 	return errors.As(err, &p)
 }
 
-// Registry maps processor names to processors. The zero value is empty;
-// DefaultRegistry holds the built-in ones.
+// A Registry maps processor names to processors, and name prefixes to
+// families that build processors from the rest of the name (the exec
+// family, package execproc, serves "exec:COMMAND"). The zero value is
+// empty; NewRegistry holds the built-in processors. A worker is given its
+// registry (WorkerOptions.Processors); nothing is registered globally.
 type Registry struct {
-	mu   sync.RWMutex
-	m    map[string]Processor
-	exec execPools // exec:CMD processors, created by Lookup (exec.go)
+	mu       sync.RWMutex
+	m        map[string]Processor
+	families map[string]Family
+}
+
+// A Family builds processors from names with a prefix it was registered
+// under: "exec:python3 score.py" is the exec family's processor for
+// "python3 score.py".
+type Family interface {
+	// Check reports what is wrong with rest, without starting anything.
+	Check(rest string) error
+	// Processor returns the processor for rest serving a batch with
+	// options o (called once per shard; a family may share what it builds
+	// between calls, say a pool of processes, until Close).
+	Processor(rest string, o Options) (Processor, error)
+	// Close releases everything Processor built. The family stays usable.
+	Close() error
+}
+
+// NewRegistry returns a registry holding the built-in processors: example
+// (the classic Temporal demo's shapes) and echo (the input as output).
+func NewRegistry() *Registry {
+	r := &Registry{}
+	r.Register("example", ProcessorFunc(exampleProcessor))
+	r.Register("echo", ProcessorFunc(func(_ context.Context, in json.RawMessage) (json.RawMessage, error) { return in, nil }))
+	return r
 }
 
 // Register adds (or replaces) a processor under name.
@@ -64,44 +91,56 @@ func (r *Registry) Register(name string, p Processor) {
 	r.m[name] = p
 }
 
-// Lookup returns the processor registered under name, or an error listing
-// the known names. A name "exec:CMD" that is not registered runs the
-// command line CMD as a pool of processes speaking JSON lines (see Exec);
-// the pool is created on first use and shared by later lookups of the same
-// name until Close.
-func (r *Registry) Lookup(name string) (Processor, error) {
+// RegisterFamily has f serve every name that starts with prefix and is not
+// registered as a whole (see Family).
+func (r *Registry) RegisterFamily(prefix string, f Family) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.families == nil {
+		r.families = map[string]Family{}
+	}
+	r.families[prefix] = f
+}
+
+// family returns the family serving name, the prefix it was registered
+// under and the rest of the name; the longest prefix wins.
+func (r *Registry) family(name string) (Family, string, string) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var best string
+	var f Family
+	for prefix, fam := range r.families {
+		if strings.HasPrefix(name, prefix) && (f == nil || len(prefix) > len(best)) {
+			best, f = prefix, fam
+		}
+	}
+	return f, best, strings.TrimPrefix(name, best)
+}
+
+// Lookup returns the processor for name serving a batch with options o:
+// the one registered under name, or the one its family builds. An unknown
+// name is an error listing the known ones.
+func (r *Registry) Lookup(name string, o Options) (Processor, error) {
 	r.mu.RLock()
 	p, ok := r.m[name]
 	r.mu.RUnlock()
-	if !ok {
-		if cmd, isExec := strings.CutPrefix(name, ExecPrefix); isExec {
-			e, err := r.exec.exec(cmd)
-			if err != nil {
-				return nil, err
-			}
-			return e, nil
-		}
-		return nil, r.unknown(name)
+	if ok {
+		return p, nil
 	}
-	return p, nil
+	if f, _, rest := r.family(name); f != nil {
+		return f.Processor(rest, o)
+	}
+	return nil, r.unknown(name)
 }
 
-// Check reports the error Lookup would give for name, without creating
-// anything: no exec pool, so one created later gets the options a worker
-// sets with SetExecOptions.
+// Check reports the error Lookup would give for name, without building
+// anything.
 func (r *Registry) Check(name string) error {
 	if r.registered(name) {
 		return nil
 	}
-	if cmd, isExec := strings.CutPrefix(name, ExecPrefix); isExec {
-		argv, err := splitCommand(cmd)
-		switch {
-		case err != nil:
-			return fmt.Errorf("exec processor %q: %v", cmd, err)
-		case len(argv) == 0:
-			return fmt.Errorf("exec processor: empty command (use exec:PROGRAM ARGS...)")
-		}
-		return nil
+	if f, _, rest := r.family(name); f != nil {
+		return f.Check(rest)
 	}
 	return r.unknown(name)
 }
@@ -114,7 +153,14 @@ func (r *Registry) registered(name string) bool {
 }
 
 func (r *Registry) unknown(name string) error {
-	return fmt.Errorf("unknown processor %q (known: %v, or exec:CMD to run a command speaking JSON lines)", name, r.Names())
+	r.mu.RLock()
+	var prefixes []string
+	for p := range r.families {
+		prefixes = append(prefixes, p+"…")
+	}
+	r.mu.RUnlock()
+	slices.Sort(prefixes)
+	return fmt.Errorf("unknown processor %q (known: %v%s)", name, r.Names(), strings.Join(append([]string{""}, prefixes...), ", "))
 }
 
 // Names lists the registered names, sorted.
@@ -129,16 +175,22 @@ func (r *Registry) Names() []string {
 	return names
 }
 
-// DefaultRegistry holds the built-in processors (example, echo) and any a
-// program adds with Register before starting its worker.
-var DefaultRegistry = &Registry{}
-
-// Register adds a processor to DefaultRegistry.
-func Register(name string, p Processor) { DefaultRegistry.Register(name, p) }
-
-func init() {
-	Register("example", ProcessorFunc(exampleProcessor))
-	Register("echo", ProcessorFunc(func(_ context.Context, in json.RawMessage) (json.RawMessage, error) { return in, nil }))
+// Close closes every family (stopping, say, the exec family's processes)
+// and every registered processor that is an io.Closer. Call it when the
+// worker has stopped; the registry stays usable.
+func (r *Registry) Close() error {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var errs []error
+	for _, f := range r.families {
+		errs = append(errs, f.Close())
+	}
+	for _, p := range r.m {
+		if c, ok := p.(io.Closer); ok {
+			errs = append(errs, c.Close())
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // exampleInput and exampleOutput are the shapes of the classic Temporal demo.

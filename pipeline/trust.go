@@ -18,6 +18,11 @@ import (
 // flag that would allow it.
 const ErrTypeNotAllowed = "NotAllowed"
 
+// ExecPrefix names the exec processor family ("exec:python3 score.py" runs
+// `python3 score.py` as processes speaking JSON lines; package execproc
+// serves it). Whoever implements the family, Trust.Exec gates its names.
+const ExecPrefix = "exec:"
+
 // GatedSchemes are the URL schemes a batch may name for its store or input
 // only on a worker that allows them (Trust.Schemes): a file:// URL is a path
 // on the worker's own disk. Every other registered scheme (s3, minio, mem,
@@ -56,7 +61,7 @@ func TrustAll() Trust {
 // split) and every Schemes entry (one of GatedSchemes).
 func (t Trust) Validate() error {
 	for _, c := range t.Exec {
-		argv, err := splitCommand(c)
+		argv, err := SplitCommand(c)
 		if err == nil && len(argv) == 0 {
 			err = errors.New("empty command")
 		}
@@ -87,12 +92,12 @@ func (t Trust) allowsExec(command string) bool {
 	if t.AnyExec {
 		return true
 	}
-	argv, err := splitCommand(command)
+	argv, err := SplitCommand(command)
 	if err != nil || len(argv) == 0 {
 		return false
 	}
 	for _, c := range t.Exec {
-		if allowed, err := splitCommand(c); err == nil && slices.Equal(allowed, argv) {
+		if allowed, err := SplitCommand(c); err == nil && slices.Equal(allowed, argv) {
 			return true
 		}
 	}
@@ -135,52 +140,3 @@ func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-// ExecBaseEnv lists the variables of the worker's environment that every
-// exec process gets: what any program needs to find its tools, its home
-// and temporary directory, and speak the locale. A name ending in "*"
-// stands for every name with that prefix. Everything else of the worker's
-// environment (its store credentials, TEMPORAL_API_KEY, AWS_*, MINIO_*,
-// proxies, PYTHONPATH, ...) is passed only when ExecOptions.Env names it.
-var ExecBaseEnv = []string{"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "LC_*", "TZ", "TMPDIR"}
-
-// ValidateEnvName checks a name for ExecOptions.Env: a variable name, or a
-// prefix followed by "*" ("*" alone passes the whole environment).
-func ValidateEnvName(name string) error {
-	base, _ := strings.CutSuffix(name, "*")
-	switch {
-	case name == "":
-		return errors.New("empty variable name")
-	case strings.ContainsAny(base, "=*\x00"):
-		return fmt.Errorf("%q: want a variable NAME (or a PREFIX followed by *), without = or a value", name)
-	}
-	return nil
-}
-
-// execEnviron returns the entries of environ whose names ExecBaseEnv or
-// extra allows; never nil (a nil Cmd.Env would inherit everything).
-func execEnviron(environ, extra []string) []string {
-	env := []string{}
-	for _, kv := range environ {
-		name, _, ok := strings.Cut(kv, "=")
-		if !ok || name == "" {
-			continue
-		}
-		if envMatch(ExecBaseEnv, name) || envMatch(extra, name) {
-			env = append(env, kv)
-		}
-	}
-	return env
-}
-
-func envMatch(patterns []string, name string) bool {
-	for _, p := range patterns {
-		if prefix, ok := strings.CutSuffix(p, "*"); ok {
-			if strings.HasPrefix(name, prefix) {
-				return true
-			}
-		} else if p == name {
-			return true
-		}
-	}
-	return false
-}

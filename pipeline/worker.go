@@ -13,7 +13,8 @@ import (
 
 // WorkerOptions configure NewWorker. The zero value is ready to use.
 type WorkerOptions struct {
-	// Processors the worker can run; nil means DefaultRegistry.
+	// Processors the worker can run; nil means NewRegistry() (the
+	// built-in ones; the exec family is added with execproc.Register).
 	Processors *Registry
 	// Logger for activity logs; nil means slog.Default().
 	Logger *slog.Logger
@@ -33,10 +34,11 @@ type WorkerOptions struct {
 
 // NewWorker returns a Temporal worker on taskQueue with batchpipe's
 // workflows and activities registered. A program that adds its own
-// processors registers them (Register or a Registry) and runs this worker.
+// processors registers them in a Registry (NewRegistry) and runs this
+// worker with it.
 func NewWorker(c client.Client, taskQueue string, opts WorkerOptions) worker.Worker {
 	if opts.Processors == nil {
-		opts.Processors = DefaultRegistry
+		opts.Processors = NewRegistry()
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()

@@ -32,7 +32,17 @@ type Options struct {
 	ItemTimeout     time.Duration `json:"item_timeout"`     // per attempt
 	ItemAttempts    int           `json:"item_attempts"`    // including the first
 	ItemBackoff     time.Duration `json:"item_backoff"`     // before the second attempt; doubles
-	ItemParallelism int           `json:"item_parallelism"` // items processed at once in one shard
+	ItemParallelism int           `json:"item_parallelism"` // calls to the processor at once in one shard
+	// ItemsPerCall is how many items a BatchProcessor (an exec processor
+	// speaking arrays) gets in one call; 0 means 1.
+	ItemsPerCall int `json:"items_per_call,omitempty"`
+	// ItemContext has exec processors receive each item in an envelope
+	// with its batch id, index, attempt and key (Go processors read it
+	// with ItemFrom either way).
+	ItemContext bool `json:"item_context,omitempty"`
+	// Rate is the most items per second handed to processors across the
+	// whole batch (every shard and worker together); 0 means no limit.
+	Rate float64 `json:"rate,omitempty"`
 
 	invalid string // why the JSON it was read from is refused (Validate)
 }
@@ -108,6 +118,9 @@ type ShardInput struct {
 	Options    Options `json:"options"`
 	Redrive    int     `json:"redrive,omitempty"`
 	InputDir   string  `json:"input_dir,omitempty"` // BatchInput.InputDir
+	// Rate is this shard's share of the batch's Options.Rate, in items
+	// per second (0: none).
+	Rate float64 `json:"rate,omitempty"`
 }
 
 // RedriveQuery asks which shards in [From, To) a redrive must run.
@@ -153,10 +166,12 @@ type BatchResult struct {
 
 // FinalizeInput tells the finalize activity how the batch ended.
 type FinalizeInput struct {
-	Batch     BatchInput `json:"batch"`
-	Status    string     `json:"status"` // failed or canceled; "" lets finalize decide from counts
-	Error     string     `json:"error,omitempty"`
-	StartedAt time.Time  `json:"started_at"`
+	Batch  BatchInput `json:"batch"`
+	Status string     `json:"status"` // failed or canceled; "" lets finalize decide from counts
+	Error  string     `json:"error,omitempty"`
+	// StopReason says why a batch stopped early (manifests.Stop*).
+	StopReason string    `json:"stop_reason,omitempty"`
+	StartedAt  time.Time `json:"started_at"`
 }
 
 func shardItems(in BatchInput, shard int) int {
@@ -214,6 +229,7 @@ type batchRun struct {
 	// stopping says why no more shards start ("" while they do); the
 	// batch then ends with stopStatus.
 	stopping, stopStatus string
+	stopReason           string // manifests.Stop*
 	// redo lists the shards of this run's chunk a redrive runs; chunkEnd
 	// is where the chunk ends.
 	redo     []int
@@ -232,9 +248,9 @@ func (r *batchRun) progress() (Progress, error) {
 }
 
 // stop records the first reason the batch stops.
-func (r *batchRun) stop(why, status string) {
+func (r *batchRun) stop(why, status, reason string) {
 	if r.stopping == "" {
-		r.stopping, r.stopStatus = why, status
+		r.stopping, r.stopStatus, r.stopReason = why, status, reason
 	}
 }
 
@@ -256,12 +272,12 @@ func (r *batchRun) stage() error {
 	var appErr *temporal.ApplicationError
 	switch {
 	case errors.As(err, &appErr) && appErr.Type() == ErrTypeBadInput:
-		r.stop("bad input: "+appErr.Message(), manifests.StatusFailed)
+		r.stop("bad input: "+appErr.Message(), manifests.StatusFailed, manifests.StopBadInput)
 	case err != nil && r.ctx.Err() != nil &&
 		workflow.GetVersion(r.ctx, "canceled-while-staging", workflow.DefaultVersion, 1) >= 1:
 		// Cancelled while a worker staged the input: end with a canceled
 		// manifest, as a cancel at any later point does.
-		r.stop("canceled", manifests.StatusCanceled)
+		r.stop("canceled", manifests.StatusCanceled, manifests.StopCanceled)
 	case err != nil:
 		return err
 	default:
@@ -317,7 +333,7 @@ func (r *batchRun) fanOut() {
 			break
 		}
 		if ctx.Err() != nil {
-			r.stop("canceled", manifests.StatusCanceled)
+			r.stop("canceled", manifests.StatusCanceled, manifests.StopCanceled)
 			break
 		}
 		shard := r.cur.NextShard
@@ -331,7 +347,7 @@ func (r *batchRun) fanOut() {
 		sin := ShardInput{
 			BatchID: r.in.BatchID, Store: r.in.Store, Shard: shard,
 			FirstIndex: int64(shard) * int64(o.ShardSize), Items: shardItems(r.in, shard), Options: o,
-			Redrive: r.in.Redrive, InputDir: r.in.InputDir,
+			Redrive: r.in.Redrive, InputDir: r.in.InputDir, Rate: shardRate(o, r.in.Shards),
 		}
 		cctx := workflow.WithWorkflowID(childCtx, fmt.Sprintf("%s/shard-%d", r.in.BatchID, shard))
 		f := workflow.ExecuteChildWorkflow(cctx, ShardWorkflowName, sin)
@@ -345,6 +361,18 @@ func (r *batchRun) fanOut() {
 	}
 }
 
+// shardRate is one shard's share of the batch's rate: the batch runs up to
+// Concurrency shards at once, each at Rate/Concurrency, so together they
+// hand out at most Rate items a second (fewer while fewer shards run: the
+// last ones, or when the workers run fewer shards at once than the batch's
+// concurrency).
+func shardRate(o Options, shards int) float64 {
+	if o.Rate <= 0 {
+		return 0
+	}
+	return o.Rate / float64(max(1, min(o.Concurrency, shards)))
+}
+
 // shardDone counts a finished child, and stops the batch when it failed,
 // was cancelled, or took the failures over the limit.
 func (r *batchRun) shardDone(shard int, f workflow.Future) {
@@ -352,9 +380,9 @@ func (r *batchRun) shardDone(shard int, f workflow.Future) {
 	var res ShardResult
 	if err := f.Get(r.ctx, &res); err != nil {
 		if temporal.IsCanceledError(err) || r.ctx.Err() != nil {
-			r.stop("canceled", manifests.StatusCanceled)
+			r.stop("canceled", manifests.StatusCanceled, manifests.StopCanceled)
 		} else {
-			r.stop(shardFailure(shard, err), manifests.StatusFailed)
+			r.stop(shardFailure(shard, err), manifests.StatusFailed, manifests.StopShardFailed)
 		}
 		return
 	}
@@ -362,7 +390,7 @@ func (r *batchRun) shardDone(shard int, f workflow.Future) {
 	r.cur.Succeeded += res.Succeeded
 	r.cur.Failed += res.Failed
 	if r.in.Options.MaxFailures.Exceeded(r.cur.Failed, r.in.Items) {
-		r.stop(fmt.Sprintf("%d items failed, over the limit (--max-failures)", r.cur.Failed), manifests.StatusFailed)
+		r.stop(fmt.Sprintf("%d items failed, over the limit (--max-failures)", r.cur.Failed), manifests.StatusFailed, manifests.StopMaxFailures)
 	}
 }
 
@@ -374,7 +402,7 @@ func (r *batchRun) drain() {
 		r.sel.Select(r.ctx)
 	}
 	if r.ctx.Err() != nil {
-		r.stop("canceled", manifests.StatusCanceled)
+		r.stop("canceled", manifests.StatusCanceled, manifests.StopCanceled)
 	}
 	if r.in.Redrive > 0 && r.stopping == "" && len(r.redo) == 0 && r.cur.NextShard < r.chunkEnd {
 		r.cur.NextShard = r.chunkEnd // the chunk's last shards needed no redrive
@@ -393,7 +421,7 @@ func (r *batchRun) finalize() (BatchResult, error) {
 		RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: time.Minute},
 	})
 	var res BatchResult
-	fin := FinalizeInput{Batch: r.in, Status: r.stopStatus, StartedAt: r.cur.StartedAt}
+	fin := FinalizeInput{Batch: r.in, Status: r.stopStatus, StopReason: r.stopReason, StartedAt: r.cur.StartedAt}
 	if r.stopping != "" && r.stopping != "canceled" {
 		fin.Error = r.stopping
 	}

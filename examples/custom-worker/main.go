@@ -6,7 +6,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"log"
 	"slices"
@@ -18,28 +17,32 @@ import (
 	"github.com/batchpipe/batchpipe/pipeline"
 )
 
-func reverse(_ context.Context, in json.RawMessage) (json.RawMessage, error) {
-	var item struct {
-		Text *string `json:"text"`
+// Text is reverse's input and output (a struct, so it can grow fields).
+type Text struct {
+	Text *string `json:"text"`
+}
+
+// reverse reverses the text by runes. pipeline.Typed decodes each item into
+// Text (a "text" that is not a string fails permanently, naming the field).
+func reverse(_ context.Context, in Text) (Text, error) {
+	if in.Text == nil {
+		return Text{}, pipeline.Permanent(errors.New(`reverse: input needs a string field "text"`))
 	}
-	if err := json.Unmarshal(in, &item); err != nil || item.Text == nil {
-		return nil, pipeline.Permanent(errors.New(`reverse: input needs a string field "text"`))
-	}
-	r := []rune(*item.Text)
+	r := []rune(*in.Text)
 	slices.Reverse(r)
-	return json.Marshal(map[string]string{"text": string(r)})
+	return Text{Text: new(string(r))}, nil
 }
 
 func main() {
-	pipeline.Register("reverse", pipeline.ProcessorFunc(reverse))
+	processors := pipeline.NewRegistry() // example and echo, built in
+	processors.Register("reverse", pipeline.Typed(reverse))
 	c, err := client.Dial(envconfig.MustLoadDefaultClientOptions())
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer c.Close()
-	// Batches may use file:// stores (submit's default, on this machine);
-	// without Trust a worker runs no exec: commands and opens no file:// URL.
-	w := pipeline.NewWorker(c, pipeline.DefaultTaskQueue, pipeline.WorkerOptions{Trust: pipeline.Trust{Schemes: []string{"file"}}})
+	// Batches may use file:// stores (submit's default): untrusted otherwise.
+	w := pipeline.NewWorker(c, pipeline.DefaultTaskQueue, pipeline.WorkerOptions{Processors: processors, Trust: pipeline.Trust{Schemes: []string{"file"}}})
 	if err := w.Run(worker.InterruptCh()); err != nil {
 		log.Fatal(err)
 	}

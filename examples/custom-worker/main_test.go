@@ -49,13 +49,13 @@ func TestReverse(t *testing.T) {
 		`{"text":"","other":1}`:       `{"text":""}`,
 		`{"id":7,"text":"racecar!!"}`: `{"text":"!!racecar"}`,
 	} {
-		out, err := reverse(context.Background(), json.RawMessage(in))
+		out, err := pipeline.Typed(reverse).Process(context.Background(), json.RawMessage(in))
 		if err != nil || string(out) != want {
 			t.Errorf("reverse(%s) = %s, %v; want %s", in, out, err, want)
 		}
 	}
 	for _, in := range []string{`{}`, `{"text":3}`, `{"text":null}`, `[1]`} {
-		if _, err := reverse(context.Background(), json.RawMessage(in)); !pipeline.IsPermanent(err) {
+		if _, err := pipeline.Typed(reverse).Process(context.Background(), json.RawMessage(in)); !pipeline.IsPermanent(err) {
 			t.Errorf("reverse(%s): error %v, want a permanent error", in, err)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -18,6 +19,7 @@ import (
 	"github.com/batchpipe/batchpipe"
 	"github.com/batchpipe/batchpipe/blobstore"
 	"github.com/batchpipe/batchpipe/embedded"
+	"github.com/batchpipe/batchpipe/execproc"
 	"github.com/batchpipe/batchpipe/inputs"
 	"github.com/batchpipe/batchpipe/manifests"
 	"github.com/batchpipe/batchpipe/pipeline"
@@ -37,6 +39,9 @@ type submitFlags struct {
 	itemTimeout  time.Duration
 	itemAttempts int
 	itemPar      int
+	itemsPerCall int
+	itemContext  bool
+	rate         float64
 	verbose      bool
 	fromFailures bool
 	processorEnv []string
@@ -120,7 +125,7 @@ func (f *submitFlags) registerBatchFlags(cmd *cobra.Command) {
 	d := pipeline.DefaultOptions()
 	fl := cmd.Flags()
 	fl.StringVar(&f.store, "store", "", "blob store URL (file:///dir, s3://bucket/prefix, minio://host:port/bucket/prefix); default $BATCHPIPE_STORE, else file://$PWD/.batchpipe/blobs")
-	fl.StringVar(&f.processor, "processor", d.Processor, "processor to run on each item (built in: "+strings.Join(pipeline.DefaultRegistry.Names(), ", ")+"; or exec:COMMAND)")
+	fl.StringVar(&f.processor, "processor", d.Processor, "processor to run on each item (built in: "+strings.Join(pipeline.NewRegistry().Names(), ", ")+"; or exec:COMMAND)")
 	fl.IntVar(&f.shardSize, "shard-size", d.ShardSize, "items per shard, one child workflow each; unset, 1000 or more for inputs over 250,000 items (about 250 shards)")
 	fl.IntVar(&f.concurrency, "concurrency", d.Concurrency, "shards in flight at once")
 	fl.StringVar(&f.maxFailures, "max-failures", "", `stop the batch as failed once more than N items (or "N%" of items) failed; default: never`)
@@ -129,7 +134,10 @@ func (f *submitFlags) registerBatchFlags(cmd *cobra.Command) {
 	fl.StringVar(&f.format, "format", "", `input format: "jsonl" or "csv" (default: by file extension)`)
 	fl.DurationVar(&f.itemTimeout, "item-timeout", d.ItemTimeout, "timeout of one attempt at one item")
 	fl.IntVar(&f.itemAttempts, "item-attempts", d.ItemAttempts, "attempts per item, the first included")
-	fl.IntVar(&f.itemPar, "item-parallelism", d.ItemParallelism, "items processed at once within a shard")
+	fl.IntVar(&f.itemPar, "item-parallelism", d.ItemParallelism, "calls to the processor at once within a shard")
+	fl.IntVar(&f.itemsPerCall, "items-per-call", 1, "items per call for processors that take many (exec: one JSON array per line, answered by one array)")
+	fl.BoolVar(&f.itemContext, "item-context", false, `exec processors get each item as {"batch_id","index","attempt","key","input"}, to key side effects`)
+	fl.Float64Var(&f.rate, "rate", 0, "most items per second for the whole batch (each of the --concurrency shards gets rate/concurrency); default: no limit")
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log debug details")
 }
 
@@ -141,9 +149,7 @@ func (f *submitFlags) registerBatchFlags(cmd *cobra.Command) {
 // which submit cannot see, so the name is then accepted with a notice.
 func (f *submitFlags) request(cmd *cobra.Command, stderr io.Writer, temporalConfigured bool) (batchpipe.Request, error) {
 	var r batchpipe.Request
-	// Check, not Lookup: an exec pool made here would keep its default
-	// logger, not the one the embedded worker gives exec processors.
-	if err := pipeline.DefaultRegistry.Check(f.processor); err != nil {
+	if err := execproc.NewRegistry(execproc.Options{}).Check(f.processor); err != nil {
 		if strings.HasPrefix(f.processor, pipeline.ExecPrefix) {
 			return r, usagef("--processor: %v", err)
 		}
@@ -167,6 +173,10 @@ func (f *submitFlags) request(cmd *cobra.Command, stderr io.Writer, temporalConf
 		return r, usagef("--item-timeout must be positive, got %v", f.itemTimeout)
 	case f.maxItemSize < 1:
 		return r, usagef("--max-item-size must be at least 1, got %d", f.maxItemSize)
+	case f.itemsPerCall < 1 || f.itemsPerCall > pipeline.MaxItemsPerCall:
+		return r, usagef("--items-per-call must be 1 to %d, got %d", pipeline.MaxItemsPerCall, f.itemsPerCall)
+	case cmd.Flags().Changed("rate") && !(f.rate >= 1) || math.IsInf(f.rate, 0):
+		return r, usagef("--rate must be at least 1 item per second, got %v", f.rate)
 	case f.format != "" && f.format != "jsonl" && f.format != "csv":
 		return r, usagef("--format %q: want jsonl or csv", f.format)
 	}
@@ -186,6 +196,9 @@ func (f *submitFlags) request(cmd *cobra.Command, stderr io.Writer, temporalConf
 	set("item-timeout", func() { r.ItemTimeout = f.itemTimeout })
 	set("item-attempts", func() { r.ItemAttempts = f.itemAttempts })
 	set("item-parallelism", func() { r.ItemParallelism = f.itemPar })
+	set("items-per-call", func() { r.ItemsPerCall = f.itemsPerCall })
+	set("item-context", func() { r.ItemContext = f.itemContext })
+	set("rate", func() { r.Rate = f.rate })
 	r.MaxFailures, r.MaxItemBytes, r.Format, r.FromFailures, r.BatchID = limit, f.maxItemSize, f.format, f.fromFailures, f.batchID
 	return r, nil
 }

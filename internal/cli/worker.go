@@ -15,6 +15,7 @@ import (
 
 	"github.com/batchpipe/batchpipe"
 	"github.com/batchpipe/batchpipe/blobstore"
+	"github.com/batchpipe/batchpipe/execproc"
 	"github.com/batchpipe/batchpipe/internal/devserver"
 	"github.com/batchpipe/batchpipe/pipeline"
 )
@@ -172,16 +173,16 @@ func runWorker(ctx context.Context, o *IO, f *workerFlags) error {
 	if metrics != nil {
 		metrics.watchBatches(c)
 	}
-	pipeline.DefaultRegistry.SetExecOptions(pipeline.ExecOptions{Logger: logger, Env: f.processorEnv})
-	defer pipeline.DefaultRegistry.Close() // stops exec: processors
-	w := pipeline.NewWorker(c, f.taskQueue, pipeline.WorkerOptions{Logger: logger, Metrics: pm, Trust: trust,
+	processors := execproc.NewRegistry(execproc.Options{Logger: logger, Env: f.processorEnv})
+	defer processors.Close() // stops exec: processors
+	w := pipeline.NewWorker(c, f.taskQueue, pipeline.WorkerOptions{Processors: processors, Logger: logger, Metrics: pm, Trust: trust,
 		Worker: worker.Options{MaxConcurrentActivityExecutionSize: f.shards}})
 	if err := w.Start(); err != nil {
 		return err
 	}
 	defer w.Stop()
 	fmt.Fprintln(o.Stderr, f.trustSummary(trust))
-	fmt.Fprintf(o.Stderr, "worker polling task queue %q on %s; processors: %v\n", f.taskQueue, copts.HostPort, pipeline.DefaultRegistry.Names())
+	fmt.Fprintf(o.Stderr, "worker polling task queue %q on %s; processors: %v\n", f.taskQueue, copts.HostPort, processors.Names())
 	<-ctx.Done()
 	fmt.Fprintln(o.Stderr, "stopping worker")
 	return nil
@@ -244,7 +245,7 @@ func registerProcessorEnv(cmd *cobra.Command, dst *[]string) {
 
 func checkProcessorEnv(names []string) error {
 	for _, n := range names {
-		if err := pipeline.ValidateEnvName(n); err != nil {
+		if err := execproc.ValidateEnvName(n); err != nil {
 			return usagef("--processor-env %v", err)
 		}
 	}

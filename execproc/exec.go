@@ -1,4 +1,4 @@
-package pipeline
+package execproc
 
 import (
 	"bufio"
@@ -17,41 +17,38 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/batchpipe/batchpipe/pipeline"
 )
 
-// ExecPrefix names the exec processor family: the processor
-// "exec:python3 score.py" runs `python3 score.py` as long-lived processes
-// speaking JSON lines (see Exec). Registry.Lookup recognises it.
-const ExecPrefix = "exec:"
-
-// DefaultExecMaxLine is the longest line, in bytes, an exec processor sends
+// DefaultMaxLine is the longest line, in bytes, an exec processor sends
 // or accepts (64 MiB).
-const DefaultExecMaxLine = 64 << 20
+const DefaultMaxLine = 64 << 20
 
-// ExecOptions configure an Exec pool. The zero value is ready to use.
-type ExecOptions struct {
+// Options configure a Pool. The zero value is ready to use.
+type Options struct {
 	// PoolSize is the most processes running at once, each serving one
-	// item at a time; 0 means DefaultExecPoolSize().
+	// item at a time; 0 means DefaultPoolSize().
 	PoolSize int
 	// Logger receives the processes' stderr, one record per line at level
 	// Warn with the command and pid; nil means slog.Default().
 	Logger *slog.Logger
 	// MaxLine is the longest line in bytes (without its newline) sent to or
-	// read from a process; 0 means DefaultExecMaxLine.
+	// read from a process; 0 means DefaultMaxLine.
 	MaxLine int
 	// Env names the variables of the worker's environment that processes
-	// get besides ExecBaseEnv (a name ending in "*" stands for every name
+	// get besides BaseEnv (a name ending in "*" stands for every name
 	// with that prefix; "*" alone passes the whole environment). Nothing
 	// else of it reaches them: not the worker's store credentials, not
 	// TEMPORAL_API_KEY. See ValidateEnvName.
 	Env []string
 }
 
-// DefaultExecPoolSize is the pool size of an exec processor unless told
+// DefaultPoolSize is the pool size of an exec processor unless told
 // otherwise: the number of CPUs, at least 8.
-func DefaultExecPoolSize() int { return max(8, runtime.NumCPU()) }
+func DefaultPoolSize() int { return max(8, runtime.NumCPU()) }
 
-// Exec is a Processor that hands items to a pool of long-lived processes
+// Pool is a processor that hands items to a pool of long-lived processes
 // of one command, speaking JSON lines over stdin and stdout.
 //
 // The protocol: batchpipe writes each item to a process's stdin as one
@@ -61,12 +58,27 @@ func DefaultExecPoolSize() int { return max(8, runtime.NumCPU()) }
 //
 //	{"output": <any JSON value>}
 //	{"error": {"message": "why", "permanent": true}}
+//	{"error": {"message": "quota", "retry_after_ms": 2000}}
 //
 // An error is retried (with backoff, up to the batch's item attempts)
-// unless "permanent" is true; "error" may also be a bare string, a
-// retryable error with that message. Other keys are ignored. The process
-// must flush stdout after each line and should write diagnostics to
-// stderr, which goes to the worker's log, line by line.
+// unless "permanent" is true; "retry_after_ms" asks for the next attempt no
+// sooner than that, without counting it against the attempts (see
+// pipeline.RetryAfter); "error" may also be a bare string, a retryable
+// error with that message. Other keys are ignored. The process must flush
+// stdout after each line and should write diagnostics to stderr, which
+// goes to the worker's log, line by line.
+//
+// With a batch's item context (pipeline.Options.ItemContext) each line is
+// an envelope instead of the bare item:
+//
+//	{"batch_id": "b", "shard": 0, "index": 7, "attempt": 1, "key": "b/7", "input": <item>}
+//
+// and an answer may echo "index": an index other than the item's is a
+// protocol error, so an answer can never be taken for another item's.
+// With items per call N > 1 (pipeline.Options.ItemsPerCall) each line is a
+// JSON array of up to N items (or envelopes) and the answer one line, a
+// JSON array of as many answers in the same order; an answer that is not
+// such an array fails the call's items, saying what came back.
 //
 // A process is started on demand, up to PoolSize at once, and then kept
 // for the next items. When an attempt passes its timeout (or its context
@@ -79,24 +91,24 @@ func DefaultExecPoolSize() int { return max(8, runtime.NumCPU()) }
 // be written), or a line written before the process read a byte of the
 // item it would be taken for; none of these is taken for an answer. (A
 // line written later still, once the process was handed the next item and
-// read some of it, cannot be told from that item's answer; the real answer
-// is then the stray output that fails the item after.) Either way the
-// next item gets a fresh process. A process
-// that served items may also end its life between items: when it exits
-// with status 0 without answering the item just handed to it, the item
-// goes to a new process, once, without failing. A command that cannot be
-// started (not found, not executable) fails items permanently. At Close
-// each process gets EOF on stdin and a moment to exit before it is killed.
-// On Linux each process runs in a process group of its own, which is
-// killed as soon as the process ends, killed or not: the children it
-// started (say, under sh -c) are not left behind. A process's environment
-// is ExecBaseEnv's part of the worker's plus the variables ExecOptions.Env
-// names, nothing more (its stderr goes to the log, so a process that
-// printed the worker's credentials would leak them).
-type Exec struct {
+// read some of it, cannot be told from that item's answer without the
+// item context's index echo; the real answer is then the stray output
+// that fails the item after.) Either way the next item gets a fresh
+// process. A process that served items may also end its life between
+// items: when it exits with status 0 without answering the item just
+// handed to it, the item goes to a new process, once, without failing. A
+// command that cannot be started (not found, not executable) fails items
+// permanently. At Close each process gets EOF on stdin and a moment to
+// exit before it is killed. On Linux each process runs in a process group
+// of its own, which is killed as soon as the process ends, killed or not:
+// the children it started (say, under sh -c) are not left behind. A
+// process's environment is BaseEnv's part of the worker's plus the
+// variables Options.Env names, nothing more (its stderr goes to the log,
+// so a process that printed the worker's credentials would leak them).
+type Pool struct {
 	command string   // as given, for messages
 	argv    []string // split command line
-	opts    ExecOptions
+	opts    Options
 	log     *slog.Logger
 
 	slots chan struct{} // one token per request in flight (≤ PoolSize)
@@ -107,11 +119,11 @@ type Exec struct {
 	closed bool
 }
 
-// NewExec returns an exec processor for command, a command line split into
-// program and arguments like a shell would split words (see Lookup's
+// New returns an exec processor for command, a command line split into
+// program and arguments like a shell would split words (see pipeline.SplitCommand; the name
 // "exec:CMD"), run without a shell. No process starts until the first item.
-func NewExec(command string, opts ExecOptions) (*Exec, error) {
-	argv, err := splitCommand(command)
+func New(command string, opts Options) (*Pool, error) {
+	argv, err := pipeline.SplitCommand(command)
 	if err != nil {
 		return nil, fmt.Errorf("exec processor %q: %v", command, err)
 	}
@@ -119,16 +131,16 @@ func NewExec(command string, opts ExecOptions) (*Exec, error) {
 		return nil, fmt.Errorf("exec processor: empty command (use exec:PROGRAM ARGS...)")
 	}
 	if opts.PoolSize <= 0 {
-		opts.PoolSize = DefaultExecPoolSize()
+		opts.PoolSize = DefaultPoolSize()
 	}
 	if opts.MaxLine <= 0 {
-		opts.MaxLine = DefaultExecMaxLine
+		opts.MaxLine = DefaultMaxLine
 	}
 	lg := opts.Logger
 	if lg == nil {
 		lg = slog.Default()
 	}
-	return &Exec{
+	return &Pool{
 		command: command, argv: argv, opts: opts,
 		log:   lg.With("command", command),
 		slots: make(chan struct{}, opts.PoolSize),
@@ -136,30 +148,54 @@ func NewExec(command string, opts ExecOptions) (*Exec, error) {
 	}, nil
 }
 
-// Process sends input to an idle process (starting one if fewer than
-// PoolSize run) and returns its answer.
-func (e *Exec) Process(ctx context.Context, input json.RawMessage) (json.RawMessage, error) {
-	release, err := e.acquire(ctx)
+// Process sends input, the bare item, to an idle process (starting one if
+// fewer than PoolSize run) and returns its answer.
+func (e *Pool) Process(ctx context.Context, input json.RawMessage) (json.RawMessage, error) {
+	return view{e: e}.Process(ctx, input)
+}
+
+// ProcessBatch sends items to one process as one JSON array and returns
+// its answers (see Pool's protocol).
+func (e *Pool) ProcessBatch(ctx context.Context, items []pipeline.Item) []pipeline.Outcome {
+	return view{e: e}.ProcessBatch(ctx, items)
+}
+
+// Acquire waits for a free process, for one call (see pipeline.Pool).
+func (e *Pool) Acquire(ctx context.Context) (pipeline.Processor, func(), error) {
+	return view{e: e}.Acquire(ctx)
+}
+
+// ForBatch returns the processor that serves a batch with options o from
+// e's processes: items go in envelopes when o.ItemContext is set.
+func (e *Pool) ForBatch(o pipeline.Options) pipeline.BatchProcessor {
+	return view{e: e, itemContext: o.ItemContext}
+}
+
+// view is a Pool serving one batch: with or without item context, and
+// holding a slot already (held) or not.
+type view struct {
+	e           *Pool
+	itemContext bool
+	held        bool
+}
+
+var (
+	_ pipeline.BatchProcessor = view{}
+	_ pipeline.Pool           = view{}
+)
+
+// Acquire waits for one of the PoolSize slots and returns a view that
+// uses it without waiting again.
+func (v view) Acquire(ctx context.Context) (pipeline.Processor, func(), error) {
+	release, err := v.e.acquire(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	defer release()
-	return e.processAcquired(ctx, input)
+	v.held = true
+	return v, release, nil
 }
 
-// pooled is a processor that serves a bounded number of items at once. The
-// shard activity takes a slot (acquire) before an attempt's timeout starts
-// and then calls processAcquired, so that --item-timeout bounds the work on
-// an item and not its wait behind others.
-type pooled interface {
-	acquire(ctx context.Context) (release func(), err error)
-	processAcquired(ctx context.Context, input json.RawMessage) (json.RawMessage, error)
-}
-
-var _ pooled = (*Exec)(nil)
-
-// acquire waits for one of the PoolSize slots.
-func (e *Exec) acquire(ctx context.Context) (func(), error) {
+func (e *Pool) acquire(ctx context.Context) (func(), error) {
 	select {
 	case e.slots <- struct{}{}:
 		return func() { <-e.slots }, nil
@@ -168,31 +204,165 @@ func (e *Exec) acquire(ctx context.Context) (func(), error) {
 	}
 }
 
-// processAcquired is Process for a caller that holds a slot.
-func (e *Exec) processAcquired(ctx context.Context, input json.RawMessage) (json.RawMessage, error) {
-	line := []byte(input)
-	if bytes.ContainsAny(line, "\r\n") {
-		var buf bytes.Buffer
-		if err := json.Compact(&buf, line); err != nil {
-			return nil, Permanent(fmt.Errorf("exec %q: input is not valid JSON: %v", e.command, err))
-		}
-		line = buf.Bytes()
-	}
-	if len(line) > e.opts.MaxLine {
-		return nil, Permanent(fmt.Errorf("exec %q: input of %d bytes is longer than the %d-byte line limit", e.command, len(line), e.opts.MaxLine))
-	}
-	for try := 0; ; try++ {
-		p, err := e.take()
+// Process sends one item (from pipeline.ItemFrom(ctx) for its envelope).
+func (v view) Process(ctx context.Context, input json.RawMessage) (json.RawMessage, error) {
+	if !v.held {
+		release, err := v.e.acquire(ctx)
 		if err != nil {
 			return nil, err
 		}
-		out, err, healthy := p.roundTrip(ctx, line)
-		if healthy {
+		defer release()
+	}
+	it, _ := pipeline.ItemFrom(ctx)
+	it.Input = input
+	line, err := v.encode(it)
+	if err != nil {
+		return nil, err
+	}
+	var got pipeline.Outcome
+	err = v.e.exchange(ctx, line, func(p *execProc, answer []byte) bool {
+		var ok bool
+		got, ok = v.decode(p, answer, it.Index)
+		return ok
+	})
+	if err != nil {
+		return nil, err
+	}
+	return got.Output, got.Err
+}
+
+// ProcessBatch sends items as one array line and reads one array of
+// answers. An item that cannot be sent (not JSON, too long) fails alone.
+func (v view) ProcessBatch(ctx context.Context, items []pipeline.Item) []pipeline.Outcome {
+	outs := make([]pipeline.Outcome, len(items))
+	failAll := func(sent []int, err error) []pipeline.Outcome {
+		for _, k := range sent {
+			outs[k].Err = err
+		}
+		return outs
+	}
+	if !v.held {
+		release, err := v.e.acquire(ctx)
+		if err != nil {
+			return failAll(allIndexes(len(items)), err)
+		}
+		defer release()
+	}
+	var line bytes.Buffer
+	line.WriteByte('[')
+	var sent []int // positions in items of the array's elements
+	for k, it := range items {
+		b, err := v.encode(it)
+		if err != nil {
+			outs[k].Err = err
+			continue
+		}
+		if len(sent) > 0 {
+			line.WriteByte(',')
+		}
+		line.Write(b)
+		sent = append(sent, k)
+	}
+	line.WriteByte(']')
+	if len(sent) == 0 {
+		return outs
+	}
+	if line.Len() > v.e.opts.MaxLine {
+		return failAll(sent, pipeline.Permanent(fmt.Errorf("exec %q: a call of %d items is %d bytes, longer than the %d-byte line limit (lower --items-per-call)", v.e.command, len(sent), line.Len(), v.e.opts.MaxLine)))
+	}
+	var callErr error
+	err := v.e.exchange(ctx, line.Bytes(), func(p *execProc, answer []byte) bool {
+		var arr []json.RawMessage
+		if json.Unmarshal(answer, &arr) != nil || arr == nil {
+			callErr = fmt.Errorf(`exec %q: process %d answered %s to a call of %d items, not a JSON array of %d answers like [{"output": ...}, ...] (it was killed and will be restarted)`,
+				v.e.command, p.cmd.Process.Pid, snippet(answer), len(sent), len(sent))
+			return false
+		}
+		if len(arr) != len(sent) {
+			callErr = fmt.Errorf("exec %q: process %d answered %d answers to a call of %d items: %s", v.e.command, p.cmd.Process.Pid, len(arr), len(sent), snippet(answer))
+			return true
+		}
+		for n, raw := range arr {
+			o, ok := v.decode(p, raw, items[sent[n]].Index)
+			if !ok {
+				callErr = o.Err
+				return false
+			}
+			outs[sent[n]] = o
+		}
+		return true
+	})
+	if err == nil {
+		err = callErr
+	}
+	if err != nil {
+		return failAll(sent, err)
+	}
+	return outs
+}
+
+func allIndexes(n int) []int {
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = i
+	}
+	return idx
+}
+
+// envelope is an item with its context, as a batch with item context
+// sends it.
+type envelope struct {
+	BatchID string          `json:"batch_id"`
+	Shard   int             `json:"shard"`
+	Index   int64           `json:"index"`
+	Attempt int             `json:"attempt"`
+	Key     string          `json:"key"`
+	Input   json.RawMessage `json:"input"`
+}
+
+// encode returns the compact JSON sent for it: the item, or its envelope.
+func (v view) encode(it pipeline.Item) ([]byte, error) {
+	line := []byte(it.Input)
+	if bytes.ContainsAny(line, "\r\n") {
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, line); err != nil {
+			return nil, pipeline.Permanent(fmt.Errorf("exec %q: input is not valid JSON: %v", v.e.command, err))
+		}
+		line = buf.Bytes()
+	}
+	if v.itemContext {
+		var err error
+		line, err = json.Marshal(envelope{BatchID: it.BatchID, Shard: it.Shard, Index: it.Index, Attempt: it.Attempt, Key: it.Key(), Input: line})
+		if err != nil {
+			return nil, pipeline.Permanent(fmt.Errorf("exec %q: input is not valid JSON: %v", v.e.command, err))
+		}
+	}
+	if len(line) > v.e.opts.MaxLine {
+		return nil, pipeline.Permanent(fmt.Errorf("exec %q: input of %d bytes is longer than the %d-byte line limit", v.e.command, len(line), v.e.opts.MaxLine))
+	}
+	return line, nil
+}
+
+// exchange sends line to a process and hands its answer line to decode,
+// which reports whether the answer was well formed (else the process is
+// discarded). The error is the exchange's own: the process died, wrote
+// stray output, or the context ended.
+func (e *Pool) exchange(ctx context.Context, line []byte, decode func(p *execProc, answer []byte) bool) error {
+	for try := 0; ; try++ {
+		p, err := e.take()
+		if err != nil {
+			return err
+		}
+		answer, err := p.roundTrip(ctx, line)
+		if err == nil && decode(p, answer) {
 			p.served++
 			e.put(p)
-			return out, err
+			return nil
 		}
 		e.discard(p)
+		if err == nil {
+			return nil // decode has the error
+		}
 		if try == 0 && p.served > 0 && p.leftCleanly && ctx.Err() == nil {
 			// It served items and exited with status 0 without a word
 			// on this one: it ended its life between items (say, after
@@ -200,13 +370,13 @@ func (e *Exec) processAcquired(ctx context.Context, input json.RawMessage) (json
 			e.log.Debug("exec processor process exited between items; using a new one", "pid", p.cmd.Process.Pid, "served", p.served)
 			continue
 		}
-		return out, err
+		return err
 	}
 }
 
 // take returns an idle live process or starts one. The caller holds a slot,
 // so at most PoolSize processes exist.
-func (e *Exec) take() (*execProc, error) {
+func (e *Pool) take() (*execProc, error) {
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
@@ -247,7 +417,7 @@ func (e *Exec) take() (*execProc, error) {
 	return p, nil
 }
 
-func (e *Exec) put(p *execProc) {
+func (e *Pool) put(p *execProc) {
 	e.mu.Lock()
 	if !e.closed {
 		e.idle = append(e.idle, p)
@@ -260,7 +430,7 @@ func (e *Exec) put(p *execProc) {
 }
 
 // discard kills p and waits for it, so a replacement never runs beside it.
-func (e *Exec) discard(p *execProc) {
+func (e *Pool) discard(p *execProc) {
 	e.mu.Lock()
 	delete(e.procs, p)
 	e.mu.Unlock()
@@ -269,7 +439,7 @@ func (e *Exec) discard(p *execProc) {
 
 // Close stops every process: stdin is closed, and a process still running
 // a second later is killed. Items in flight fail; later ones fail too.
-func (e *Exec) Close() error {
+func (e *Pool) Close() error {
 	e.mu.Lock()
 	e.closed = true
 	procs := make([]*execProc, 0, len(e.procs))
@@ -286,9 +456,9 @@ func (e *Exec) Close() error {
 	return nil
 }
 
-// execProc is one running process of an Exec.
+// execProc is one running process of a Pool.
 type execProc struct {
-	e      *Exec
+	e      *Pool
 	cmd    *exec.Cmd
 	stdin  *os.File // our end of its stdin
 	stdout *os.File // our end of its stdout
@@ -306,9 +476,9 @@ type execProc struct {
 	leftCleanly bool // exited with status 0 before reading a byte of an answer
 }
 
-func (e *Exec) start() (*execProc, error) {
+func (e *Pool) start() (*execProc, error) {
 	cmd := exec.Command(e.argv[0], e.argv[1:]...)
-	cmd.Env = execEnviron(os.Environ(), e.opts.Env)
+	cmd.Env = environ(os.Environ(), e.opts.Env)
 	inR, inW, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("exec %q: %v", e.command, err)
@@ -336,7 +506,7 @@ func (e *Exec) start() (*execProc, error) {
 		outR.Close()
 		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, exec.ErrDot) || errors.Is(err, fs.ErrNotExist) ||
 			errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.ENOEXEC) {
-			return nil, Permanent(fmt.Errorf("exec %q: cannot start: %v", e.command, err))
+			return nil, pipeline.Permanent(fmt.Errorf("exec %q: cannot start: %v", e.command, err))
 		}
 		return nil, fmt.Errorf("exec %q: cannot start: %v", e.command, err)
 	}
@@ -381,13 +551,13 @@ func (p *execProc) stop(grace time.Duration) {
 // errLineTooLong is returned by readLine for an over-long line.
 var errLineTooLong = errors.New("line too long")
 
-// roundTrip writes one line and reads one answer. healthy reports whether
-// the process can serve another item.
-func (p *execProc) roundTrip(ctx context.Context, line []byte) (out json.RawMessage, err error, healthy bool) {
+// roundTrip writes one line and reads one answer line. After an error the
+// process cannot serve again.
+func (p *execProc) roundTrip(ctx context.Context, line []byte) ([]byte, error) {
 	// Whatever the process wrote since its last answer (or since it
 	// started) is no answer to this item, nor to any: a protocol error.
 	if p.outputWaiting() {
-		return nil, p.strayOutput(nil, "after"), false
+		return nil, p.strayOutput(nil, "after")
 	}
 	type answer struct {
 		line []byte
@@ -414,14 +584,14 @@ func (p *execProc) roundTrip(ctx context.Context, line []byte) (out json.RawMess
 		// the next item start afresh.
 		p.stop(0)
 		<-ch
-		return nil, fmt.Errorf("exec %q: no answer from pid %d (killed): %w", p.e.command, p.cmd.Process.Pid, ctx.Err()), false
+		return nil, fmt.Errorf("exec %q: no answer from pid %d (killed): %w", p.e.command, p.cmd.Process.Pid, ctx.Err())
 	}
 	switch {
 	case a.werr != nil || (a.rerr != nil && !errors.Is(a.rerr, errLineTooLong)):
-		return nil, p.died(a.werr != nil, a.rerr), false
+		return nil, p.died(a.werr != nil, a.rerr)
 	case a.rerr != nil:
 		p.stop(0)
-		return nil, Permanent(fmt.Errorf("exec %q: answer line longer than %d bytes (pid %d killed)", p.e.command, p.e.opts.MaxLine, p.cmd.Process.Pid)), false
+		return nil, pipeline.Permanent(fmt.Errorf("exec %q: answer line longer than %d bytes (pid %d killed)", p.e.command, p.e.opts.MaxLine, p.cmd.Process.Pid))
 	}
 	// The answer is the one line the process wrote for the item: anything
 	// read with it makes it suspect (what comes later is found before the
@@ -430,12 +600,12 @@ func (p *execProc) roundTrip(ctx context.Context, line []byte) (out json.RawMess
 	// something else). The checks cost one system call per item, and the
 	// one before writing another (the Buffered checks cost none).
 	if p.r.Buffered() > 0 {
-		return nil, p.strayOutput(a.line, "with"), false
+		return nil, p.strayOutput(a.line, "with")
 	}
 	if n, ok := pipeUnread(p.stdinRC); ok && n == len(line)+1 {
-		return nil, p.strayOutput(a.line, "before"), false
+		return nil, p.strayOutput(a.line, "before")
 	}
-	return p.decode(a.line)
+	return a.line, nil
 }
 
 // outputWaiting reports whether anything the process wrote to stdout is
@@ -511,42 +681,55 @@ func (p *execProc) died(writing bool, rerr error) error {
 	return errors.New(msg + "; restarting it")
 }
 
-// decode turns an answer line into the item's output or error.
-func (p *execProc) decode(line []byte) (json.RawMessage, error, bool) {
-	var ans map[string]json.RawMessage
-	if err := json.Unmarshal(line, &ans); err != nil || ans == nil {
+// decode turns one answer into the item's outcome; ok is false when the
+// answer is malformed (the outcome's error says how): p is then killed.
+// With item context an answer that echoes another item's index is
+// malformed.
+func (v view) decode(p *execProc, raw []byte, index int64) (o pipeline.Outcome, ok bool) {
+	bad := func(format string, args ...any) (pipeline.Outcome, bool) {
 		p.stop(0)
-		return nil, fmt.Errorf(`exec %q: process %d answered %s, not a JSON object like {"output": ...} or {"error": {...}} (it was killed and will be restarted; write logs to stderr, not stdout)`,
-			p.e.command, p.cmd.Process.Pid, snippet(line)), false
+		return pipeline.Outcome{Err: fmt.Errorf(format, args...)}, false
 	}
-	if raw, ok := ans["error"]; ok && !bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+	cmd, pid := v.e.command, p.cmd.Process.Pid
+	var ans map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &ans); err != nil || ans == nil {
+		return bad(`exec %q: process %d answered %s, not a JSON object like {"output": ...} or {"error": {...}} (it was killed and will be restarted; write logs to stderr, not stdout)`, cmd, pid, snippet(raw))
+	}
+	if echo, has := ans["index"]; has && v.itemContext {
+		var got int64
+		if json.Unmarshal(echo, &got) != nil || got != index {
+			return bad("exec %q: process %d answered for index %.40s while given index %d: an answer out of step with its items (it was killed and will be restarted)", cmd, pid, echo, index)
+		}
+	}
+	if e, has := ans["error"]; has && !bytes.Equal(bytes.TrimSpace(e), []byte("null")) {
 		var msg string
 		var obj struct {
-			Message   string `json:"message"`
-			Permanent bool   `json:"permanent"`
+			Message      string  `json:"message"`
+			Permanent    bool    `json:"permanent"`
+			RetryAfterMS float64 `json:"retry_after_ms"`
 		}
-		if json.Unmarshal(raw, &msg) == nil {
+		if json.Unmarshal(e, &msg) == nil {
 			obj.Message = msg
-		} else if err := json.Unmarshal(raw, &obj); err != nil {
-			p.stop(0)
-			return nil, fmt.Errorf(`exec %q: process %d answered with "error": %s; want {"message": "...", "permanent": true|false} or a string (it was killed and will be restarted)`,
-				p.e.command, p.cmd.Process.Pid, snippet(raw)), false
+		} else if err := json.Unmarshal(e, &obj); err != nil || obj.RetryAfterMS < 0 {
+			return bad(`exec %q: process %d answered with "error": %s; want {"message": "...", "permanent": true|false, "retry_after_ms": N} or a string (it was killed and will be restarted)`, cmd, pid, snippet(e))
 		}
 		if obj.Message == "" {
-			obj.Message = fmt.Sprintf("exec %q: the process reported an error without a message", p.e.command)
+			obj.Message = fmt.Sprintf("exec %q: the process reported an error without a message", cmd)
 		}
-		if obj.Permanent {
-			return nil, Permanent(errors.New(obj.Message)), true
+		err := errors.New(obj.Message)
+		switch {
+		case obj.Permanent:
+			err = pipeline.Permanent(err)
+		case obj.RetryAfterMS > 0:
+			err = pipeline.RetryAfter(err, time.Duration(obj.RetryAfterMS*float64(time.Millisecond)))
 		}
-		return nil, errors.New(obj.Message), true
+		return pipeline.Outcome{Err: err}, true
 	}
-	out, ok := ans["output"]
-	if !ok {
-		p.stop(0)
-		return nil, fmt.Errorf(`exec %q: process %d answered %s, with neither "output" nor "error" (it was killed and will be restarted)`,
-			p.e.command, p.cmd.Process.Pid, snippet(line)), false
+	out, has := ans["output"]
+	if !has {
+		return bad(`exec %q: process %d answered %s, with neither "output" nor "error" (it was killed and will be restarted)`, cmd, pid, snippet(raw))
 	}
-	return out, nil, true
+	return pipeline.Outcome{Output: out}, true
 }
 
 func snippet(b []byte) string {
@@ -647,108 +830,3 @@ func (s *stderrLog) tail() string {
 	return strings.Join(lines, " | ")
 }
 
-// splitCommand splits a command line into words the way a POSIX shell
-// splits simple words: blanks separate words, 'single quotes' keep
-// everything literally, "double quotes" keep everything but \" \\ \$ \`
-// escapes, and a backslash outside quotes escapes the next character.
-// There is no expansion of variables, globs or ~, and no pipes or
-// redirections: for those, run a shell (exec:sh -c '...').
-func splitCommand(s string) ([]string, error) {
-	var words []string
-	var w strings.Builder
-	inWord := false
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
-			if inWord {
-				words = append(words, w.String())
-				w.Reset()
-				inWord = false
-			}
-		case c == '\'':
-			inWord = true
-			j := strings.IndexByte(s[i+1:], '\'')
-			if j < 0 {
-				return nil, errors.New("unterminated single quote")
-			}
-			w.WriteString(s[i+1 : i+1+j])
-			i += j + 1
-		case c == '"':
-			inWord = true
-			i++
-			for ; i < len(s) && s[i] != '"'; i++ {
-				if s[i] == '\\' && i+1 < len(s) && strings.IndexByte("\"\\$`", s[i+1]) >= 0 {
-					i++
-				}
-				w.WriteByte(s[i])
-			}
-			if i >= len(s) {
-				return nil, errors.New("unterminated double quote")
-			}
-		case c == '\\':
-			inWord = true
-			if i+1 >= len(s) {
-				return nil, errors.New("trailing backslash")
-			}
-			i++
-			w.WriteByte(s[i])
-		default:
-			inWord = true
-			w.WriteByte(c)
-		}
-	}
-	if inWord {
-		words = append(words, w.String())
-	}
-	return words, nil
-}
-
-// execPools caches a Registry's exec processors, one pool per command.
-type execPools struct {
-	mu    sync.Mutex
-	opts  ExecOptions
-	pools map[string]*Exec
-}
-
-// exec returns the pool for command, creating it on first use.
-func (x *execPools) exec(command string) (*Exec, error) {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	if e, ok := x.pools[command]; ok {
-		return e, nil
-	}
-	e, err := NewExec(command, x.opts)
-	if err != nil {
-		return nil, err
-	}
-	if x.pools == nil {
-		x.pools = map[string]*Exec{}
-	}
-	x.pools[command] = e
-	return e, nil
-}
-
-// SetExecOptions sets the options of the exec processors (names
-// "exec:CMD") that Lookup creates from now on; pools already created keep
-// theirs.
-func (r *Registry) SetExecOptions(o ExecOptions) {
-	r.exec.mu.Lock()
-	defer r.exec.mu.Unlock()
-	r.exec.opts = o
-}
-
-// Close stops the processes of every exec processor Lookup created (see
-// Exec.Close). Call it when the worker has stopped; the registry stays
-// usable, and a later Lookup starts new pools.
-func (r *Registry) Close() error {
-	r.exec.mu.Lock()
-	pools := r.exec.pools
-	r.exec.pools = nil
-	r.exec.mu.Unlock()
-	var errs []error
-	for _, e := range pools {
-		errs = append(errs, e.Close())
-	}
-	return errors.Join(errs...)
-}

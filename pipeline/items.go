@@ -1,0 +1,332 @@
+package pipeline
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/batchpipe/batchpipe/manifests"
+)
+
+// Item execution: a shard's items go to its processor in calls (one item
+// each, or up to Options.ItemsPerCall for a BatchProcessor), ItemParallelism
+// calls at once, paced by the batch's rate; every item has its own attempts,
+// backoff, outcome and result line.
+
+// Item is one attempt at one item of a batch, as a processor sees it. Items
+// run at least once (a retried shard or attempt runs them again), so a
+// processor with side effects keys them by Key.
+type Item struct {
+	BatchID string
+	Shard   int
+	Index   int64 // the item's position in the batch's input, from 0
+	Attempt int   // 1 for the first call with this item
+	Input   json.RawMessage
+}
+
+// Key is "<batch_id>/<index>": the same for every attempt at the item, and
+// for no other item of any batch.
+func (it Item) Key() string { return it.BatchID + "/" + strconv.FormatInt(it.Index, 10) }
+
+type itemKey struct{}
+
+// ItemFrom returns the item a Processor's Process was called for.
+func ItemFrom(ctx context.Context) (Item, bool) {
+	it, ok := ctx.Value(itemKey{}).(Item)
+	return it, ok
+}
+
+// WithItem returns ctx carrying it, as Process's context carries its item
+// (for tests of processors).
+func WithItem(ctx context.Context, it Item) context.Context {
+	return context.WithValue(ctx, itemKey{}, it)
+}
+
+// Outcome is the result of one item of a BatchProcessor call: its output,
+// or an error (Permanent, RetryAfter or plain, as Process returns).
+type Outcome struct {
+	Output json.RawMessage
+	Err    error
+}
+
+// A BatchProcessor takes many items in one call: a batch with
+// Options.ItemsPerCall N hands it up to N items at a time (the last call of
+// a shard, and retries, may have fewer), and it returns one Outcome per
+// item, in their order. A processor that is not one gets one item per call
+// whatever ItemsPerCall says.
+type BatchProcessor interface {
+	Processor
+	ProcessBatch(ctx context.Context, items []Item) []Outcome
+}
+
+// Batched adapts a function over many items to a BatchProcessor (Process
+// calls it with one item).
+func Batched(f func(ctx context.Context, items []Item) []Outcome) BatchProcessor {
+	return batchFunc(f)
+}
+
+type batchFunc func(ctx context.Context, items []Item) []Outcome
+
+func (f batchFunc) ProcessBatch(ctx context.Context, items []Item) []Outcome { return f(ctx, items) }
+
+func (f batchFunc) Process(ctx context.Context, input json.RawMessage) (json.RawMessage, error) {
+	it, _ := ItemFrom(ctx)
+	it.Input = input
+	out := f(ctx, []Item{it})
+	if len(out) != 1 {
+		return nil, fmt.Errorf("processor returned %d outcomes for 1 item", len(out))
+	}
+	return out[0].Output, out[0].Err
+}
+
+// A Pool is a processor that serves a bounded number of calls at once (the
+// exec family's processes). The shard waits with Acquire for a free place
+// before a call's timeout starts, so that --item-timeout bounds the work
+// on an item and not its wait behind others; the call then goes to the
+// returned processor, and release frees the place.
+type Pool interface {
+	Acquire(ctx context.Context) (p Processor, release func(), err error)
+}
+
+// retryAfterError asks for the item's next attempt no sooner than after.
+type retryAfterError struct {
+	err   error
+	after time.Duration
+}
+
+func (e retryAfterError) Error() string { return e.err.Error() }
+func (e retryAfterError) Unwrap() error { return e.err }
+
+// RetryAfter marks err as "slow down": the item is tried again no sooner
+// than after d, and the attempt does not count against the batch's item
+// attempts (up to MaxItemAttempts such waits per item).
+func RetryAfter(err error, d time.Duration) error {
+	if err == nil {
+		return nil
+	}
+	return retryAfterError{err, d}
+}
+
+// RetryAfterOf returns the wait RetryAfter put on err.
+func RetryAfterOf(err error) (time.Duration, bool) {
+	var ra retryAfterError
+	if errors.As(err, &ra) {
+		return ra.after, true
+	}
+	return 0, false
+}
+
+// itemRunner runs the items of one shard.
+type itemRunner struct {
+	proc    Processor
+	o       Options
+	batchID string
+	shard   int
+	perCall int           // items per call: 1 unless proc is a BatchProcessor
+	limiter *rate.Limiter // nil: no rate limit
+}
+
+func newItemRunner(proc Processor, in ShardInput) *itemRunner {
+	r := &itemRunner{proc: proc, o: in.Options, batchID: in.BatchID, shard: in.Shard, perCall: 1}
+	if _, ok := proc.(BatchProcessor); ok {
+		r.perCall = max(1, in.Options.ItemsPerCall)
+	}
+	if in.Rate > 0 {
+		// A bucket as deep as one call, starting empty: no second sees
+		// more than the shard's rate and one call's items.
+		r.limiter = rate.NewLimiter(rate.Limit(in.Rate), r.perCall)
+		r.limiter.AllowN(time.Now(), r.perCall)
+	}
+	return r
+}
+
+// run processes items[i] for every i in todo (item i has index first+i)
+// and calls done for each with its result line, from several goroutines.
+func (r *itemRunner) run(ctx context.Context, first int64, items []json.RawMessage, todo []int, done func(i int, l manifests.ResultLine)) {
+	var calls [][]int
+	for len(todo) > 0 {
+		n := min(r.perCall, len(todo))
+		calls, todo = append(calls, todo[:n]), todo[n:]
+	}
+	idx := make([]int, len(calls))
+	for i := range idx {
+		idx[i] = i
+	}
+	runItems(ctx, r.o.ItemParallelism, idx, func(c int) {
+		r.runCall(ctx, first, items, calls[c], done)
+	})
+}
+
+// pending is an item of a call still to be answered.
+type pending struct {
+	i         int // position in the chunk
+	calls     int // calls made with it
+	failures  int // failed calls that count against ItemAttempts
+	throttles int // RetryAfter waits
+	line      manifests.ResultLine
+}
+
+// runCall runs one call's items to their outcomes: the items a call fails
+// with a retryable error are called again (together) after the backoff or
+// the longest retry-after asked for, until they succeed or run out of
+// attempts.
+func (r *itemRunner) runCall(ctx context.Context, first int64, items []json.RawMessage, idx []int, done func(int, manifests.ResultLine)) {
+	start := time.Now()
+	left := make([]*pending, len(idx))
+	for k, i := range idx {
+		left[k] = &pending{i: i}
+	}
+	finish := func(p *pending) {
+		p.line.Attempts = p.calls
+		p.line.DurationMS = time.Since(start).Milliseconds()
+		done(p.i, p.line)
+	}
+	backoff := r.o.ItemBackoff
+	for len(left) > 0 {
+		if r.limiter != nil && r.limiter.WaitN(ctx, len(left)) != nil {
+			return // the shard is ending (WaitN fails only past ctx's end)
+		}
+		call := make([]Item, len(left))
+		for k, p := range left {
+			p.calls++
+			call[k] = Item{BatchID: r.batchID, Shard: r.shard, Index: first + int64(p.i), Attempt: p.calls, Input: items[p.i]}
+		}
+		outs := r.callOnce(ctx, call)
+		var next []*pending
+		var wait time.Duration
+		retried := false
+		for k, p := range left {
+			o := outs[k]
+			if o.err == nil {
+				p.line = manifests.ResultLine{Status: manifests.ItemSucceeded, Output: o.out}
+				finish(p)
+				continue
+			}
+			p.line = manifests.ResultLine{Status: manifests.ItemFailed, Error: o.err}
+			t := o.err.Type
+			switch {
+			case ctx.Err() != nil || t == ItemErrorPermanent || t == ItemErrorOutput || t == ItemErrorPanic:
+				finish(p)
+			case o.retryAfter > 0 && p.throttles < MaxItemAttempts:
+				p.throttles++
+				wait = max(wait, o.retryAfter)
+				next = append(next, p)
+			case p.failures+1 >= max(1, r.o.ItemAttempts):
+				finish(p)
+			default:
+				p.failures++
+				wait, retried = max(wait, backoff), true
+				next = append(next, p)
+			}
+		}
+		if len(next) > 0 {
+			select {
+			case <-ctx.Done():
+				for _, p := range next {
+					finish(p)
+				}
+				return
+			case <-time.After(wait):
+			}
+		}
+		if retried {
+			backoff = min(backoff*2, time.Minute)
+		}
+		left = next
+	}
+}
+
+// callOutcome is one item's outcome of one call.
+type callOutcome struct {
+	out        json.RawMessage
+	err        *manifests.ItemError
+	retryAfter time.Duration
+}
+
+// callOnce makes one call with items. A panic becomes an error of every
+// item; a processor that ignores its context past the timeout is abandoned
+// (its goroutine finishes on its own) and the call's items fail as timed
+// out.
+func (r *itemRunner) callOnce(ctx context.Context, items []Item) []callOutcome {
+	all := func(o callOutcome) []callOutcome {
+		outs := make([]callOutcome, len(items))
+		for i := range outs {
+			outs[i] = o
+		}
+		return outs
+	}
+	proc, release := r.proc, func() {}
+	if pool, ok := proc.(Pool); ok {
+		// Wait for a free place before the call's clock starts: time
+		// queued behind other items is not the items' fault.
+		var err error
+		if proc, release, err = pool.Acquire(ctx); err != nil {
+			return all(callOutcome{err: &manifests.ItemError{Type: ItemErrorRetryable, Message: err.Error()}})
+		}
+	}
+	timeout := r.o.ItemTimeout
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	ch := make(chan []callOutcome, 1)
+	go func() {
+		defer release() // when the call ends, even past the timeout
+		defer func() {
+			if v := recover(); v != nil {
+				ch <- all(callOutcome{err: &manifests.ItemError{Type: ItemErrorPanic, Message: fmt.Sprint(v)}})
+			}
+		}()
+		if bp, ok := proc.(BatchProcessor); ok && r.perCall > 1 {
+			got := bp.ProcessBatch(ctx, items)
+			if len(got) != len(items) {
+				ch <- all(callOutcome{err: &manifests.ItemError{Type: ItemErrorOutput,
+					Message: fmt.Sprintf("processor returned %d outcomes for a call of %d items", len(got), len(items))}})
+				return
+			}
+			outs := make([]callOutcome, len(items))
+			for i, o := range got {
+				outs[i] = classify(ctx, o.Output, o.Err, timeout)
+			}
+			ch <- outs
+			return
+		}
+		out, err := proc.Process(WithItem(ctx, items[0]), items[0].Input)
+		ch <- []callOutcome{classify(ctx, out, err, timeout)}
+	}()
+	select {
+	case outs := <-ch:
+		return outs
+	case <-ctx.Done():
+		return all(callOutcome{err: &manifests.ItemError{Type: ItemErrorTimeout, Message: fmt.Sprintf("no result within %v", timeout)}})
+	}
+}
+
+// classify turns what a processor returned for one item into its outcome.
+func classify(ctx context.Context, out json.RawMessage, err error, timeout time.Duration) callOutcome {
+	ra, _ := RetryAfterOf(err)
+	switch {
+	case err != nil && errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil:
+		return callOutcome{err: &manifests.ItemError{Type: ItemErrorTimeout, Message: fmt.Sprintf("no result within %v: %v", timeout, err)}}
+	case err != nil && IsPermanent(err):
+		return callOutcome{err: &manifests.ItemError{Type: ItemErrorPermanent, Message: err.Error()}}
+	case err != nil:
+		return callOutcome{err: &manifests.ItemError{Type: ItemErrorRetryable, Message: err.Error()}, retryAfter: ra}
+	case len(out) == 0:
+		return callOutcome{out: json.RawMessage("null")}
+	case !json.Valid(out):
+		return callOutcome{err: &manifests.ItemError{Type: ItemErrorOutput, Message: "processor returned invalid JSON"}}
+	}
+	var buf bytes.Buffer
+	if json.Compact(&buf, out) == nil {
+		out = buf.Bytes()
+	}
+	return callOutcome{out: out}
+}
