@@ -5,7 +5,9 @@ Run it with:  --processor "exec:python3 examples/processors/upper.py"
 
 Protocol: one JSON item per line on stdin; exactly one line per item on
 stdout, in order: {"output": ...} or {"error": {"message": ..., "permanent": ...}}.
-Logs go to stderr (they land in the worker's log), never to stdout.
+With --items-per-call N a line is a JSON array of up to N items, answered by
+one line holding an array of as many answers. Logs go to stderr (they land
+in the worker's log), never to stdout.
 """
 import json
 import sys
@@ -21,10 +23,13 @@ def upper(v):
     return v
 
 
-for line in sys.stdin:
-    item = json.loads(line)
+def answer(item):
     if not isinstance(item, dict):
-        answer = {"error": {"message": "want a JSON object", "permanent": True}}
-    else:
-        answer = {"output": upper(item)}
-    print(json.dumps(answer), flush=True)  # flush: batchpipe waits for this line
+        return {"error": {"message": "want a JSON object", "permanent": True}}
+    return {"output": upper(item)}
+
+
+for line in sys.stdin:
+    v = json.loads(line)
+    out = [answer(x) for x in v] if isinstance(v, list) else answer(v)
+    print(json.dumps(out), flush=True)  # flush: batchpipe waits for this line
