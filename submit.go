@@ -204,12 +204,19 @@ func inputName(r Request) string {
 	return r.Input
 }
 
-func (c *Client) submitLocal(ctx context.Context, r Request, spec pipeline.BatchInput) (*Batch, error) {
-	src, err := openInput(r)
+func (c *Client) submitLocal(ctx context.Context, r Request, spec pipeline.BatchInput) (b *Batch, err error) {
+	src, err := openInputCtx(ctx, r)
 	if err != nil {
 		return nil, err
 	}
 	defer src.Close()
+	// A read blocked on a silent FIFO ends when ctx does.
+	defer context.AfterFunc(ctx, src.Abort)()
+	defer func() {
+		if err != nil && ctx.Err() != nil {
+			err = fmt.Errorf("reading %s: %w", inputName(r), ctx.Err())
+		}
+	}()
 	var items pipeline.ItemSource = src
 	if r.FromFailures {
 		items = pipeline.FailureInputs(spec.Source, src)
@@ -449,6 +456,31 @@ func DefaultBatchID(input string) string {
 		name = name[:100]
 	}
 	return fmt.Sprintf("%s-%s-%s", name, time.Now().UTC().Format("20060102T150405Z"), hex.EncodeToString(r[:]))
+}
+
+// openInputCtx is openInput that gives up when ctx ends: opening a FIFO
+// blocks until a writer opens it.
+func openInputCtx(ctx context.Context, r Request) (*inputs.Reader, error) {
+	type opened struct {
+		ir  *inputs.Reader
+		err error
+	}
+	ch := make(chan opened, 1)
+	go func() {
+		ir, err := openInput(r)
+		ch <- opened{ir, err}
+	}()
+	select {
+	case o := <-ch:
+		return o.ir, o.err
+	case <-ctx.Done():
+		go func() { // the open may still succeed: close what it opens
+			if o := <-ch; o.ir != nil {
+				o.ir.Close()
+			}
+		}()
+		return nil, fmt.Errorf("waiting for %s to open: %w", inputName(r), ctx.Err())
+	}
 }
 
 func openInput(r Request) (*inputs.Reader, error) {

@@ -152,6 +152,7 @@ type Reader struct {
 
 	src    sourceReader
 	closer io.Closer // the file Open opened, if any
+	file   *os.File  // the same, for Abort (never changed after Open)
 	gz     *gzip.Reader
 	zd     *zstd.Decoder
 	br     *bufio.Reader // the (decompressed) text
@@ -266,7 +267,7 @@ func Open(path string, opts Options) (*Reader, error) {
 		f.Close()
 		return nil, err
 	}
-	r.closer = f
+	r.closer, r.file = f, f
 	return r, nil
 }
 
@@ -321,6 +322,15 @@ func (r *Reader) Next() (Item, error) {
 	}
 	r.items++
 	return it, nil
+}
+
+// Abort unblocks a read waiting on the file Open opened (a FIFO whose
+// writer is silent): it closes the file, and may be called from any
+// goroutine, during a read; reads then fail. Close the Reader as usual.
+func (r *Reader) Abort() {
+	if r.file != nil {
+		r.file.Close()
+	}
 }
 
 // Close releases the decompressor and closes the file Open opened. It does

@@ -755,3 +755,57 @@ func TestSubmitFIFO(t *testing.T) {
 	}
 	checkResults(t, dir, m, items)
 }
+
+// TestSubmitFIFOInterrupted: a FIFO that no one opens for writing, or whose
+// writer goes silent, blocks submit only until it is interrupted (ctx is
+// what SIGINT and SIGTERM cancel); nothing is left staged.
+func TestSubmitFIFOInterrupted(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name  string
+		write int // items written before the writer goes silent; -1: no writer
+	}{{"no-writer", -1}, {"silent-writer", 3}} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			fifo := filepath.Join(dir, "in.fifo")
+			if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+				t.Fatalf("mkfifo: %v", err)
+			}
+			if c.write >= 0 {
+				hold := make(chan struct{})
+				defer close(hold)
+				go func() {
+					f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+					if err != nil {
+						return
+					}
+					defer f.Close()
+					for _, it := range exampleItems(c.write, "fifo") {
+						f.Write(append([]byte(it), '\n'))
+					}
+					<-hold // silent, and open
+				}()
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			time.AfterFunc(time.Second, cancel)
+			var stdout, stderr testinfra.Buffer
+			done := make(chan int, 1)
+			go func() {
+				done <- cli.Submit(ctx, &cli.IO{Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr, Getenv: noEnv, Dir: dir},
+					[]string{"--batch-id", "fifo-int", "--format", "jsonl", fifo})
+			}()
+			select {
+			case code := <-done:
+				if code == cli.ExitOK {
+					t.Fatalf("exit 0 for an interrupted submit\n%s", stderr.String())
+				}
+				t.Logf("exit %d: %s", code, strings.TrimSpace(stderr.String()))
+			case <-time.After(20 * time.Second):
+				t.Fatalf("submit still blocked 19 s after the interrupt\n%s", stderr.String())
+			}
+			if files := storeFiles(t, dir); len(files) > 0 {
+				t.Fatalf("an interrupted submit left %v", files)
+			}
+		})
+	}
+}
