@@ -253,6 +253,9 @@ func (v view) ProcessBatch(ctx context.Context, items []pipeline.Item) []pipelin
 	var sent []int // positions in items of the array's elements
 	for k, it := range items {
 		b, err := v.encode(it)
+		if err == nil && !json.Valid(it.Input) { // one bad item would spoil the whole array
+			err = pipeline.Permanent(fmt.Errorf("exec %q: input is not valid JSON", v.e.command))
+		}
 		if err != nil {
 			outs[k].Err = err
 			continue
