@@ -145,7 +145,7 @@ func (f *submitFlags) registerBatchFlags(cmd *cobra.Command) {
 // on the command line are set: for an existing batch id, a flag left out
 // means "as that batch has it". The processor must be built into submit (or
 // be an exec: command line) unless a Temporal service is configured: a
-// custom worker polling it may have registered the name (pipeline.Register),
+// custom worker polling it may have registered the name (Registry.Register),
 // which submit cannot see, so the name is then accepted with a notice.
 func (f *submitFlags) request(cmd *cobra.Command, stderr io.Writer, temporalConfigured bool) (batchpipe.Request, error) {
 	var r batchpipe.Request
