@@ -475,6 +475,7 @@ type execProc struct {
 	stdinRC, stdoutRC syscall.RawConn
 
 	// Used only by the request holding the process:
+	msg         []byte // the line being sent, newline included
 	served      int  // items answered
 	leftCleanly bool // exited with status 0 before reading a byte of an answer
 }
@@ -567,26 +568,21 @@ func (p *execProc) roundTrip(ctx context.Context, line []byte) ([]byte, error) {
 		werr error // writing the item
 		rerr error // reading the answer
 	}
-	ch := make(chan answer, 1)
-	go func() {
-		msg := make([]byte, len(line)+1)
-		copy(msg, line)
-		msg[len(line)] = '\n'
-		if _, err := p.stdin.Write(msg); err != nil {
-			ch <- answer{werr: err}
-			return
-		}
-		l, err := readLine(p.r, p.e.opts.MaxLine)
-		ch <- answer{line: l, rerr: err}
-	}()
+	// Write and read here, with no goroutine of their own: the end of ctx
+	// sets the pipes' deadlines to now, which ends a blocked write or read.
+	stop := context.AfterFunc(ctx, func() {
+		now := time.Now()
+		p.stdin.SetWriteDeadline(now)
+		p.stdout.SetReadDeadline(now)
+	})
+	p.msg = append(append(p.msg[:0], line...), '\n')
 	var a answer
-	select {
-	case a = <-ch:
-	case <-ctx.Done():
-		// Its state is unknown: kill it (unblocking the goroutine) and let
-		// the next item start afresh.
+	if _, a.werr = p.stdin.Write(p.msg); a.werr == nil {
+		a.line, a.rerr = readLine(p.r, p.e.opts.MaxLine)
+	}
+	if !stop() {
+		// Its state is unknown: kill it and let the next item start afresh.
 		p.stop(0)
-		<-ch
 		return nil, fmt.Errorf("exec %q: no answer from pid %d (killed): %w", p.e.command, p.cmd.Process.Pid, ctx.Err())
 	}
 	switch {
