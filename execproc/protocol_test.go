@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/batchpipe/batchpipe/execproc"
+	"github.com/batchpipe/batchpipe/internal/testinfra"
 	"github.com/batchpipe/batchpipe/pipeline"
 )
 
@@ -15,7 +16,7 @@ import (
 // the lines it is sent from the variable line.
 func scriptPool(t *testing.T, body string) *execproc.Pool {
 	t.Helper()
-	e, err := execproc.New("python3 -c '"+strings.ReplaceAll(body, "'", `'\''`)+"'", execproc.Options{PoolSize: 1, Logger: quietLog})
+	e, err := execproc.New(testinfra.Python()+" -c '"+strings.ReplaceAll(body, "'", `'\''`)+"'", execproc.Options{PoolSize: 1, Logger: quietLog})
 	if err != nil {
 		t.Fatal(err)
 	}

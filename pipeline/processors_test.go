@@ -15,6 +15,7 @@ import (
 
 	"go.temporal.io/sdk/worker"
 
+	"github.com/batchpipe/batchpipe/internal/testinfra"
 	"github.com/batchpipe/batchpipe/manifests"
 	"github.com/batchpipe/batchpipe/pipeline"
 )
@@ -127,7 +128,7 @@ for line in sys.stdin:
     print(json.dumps({"index": env["index"], "output": out}, sort_keys=True), flush=True)
 `)
 		tq := startExecWorker(t, 4, worker.Options{})
-		o := smallOpts("exec:python3 "+script, 40, 100)
+		o := smallOpts("exec:"+testinfra.Python()+" "+script, 40, 100)
 		o.ItemContext = true
 		bt := runBatchOn(t, tq, fileStore(t), "ctx-exec", input, o)
 		if bt.err != nil {
@@ -148,7 +149,7 @@ for line in sys.stdin:
     print(json.dumps({"index": i, "output": env["input"]}), flush=True)
 `)
 	tq := startExecWorker(t, 2, worker.Options{})
-	o := smallOpts("exec:python3 "+script, 50, 100)
+	o := smallOpts("exec:"+testinfra.Python()+" "+script, 50, 100)
 	o.ItemContext, o.ItemAttempts = true, 2
 	bt := runBatchOn(t, tq, fileStore(t), "ctx-lag", makeItems(100, func(i int) string {
 		if i == 17 {
@@ -189,13 +190,15 @@ for line in sys.stdin:
 	// sed rewrites each {"n":N,"name":"item N"} as {"output":N}, in a line
 	// of one item or in an array of many alike.
 	sh := `exec:sh -c 'exec sed -u -e "s/{\"n\":\([0-9]*\),\"name\":\"item [0-9]*\"}/{\"output\":\1}/g"'`
-	double := func(in json.RawMessage) json.RawMessage { return json.RawMessage(fmt.Sprintf(`{"double":%d}`, 2*itemN(in))) }
+	double := func(in json.RawMessage) json.RawMessage {
+		return json.RawMessage(fmt.Sprintf(`{"double":%d}`, 2*itemN(in)))
+	}
 	bare := func(in json.RawMessage) json.RawMessage { return json.RawMessage(fmt.Sprint(itemN(in))) }
 	tq := startExecWorker(t, 4, worker.Options{})
 	for _, c := range []struct {
 		name, processor string
 		want            func(json.RawMessage) json.RawMessage
-	}{{"python", "exec:python3 " + py, double}, {"sh", sh, bare}} {
+	}{{"python", "exec:" + testinfra.Python() + " " + py, double}, {"sh", sh, bare}} {
 		for _, per := range []int{1, 7} {
 			t.Run(fmt.Sprintf("%s/%d", c.name, per), func(t *testing.T) {
 				o := smallOpts(c.processor, 100, 100)
@@ -238,7 +241,7 @@ for line in sys.stdin:
     print(json.dumps(out), flush=True)
 `)
 	tq := startExecWorker(t, 2, worker.Options{})
-	o := smallOpts("exec:python3 "+script, 50, 100)
+	o := smallOpts("exec:"+testinfra.Python()+" "+script, 50, 100)
 	o.ItemsPerCall, o.ItemAttempts = 5, 2
 	bt := runBatchOn(t, tq, fileStore(t), "per-call-short", makeItems(100, func(i int) string {
 		if i == 57 {

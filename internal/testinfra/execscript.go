@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -64,6 +65,7 @@ for line in sys.stdin:
 // ExecScript is a test exec processor in Python (see execScript), with
 // the file its processes append their pids to.
 type ExecScript struct {
+	Python  string // the interpreter, as Python resolves it
 	Script  string // the script's path
 	Pidfile string // where its processes append their pids
 }
@@ -72,11 +74,12 @@ type ExecScript struct {
 // skips t without python3).
 func NewExecScript(t testing.TB) ExecScript {
 	t.Helper()
-	if _, err := exec.LookPath("python3"); err != nil {
+	python := Python()
+	if python == "" {
 		t.Skip("needs python3")
 	}
 	dir := t.TempDir()
-	f := ExecScript{Script: filepath.Join(dir, "proc.py"), Pidfile: filepath.Join(dir, "pids")}
+	f := ExecScript{Python: python, Script: filepath.Join(dir, "proc.py"), Pidfile: filepath.Join(dir, "pids")}
 	if err := os.WriteFile(f.Script, []byte(execScript), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +89,7 @@ func NewExecScript(t testing.TB) ExecScript {
 // Command is the exec command line running the script, quoted so that
 // temp paths with blanks survive.
 func (f ExecScript) Command(extra ...string) string {
-	args := append([]string{"python3", f.Script, f.Pidfile}, extra...)
+	args := append([]string{f.Python, f.Script, f.Pidfile}, extra...)
 	for i, a := range args {
 		args[i] = "'" + a + "'"
 	}
@@ -113,3 +116,15 @@ func (f ExecScript) Pids(t testing.TB) []int {
 	}
 	return pids
 }
+
+// Python returns the path of the python3 interpreter itself ("" without
+// one). A python3 on PATH may be a wrapper (pyenv's shims run a few hundred
+// processes per start), which would add its start-up to every process a
+// test's exec pool starts, and to the first item's time.
+var Python = sync.OnceValue(func() string {
+	out, err := exec.Command("python3", "-c", "import sys; print(sys.executable)").Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
+})
