@@ -38,6 +38,7 @@ type workerFlags struct {
 	allowExec    []string
 	allowSchemes []string
 	processorEnv []string
+	execProcs    int
 }
 
 // Worker runs the worker command until ctx ends; it returns the exit code.
@@ -83,6 +84,7 @@ TMPDIR of the worker's environment, plus each --processor-env NAME.`,
 	fl.StringArrayVar(&f.allowExec, "allow-exec", nil, `let batches run the processor "exec:CMD", this exact command line (repeatable; --dev allows any)`)
 	fl.StringArrayVar(&f.allowSchemes, "allow-scheme", nil, "let batches use stores and inputs of this URL scheme on the worker's disk: file (repeatable; --dev allows it)")
 	registerProcessorEnv(cmd, &f.processorEnv)
+	cmd.Flags().IntVar(&f.execProcs, "exec-processes", 0, "processes of one exec: command this worker runs at most, each serving one call at a time (default: CPUs, at least 8); raise it for commands that mostly wait")
 	cmd.SetArgs(args)
 	cmd.SetOut(o.Stdout)
 	cmd.SetErr(o.Stderr)
@@ -100,6 +102,9 @@ func runWorker(ctx context.Context, o *IO, f *workerFlags) error {
 	trust, err := f.trust()
 	if err != nil {
 		return err
+	}
+	if f.execProcs < 0 {
+		return usagef("--exec-processes must not be negative, got %d", f.execProcs)
 	}
 	if err := checkProcessorEnv(f.processorEnv); err != nil {
 		return err
@@ -173,7 +178,7 @@ func runWorker(ctx context.Context, o *IO, f *workerFlags) error {
 	if metrics != nil {
 		metrics.watchBatches(c)
 	}
-	processors := execproc.NewRegistry(execproc.Options{Logger: logger, Env: f.processorEnv})
+	processors := execproc.NewRegistry(execproc.Options{PoolSize: f.execProcs, Logger: logger, Env: f.processorEnv})
 	defer processors.Close() // stops exec: processors
 	w := pipeline.NewWorker(c, f.taskQueue, pipeline.WorkerOptions{Processors: processors, Logger: logger, Metrics: pm, Trust: trust,
 		Worker: worker.Options{MaxConcurrentActivityExecutionSize: f.shards}})
