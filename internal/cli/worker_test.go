@@ -138,6 +138,7 @@ func TestWorkerBadFlags(t *testing.T) {
 		{"extra-arg"},
 		{"--metrics-addr", "not-an-address"},
 		{"--max-concurrent-shards", "0"},
+		{"--exec-processes", "-1"},
 	} {
 		var stderr testinfra.Buffer
 		code := cli.Worker(context.Background(), &cli.IO{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: &stderr, Getenv: noEnv, Dir: t.TempDir()}, args)
