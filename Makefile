@@ -11,7 +11,8 @@ help:
 	@echo "build       build bin/worker and bin/submit"
 	@echo "test        build MinIO if missing, then run every test (MinIO-backed ones included)"
 	@echo "test-short  unit tests only (no MinIO, no Temporal server)"
-	@echo "bench       micro benchmarks, then naive vs batchpipe vs direct at 1,000 and 20,000 items and a sweep (a few minutes; bench-results/)"
+	@echo "bench       micro benchmarks, then naive vs batchpipe vs direct at 1,000 and 20,000 items, a sweep, a Python function"
+	@echo "            (plain multiprocessing vs submit exec:, 200,000 items) and an I/O-bound processor (60,000 items) (~6 min; bench-results/)"
 	@echo "bench-large the same at 100,000 and 1,000,000 items (bench-results/large/)"
 	@echo "test-faults the fault suite (kills, outages, bad input); rewrites RELIABILITY.md's table"
 	@echo "cluster-test Temporal + MinIO + three worker processes, a 20,000-item batch over s3://"
@@ -49,7 +50,7 @@ bench: bench-micro
 bench-large: $(MINIO)
 	$(GO) build -o bin/ ./cmd/bench ./cmd/submit
 	bin/bench -submit-bin bin/submit -minio-bin $(MINIO) -items 1000,100000,1000000 \
-		-sweep-items 1000000 -sweep-shard-sizes 1000,4000 -sweep-concurrency 32 -out bench-results/large
+		-sweep-items 1000000 -sweep-shard-sizes 1000,4000 -sweep-concurrency 32 -python-items 0 -io-items 0 -out bench-results/large
 
 bench-micro: $(MINIO)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./blobstore/ ./zjsonl/ ./inputs/

@@ -28,25 +28,50 @@ const (
 	childSample      = 100
 )
 
+// batchOpts are a batchpipe run's settings; zero values keep the
+// product's defaults (and the bench's -processor).
+type batchOpts struct {
+	ShardSize       int // 0: the automatic shard size submit picks
+	Concurrency     int
+	ItemParallelism int
+	ItemsPerCall    int
+	Processor       string
+	// WorkerShards is the worker's MaxConcurrentActivityExecutionSize
+	// (worker --max-concurrent-shards); 0 leaves pipeline.NewWorker's.
+	WorkerShards int
+}
+
 // runBatchpipe runs one batch the way `submit` does (stage the input into
 // the store, save the spec, start BatchWorkflow, wait while querying
 // progress every 500 ms, read the manifest) against the bench's embedded
-// server, with the worker in its own process. shardSize 0 means the
-// product's automatic shard size.
-func runBatchpipe(ctx context.Context, env *env, scenario string, n int, input, storeURL string, shardSize, concurrency int) (Row, error) {
+// server, with the worker in its own process.
+func runBatchpipe(ctx context.Context, env *env, scenario string, n int, input, storeURL string, bo batchOpts) (Row, error) {
 	opts := pipeline.DefaultOptions()
 	opts.Processor = env.cfg.Processor
-	if shardSize <= 0 {
-		shardSize = pipeline.AutoShardSize(int64(n)) // what submit picks for an n-line file
+	if bo.Processor != "" {
+		opts.Processor = bo.Processor
 	}
-	opts.ShardSize = shardSize
-	if concurrency > 0 {
-		opts.Concurrency = concurrency
+	opts.ShardSize = bo.ShardSize
+	if opts.ShardSize <= 0 {
+		opts.ShardSize = pipeline.AutoShardSize(int64(n)) // what submit picks for an n-line file
+	}
+	if bo.Concurrency > 0 {
+		opts.Concurrency = bo.Concurrency
+	}
+	if bo.ItemParallelism > 0 {
+		opts.ItemParallelism = bo.ItemParallelism
+	}
+	if bo.ItemsPerCall > 1 {
+		opts.ItemsPerCall = bo.ItemsPerCall
 	}
 	row := Row{Scenario: scenario, Items: int64(n), ShardSize: opts.ShardSize, Concurrency: opts.Concurrency, RSSOf: "worker process"}
 	name := fmt.Sprintf("%s-%d-s%d-c%d", scenario, n, opts.ShardSize, opts.Concurrency)
 	tq := env.taskQueue(scenario, n)
-	w, err := startWorker(ctx, env, tq, name)
+	var workerArgs []string
+	if bo.WorkerShards > 0 {
+		workerArgs = append(workerArgs, "-max-concurrent-shards", fmt.Sprint(bo.WorkerShards))
+	}
+	w, err := startWorker(ctx, env, tq, name, workerArgs...)
 	if err != nil {
 		return row, err
 	}
@@ -65,7 +90,8 @@ func runBatchpipe(ctx context.Context, env *env, scenario string, n int, input, 
 	}
 	defer c.Close()
 	b, err := c.Submit(ctx, batchpipe.Request{BatchID: batchID, Input: input, Processor: opts.Processor,
-		ShardSize: opts.ShardSize, Concurrency: opts.Concurrency})
+		ShardSize: opts.ShardSize, Concurrency: opts.Concurrency, ItemParallelism: opts.ItemParallelism,
+		ItemsPerCall: opts.ItemsPerCall})
 	if err != nil {
 		return row, fmt.Errorf("submitting: %w", err)
 	}
@@ -88,6 +114,8 @@ func runBatchpipe(ctx context.Context, env *env, scenario string, n int, input, 
 		return row, err
 	}
 	row.WorkerRSS, row.AnonRSS = rss, rep.PeakAnonRSS
+	row.WorkerCPUSeconds = rep.CPUSeconds
+	row.gauge = rep.Gauge
 	row.Actions.Heartbeats = rep.heartbeats()
 	row.Actions.Queries = env.calls.get("QueryWorkflow") - queriesBefore
 	if err := walkBatch(ctx, env.client, &row, batchID, b.Shards()); err != nil {

@@ -20,7 +20,21 @@
 //     of that process.
 //
 // A sweep of shard size × concurrency runs the batchpipe path at one item
-// count. Results are printed as a table and written as JSON and Markdown.
+// count. Then two comparisons (python.go, iobound.go):
+//
+//   - a Python function (examples/processors/upper.py's upper) over
+//     -python-items items: a plain multiprocessing script
+//     (bench/plain_upper.py) against whole `submit` processes running it as
+//     an exec processor, one item and 100 items per call, with a large
+//     shard size, and the in-process echo processor; wall, CPU and the
+//     process tree's peak memory of each, and their ratios to the script;
+//   - an I/O-bound Go processor (ProcessorSleep, 50 ms per item) over
+//     -io-items items on one worker with -io-item-parallelism ×
+//     -io-shards items in flight: items/s against the ideal, and where
+//     the rest goes (the shards' timeline, the processor's in-flight
+//     gauge).
+//
+// Results are printed as a table and written as JSON and Markdown.
 package bench
 
 import (
@@ -72,6 +86,7 @@ type Config struct {
 	NaiveTimeout     time.Duration
 	Repeat           int // runs of each measurement but naive; the median by wall time is kept
 	Processor        string
+	ItemsPerCall     int    // of the batchpipe scenarios and the sweep (for exec: processors)
 	OutDir           string // results.json and results.md go here
 	SubmitBin        string // "" builds ./cmd/submit
 	MinioBin         string
@@ -79,6 +94,22 @@ type Config struct {
 	WorkDir          string // "" makes a temporary one
 	Keep             bool   // keep WorkDir
 	Command          string // the command line, for the report
+
+	// The Python comparison (PythonReport): PythonItems items (0: not
+	// run), the interpreter Python resolves to, upper.py and the plain
+	// script.
+	PythonItems int
+	Python      string
+	UpperPy     string
+	PlainPy     string
+	// The I/O-bound scenario (IOReport): IOItems items (0: not run),
+	// IOItemParallelism items at once per shard, IOShards shards at once
+	// on one worker, IOShardSize items per shard (0: automatic).
+	IOItems           int
+	IOItemParallelism int
+	IOShards          int
+	IOConcurrency     int // the batch's; 0 means IOShards
+	IOShardSize       int
 }
 
 // Row is one measured run.
@@ -111,6 +142,10 @@ type Row struct {
 	ActionsTotal    int64   `json:"actions_total"`
 	ActionsPer1000  float64 `json:"actions_per_1000_items"`
 	WorkerRSS       int64   `json:"peak_rss_bytes"`
+	// WorkerCPUSeconds is the worker process's user + system time, for the
+	// rows with a worker process of their own.
+	WorkerCPUSeconds float64       `json:"worker_cpu_seconds,omitempty"`
+	gauge            *gaugeSummary // the worker's, for IOReport
 	// AnonRSS is the peak of the anonymous resident set (heap, stacks),
 	// sampled every 20 ms: the part that can grow with the work, without
 	// the executable's own pages.
@@ -145,13 +180,15 @@ func (r *Row) isTemporal() bool {
 
 // Report is one bench run.
 type Report struct {
-	Machine   Machine   `json:"machine"`
-	Command   string    `json:"command"`
-	StartedAt time.Time `json:"started_at"`
-	Seconds   float64   `json:"seconds"`
-	Rows      []Row     `json:"rows"`
-	Sweep     []Row     `json:"sweep,omitempty"`
-	Errors    []string  `json:"errors,omitempty"`
+	Machine   Machine       `json:"machine"`
+	Command   string        `json:"command"`
+	StartedAt time.Time     `json:"started_at"`
+	Seconds   float64       `json:"seconds"`
+	Rows      []Row         `json:"rows"`
+	Sweep     []Row         `json:"sweep,omitempty"`
+	Python    *PythonReport `json:"python,omitempty"`
+	IO        *IOReport     `json:"io_bound,omitempty"`
+	Errors    []string      `json:"errors,omitempty"`
 }
 
 // env is what the scenarios share.
@@ -249,10 +286,20 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	naiveTimeout := fs.Duration("naive-timeout", 10*time.Minute, "give up on a naive run after this long")
 	repeat := fs.Int("repeat", 1, "run each measurement (but naive) this many times and keep the median")
 	processor := fs.String("processor", "example", "processor run on every item")
+	itemsPerCall := fs.Int("items-per-call", 1, "items per call of the batchpipe scenarios and the sweep, as submit --items-per-call (for exec: processors)")
 	outDir := fs.String("out", "bench-results", "directory for results.json and results.md (empty: print only)")
 	submitBin := fs.String("submit-bin", "", "the submit program to time (default: go build ./cmd/submit into the work directory)")
 	minioBin := fs.String("minio-bin", "bin/minio", "MinIO binary for the minio scenarios (BATCHPIPE_MINIO_ENDPOINT uses a running one)")
 	pprofDir := fs.String("pprof", "", "write CPU profiles of the bench process (embedded server) and of each worker process here")
+	pythonItems := fs.Int("python-items", 200000, "items of the Python comparison: plain multiprocessing script vs submit with an exec processor (0: not run)")
+	python := fs.String("python", "python3", "Python for the comparison, resolved once to sys.executable (a pyenv shim costs ~270 processes per start)")
+	upperPy := fs.String("upper-py", "examples/processors/upper.py", "the exec processor of the Python comparison")
+	plainPy := fs.String("plain-py", "bench/plain_upper.py", "the plain multiprocessing script of the Python comparison")
+	ioItems := fs.Int("io-items", 60000, "items of the I/O-bound scenario (a processor waiting 50 ms per item; 0: not run)")
+	ioPar := fs.Int("io-item-parallelism", 250, "I/O-bound scenario: items at once within a shard")
+	ioShards := fs.Int("io-shards", 4, "I/O-bound scenario: shards at once on its one worker (the worker's --max-concurrent-shards and the batch's --concurrency)")
+	ioConc := fs.Int("io-concurrency", 0, "I/O-bound scenario: the batch's --concurrency (0: -io-shards)")
+	ioShardSize := fs.Int("io-shard-size", 0, "I/O-bound scenario: items per shard (0: the automatic size)")
 	workDir := fs.String("work", "", "work directory (default: a temporary one, removed at the end)")
 	keep := fs.Bool("keep", false, "keep the work directory")
 	if err := fs.Parse(args); err != nil {
@@ -262,9 +309,11 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 		fmt.Fprintf(stderr, "bench: unexpected arguments %q\n", fs.Args())
 		return Config{}, errors.New("usage")
 	}
-	cfg := Config{SweepItems: *sweepItems, NaiveTimeout: *naiveTimeout, Repeat: max(1, *repeat), Processor: *processor, OutDir: *outDir,
+	cfg := Config{SweepItems: *sweepItems, NaiveTimeout: *naiveTimeout, Repeat: max(1, *repeat), Processor: *processor, ItemsPerCall: *itemsPerCall, OutDir: *outDir,
 		SubmitBin: *submitBin, MinioBin: *minioBin, PprofDir: *pprofDir, WorkDir: *workDir, Keep: *keep,
-		Command: "bench " + strings.Join(args, " ")}
+		Command:     "bench " + strings.Join(args, " "),
+		PythonItems: max(0, *pythonItems), Python: *python, UpperPy: *upperPy, PlainPy: *plainPy,
+		IOItems: max(0, *ioItems), IOItemParallelism: max(1, *ioPar), IOShards: max(1, *ioShards), IOConcurrency: max(0, *ioConc), IOShardSize: max(0, *ioShardSize)}
 	var err error
 	if cfg.Items, err = parseInts(*items); err != nil {
 		return cfg, usage(stderr, "-items", err)
@@ -354,7 +403,7 @@ func Run(ctx context.Context, cfg Config, stderr io.Writer) (*Report, error) {
 		fmt.Fprintf(stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
 	}
 	has := func(s string) bool { return slices.Contains(cfg.Scenarios, s) }
-	if has(ScenarioSubmit) {
+	if has(ScenarioSubmit) || cfg.PythonItems > 0 {
 		e.submitBin = cfg.SubmitBin
 		if e.submitBin == "" {
 			e.submitBin = filepath.Join(work, "submit")
@@ -447,12 +496,12 @@ func Run(ctx context.Context, cfg Config, stderr io.Writer) (*Report, error) {
 					if s == ScenarioDirectMinio {
 						return runDirect(ctx, e, s, n, input, m.storeURL(fmt.Sprintf("direct-%d-%s", n, e.runTag)))
 					}
-					return runBatchpipe(ctx, e, s, n, input, m.storeURL(fmt.Sprintf("batchpipe-%d-%s", n, e.runTag)), 0, 0)
+					return runBatchpipe(ctx, e, s, n, input, m.storeURL(fmt.Sprintf("batchpipe-%d-%s", n, e.runTag)), batchOpts{ItemsPerCall: cfg.ItemsPerCall})
 				})
 			case ScenarioBatchpipe:
 				logf("running %s", what)
 				row, err = repeated(func() (Row, error) {
-					return runBatchpipe(ctx, e, s, n, input, fileStore(fmt.Sprintf("store-batchpipe-%d", n)), 0, 0)
+					return runBatchpipe(ctx, e, s, n, input, fileStore(fmt.Sprintf("store-batchpipe-%d", n)), batchOpts{ItemsPerCall: cfg.ItemsPerCall})
 				})
 			case ScenarioSubmit:
 				logf("running %s", what)
@@ -494,7 +543,7 @@ func Run(ctx context.Context, cfg Config, stderr io.Writer) (*Report, error) {
 				}
 				logf("running %s", what)
 				row, err := runBatchpipe(ctx, e, ScenarioBatchpipe, cfg.SweepItems, input,
-					fileStore(fmt.Sprintf("store-sweep-%d-%d", c.size, c.conc)), c.size, c.conc)
+					fileStore(fmt.Sprintf("store-sweep-%d-%d", c.size, c.conc)), batchOpts{ShardSize: c.size, Concurrency: c.conc, ItemsPerCall: cfg.ItemsPerCall})
 				row.finish()
 				if err != nil {
 					failed[i] = true
@@ -509,6 +558,33 @@ func Run(ctx context.Context, cfg Config, stderr io.Writer) (*Report, error) {
 			if len(runs[i]) > 0 {
 				rep.Sweep = append(rep.Sweep, median(runs[i]))
 			}
+		}
+	}
+
+	if cfg.PythonItems > 0 && ctx.Err() == nil {
+		input, err := inputFor(cfg.PythonItems)
+		if err != nil {
+			return rep, err
+		}
+		var errs []string
+		rep.Python, errs = runPython(ctx, e, cfg.PythonItems, input, logf)
+		rep.Errors = append(rep.Errors, errs...)
+	}
+	if cfg.IOItems > 0 && ctx.Err() == nil {
+		input, err := inputFor(cfg.IOItems)
+		if err != nil {
+			return rep, err
+		}
+		what := fmt.Sprintf("I/O-bound (%s) at %d items", ProcessorSleep, cfg.IOItems)
+		logf("running %s: item parallelism %d, %d shards at once", what, cfg.IOItemParallelism, cfg.IOShards)
+		io, err := runIOBound(ctx, e, cfg.IOItems, input, fileStore(fmt.Sprintf("store-io-%d", cfg.IOItems)))
+		if err != nil {
+			msg := fmt.Sprintf("%s: %v", what, err)
+			logf("ERROR %s", msg)
+			rep.Errors = append(rep.Errors, msg)
+		} else {
+			logf("%s: %s", what, io.summary())
+			rep.IO = io
 		}
 	}
 

@@ -15,7 +15,6 @@ import (
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 
-	"github.com/batchpipe/batchpipe/execproc"
 	"github.com/batchpipe/batchpipe/pipeline"
 )
 
@@ -69,8 +68,8 @@ func NaiveChild(ctx workflow.Context, in NaiveChildInput) (json.RawMessage, erro
 }
 
 // processors are the processors the naive and direct patterns run in this
-// process (the bench's workers run the same).
-var processors = execproc.NewRegistry(execproc.Options{})
+// process (the bench's workers run the same): see newProcessors.
+var processors = newProcessors()
 
 // naiveProcess runs the processor on one item.
 func naiveProcess(ctx context.Context, in NaiveChildInput) (json.RawMessage, error) {

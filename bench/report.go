@@ -17,13 +17,15 @@ func (rep *Report) Markdown() string {
 		m.CPUs, orDash(m.CPUModel), fmtMiB(m.MemoryMiB), m.OS, m.Go, orDash(m.LoadBefore), orDash(m.LoadAfter), rep.Command,
 		rep.StartedAt.Format("2006-01-02 15:04 UTC"), fmtSeconds(rep.Seconds))
 
-	b.WriteString("| scenario | items | items/s | wall | runs (parent + children) | largest run: events / bytes | actions / 1k items | peak RSS (anon) | vs naive | time vs direct |\n")
-	b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
-	for _, r := range rep.Rows {
-		fmt.Fprintf(&b, "| %s | %s | %s |\n", r.Scenario, fmtInt(r.Items), strings.Join(rowCells(r), " | "))
+	if len(rep.Rows) > 0 {
+		b.WriteString("| scenario | items | items/s | wall | runs (parent + children) | largest run: events / bytes | actions / 1k items | peak RSS (anon) | vs naive | time vs direct |\n")
+		b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+		for _, r := range rep.Rows {
+			fmt.Fprintf(&b, "| %s | %s | %s |\n", r.Scenario, fmtInt(r.Items), strings.Join(rowCells(r), " | "))
+		}
+		b.WriteString("\n")
+		writeLegend(&b)
 	}
-	b.WriteString("\n")
-	writeLegend(&b)
 
 	if rows := temporalRows(rep.Rows); len(rows) > 0 {
 		b.WriteString("\nTemporal actions (the unit Temporal Cloud bills), by kind:\n\n")
@@ -41,6 +43,12 @@ func (rep *Report) Markdown() string {
 
 	if len(rep.Sweep) > 0 {
 		writeSweep(&b, rep.Sweep)
+	}
+	if rep.Python != nil && len(rep.Python.Rows) > 0 {
+		writePython(&b, rep.Python)
+	}
+	if rep.IO != nil {
+		writeIO(&b, rep.IO)
 	}
 
 	var notes []string
@@ -246,4 +254,48 @@ func orDash(s string) string {
 		return "—"
 	}
 	return s
+}
+
+// writePython renders the Python comparison: one row per program run, its
+// ratios to the plain script, then the exact command lines.
+func writePython(b *strings.Builder, p *PythonReport) {
+	fmt.Fprintf(b, "\nThe same Python function (upper.py's `upper`) over %s items: a plain multiprocessing script and whole `submit` processes (Python %s at `%s`, resolved once, for every process):\n\n",
+		fmtInt(p.Items), p.PythonVer, p.Python)
+	b.WriteString("| run | shards | wall | items/s | user + sys CPU | peak RSS of the process tree (PSS) | processes | wall vs plain | CPU vs plain | PSS vs plain | load before → after |\n")
+	b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n")
+	for _, r := range p.Rows {
+		shards := "—"
+		if r.Shards > 0 {
+			shards = fmt.Sprintf("%s × %s", fmtInt(int64(r.Shards)), fmtInt(int64(r.ShardSize)))
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s (%s + %s) | %s (%s) | %d | %s | %s | %s | %s → %s |\n",
+			r.Name, shards, fmtSeconds(r.WallSeconds), fmtFloat(r.ItemsPerSecond),
+			fmtSeconds(r.CPUSeconds()), fmtSeconds(r.UserSeconds), fmtSeconds(r.SysSeconds),
+			fmtBytes(r.PeakRSS), fmtBytes(r.PeakPSS), r.Processes,
+			fmtRatio(r.WallVsPlain), fmtRatio(r.CPUVsPlain), fmtRatio(r.RSSVsPlain), orDash(r.LoadBefore), orDash(r.LoadAfter))
+	}
+	b.WriteString("\nCommands (each in a fresh directory holding the input):\n\n")
+	for _, r := range p.Rows {
+		fmt.Fprintf(b, "- %s: `%s`\n", r.Name, r.Command)
+	}
+}
+
+// writeIO renders the I/O-bound scenario's run.
+func writeIO(b *strings.Builder, r *IOReport) {
+	fmt.Fprintf(b, "\nI/O-bound processor (`%s`: each item waits %s, honouring ctx) on one worker process:\n\n", r.Processor, fmtSeconds(r.ItemLatencySeconds))
+	b.WriteString("| items | in flight (item parallelism × shards at once) | shard size (shards) | wall | items/s | % of ideal | first shard start → last shard close: items/s (% of ideal) | worker peak RSS (anon) | worker CPU | load before → after |\n")
+	b.WriteString("|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n")
+	fmt.Fprintf(b, "| %s | %s (%d × %d) | %s (%s) | %s | %s | %.1f%% of %s | %s (%.1f%%) in %s | %s (%s) | %s | %s → %s |\n",
+		fmtInt(r.Items), fmtInt(int64(r.InFlight)), r.ItemParallelism, min(r.Concurrency, r.WorkerShards),
+		fmtInt(int64(r.ShardSize)), fmtInt(int64(r.ChildRuns)), fmtSeconds(r.WallSeconds), fmtFloat(r.ItemsPerSecond),
+		r.PercentOfIdeal, fmtFloat(r.IdealPerSecond), fmtFloat(r.SpanItemsPerSecond), r.SpanPercentOfIdeal, fmtSeconds(r.SpanSeconds),
+		fmtBytes(r.WorkerRSS), fmtBytes(r.AnonRSS), fmtSeconds(r.WorkerCPUSeconds), orDash(r.LoadBefore), orDash(r.LoadAfter))
+}
+
+// fmtRatio writes a ratio as 2.5×, or — for none.
+func fmtRatio(v float64) string {
+	if v <= 0 {
+		return "—"
+	}
+	return fmtFloat(v) + "×"
 }

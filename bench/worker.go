@@ -84,6 +84,9 @@ type workerReport struct {
 	Calls       map[string]int64 `json:"calls"`         // gRPC calls to the server that succeeded
 	PeakRSS     int64            `json:"peak_rss"`      // bytes, VmHWM at exit
 	PeakAnonRSS int64            `json:"peak_anon_rss"` // bytes, largest RssAnon sampled every 20 ms
+	CPUSeconds  float64          `json:"cpu_seconds"`   // user + system, filled in by the parent from wait4
+	// Gauge is sleepGauge's summary when ProcessorSleep ran.
+	Gauge *gaugeSummary `json:"processor_gauge,omitempty"`
 }
 
 // heartbeats is the number of activity heartbeats that reached the server.
@@ -104,6 +107,7 @@ func runWorkerProcess(ctx context.Context, args []string, stderr io.Writer) int 
 	report := fs.String("report", "", "file to write the call counts to on exit")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process")
 	heapProfile := fs.String("heapprofile", "", "write a heap profile of this process taken when its heap was largest")
+	maxShards := fs.Int("max-concurrent-shards", 0, "shards (activities) run at once, as worker --max-concurrent-shards (0: pipeline.NewWorker's default)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -139,7 +143,9 @@ func runWorkerProcess(ctx context.Context, args []string, stderr io.Writer) int 
 	defer c.Close()
 	// The benchmark's own worker, on its own server: its batches (file
 	// stores, exec: processors) are the benchmark's.
-	w := pipeline.NewWorker(c, *taskQueue, pipeline.WorkerOptions{Processors: processors, Logger: logger, Trust: pipeline.TrustAll()})
+	wo := pipeline.WorkerOptions{Processors: processors, Logger: logger, Trust: pipeline.TrustAll()}
+	wo.Worker.MaxConcurrentActivityExecutionSize = *maxShards
+	w := pipeline.NewWorker(c, *taskQueue, wo)
 	registerNaive(w)
 	if err := w.Start(); err != nil {
 		fmt.Fprintln(stderr, "bench worker:", err)
@@ -150,7 +156,7 @@ func runWorkerProcess(ctx context.Context, args []string, stderr io.Writer) int 
 	w.Stop()
 	processors.Close() // stops exec: processes
 	_, anon := rss.Peak()
-	data, _ := json.Marshal(workerReport{Calls: calls.snapshot(), PeakRSS: peakRSS("self"), PeakAnonRSS: anon})
+	data, _ := json.Marshal(workerReport{Calls: calls.snapshot(), PeakRSS: peakRSS("self"), PeakAnonRSS: anon, Gauge: sleepGauge.summary()})
 	if err := os.WriteFile(*report, data, 0o644); err != nil {
 		fmt.Fprintln(stderr, "bench worker:", err)
 		return 1
@@ -167,10 +173,11 @@ type workerProc struct {
 
 // startWorker starts this program as a worker process on taskQueue and
 // waits until it polls.
-func startWorker(ctx context.Context, env *env, taskQueue, name string) (*workerProc, error) {
+func startWorker(ctx context.Context, env *env, taskQueue, name string, extra ...string) (*workerProc, error) {
 	report := env.tempPath("worker-" + name + ".json")
 	args := []string{"worker", "-address", env.server.FrontendAddr(), "-namespace", env.server.Namespace(),
 		"-task-queue", taskQueue, "-report", report}
+	args = append(args, extra...)
 	if env.cfg.PprofDir != "" {
 		args = append(args, "-cpuprofile", env.pprofPath("worker-"+name+".cpu.pprof"),
 			"-heapprofile", env.pprofPath("worker-"+name+".heap.pprof"))
@@ -226,6 +233,9 @@ func (p *workerProc) stop() (workerReport, int64, error) {
 		return r, 0, fmt.Errorf("worker report: %w", err)
 	}
 	err = json.Unmarshal(data, &r)
+	if ps := p.cmd.ProcessState; ps != nil {
+		r.CPUSeconds = (ps.UserTime() + ps.SystemTime()).Seconds()
+	}
 	return r, r.PeakRSS, err
 }
 
