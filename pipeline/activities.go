@@ -1,9 +1,7 @@
 package pipeline
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -111,15 +109,11 @@ func badShard(format string, args ...any) error {
 	return temporal.NewNonRetryableApplicationError(fmt.Sprintf(format, args...), errTypeBadShard, nil)
 }
 
-// shardChunk is how many items of a shard are in memory at once: a shard is
-// read, processed and written in chunks, so a worker's memory does not grow
-// with the shard size.
-const shardChunk = 256
-
 // ProcessShard runs every item of one input shard through the processor and
-// writes the shard's result object, failures part and receipt. It streams:
-// items are read, processed (ItemParallelism at a time) and written in
-// chunks of shardChunk.
+// writes the shard's result object, failures part and receipt. It streams
+// (see shardItems): items are read ahead, processed ItemParallelism calls at
+// a time, and written in order as they finish, so memory does not grow with
+// the shard size and a slow item holds up no call but its own.
 func (a *Activities) ProcessShard(ctx context.Context, in ShardInput) (res ShardResult, err error) {
 	log := a.Logger.With("batch_id", in.BatchID, "shard", in.Shard)
 	if cmd, isExec := strings.CutPrefix(in.Options.Processor, ExecPrefix); isExec && !a.Processors.registered(in.Options.Processor) {
@@ -174,47 +168,19 @@ func (a *Activities) ProcessShard(ctx context.Context, in ShardInput) (res Shard
 	defer stopBeat()
 
 	runner := newItemRunner(proc, in)
-	items := make([]json.RawMessage, 0, shardChunk)
-	lines := make([]manifests.ResultLine, shardChunk)
-	for {
-		items = items[:0]
-		for len(items) < shardChunk {
-			line, err := input.Next()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				return ShardResult{}, fmt.Errorf("reading %s: %w", inputKey, err)
-			}
-			items = append(items, bytes.Clone(line))
+	groups, wait := runner.stream(ctx, in, input, prev, func(l manifests.ResultLine) {
+		a.Metrics.item(in.Options.Processor, l)
+		finished.Add(1)
+	})
+	defer wait() // on an early return too: stops the reader and the calls
+	for g := range groups {
+		select {
+		case <-g.done:
+		case <-ctx.Done():
+			return ShardResult{}, ctx.Err()
 		}
-		if len(items) == 0 {
-			break
-		}
-		first := in.FirstIndex + rec.Items
-		todo := make([]int, 0, len(items))
-		for i := range items {
-			lines[i] = manifests.ResultLine{}
-			if prev != nil {
-				if err := prev.Decode(&lines[i]); err != nil {
-					return ShardResult{}, badShard("previous results of shard %d: %v", in.Shard, err)
-				}
-				if lines[i].Status == manifests.ItemSucceeded {
-					continue // a redrive keeps what succeeded
-				}
-			}
-			todo = append(todo, i)
-		}
-		runner.run(ctx, first, items, todo, func(i int, l manifests.ResultLine) {
-			l.Index = first + int64(i)
-			lines[i] = l
-			a.Metrics.item(in.Options.Processor, l)
-			finished.Add(1)
-		})
-		if err := ctx.Err(); err != nil {
-			return ShardResult{}, err
-		}
-		for i, l := range lines[:len(items)] {
+		for i, l := range g.lines {
+			l.Index = g.first + int64(i)
 			if err := results.write(l); err != nil {
 				return ShardResult{}, err
 			}
@@ -227,11 +193,17 @@ func (a *Activities) ProcessShard(ctx context.Context, in ShardInput) (res Shard
 			if failures == nil {
 				failures = newObjectWriter(ctx, b, failKey)
 			}
-			if err := failures.write(manifests.FailureLine{Index: l.Index, Input: items[i], Error: l.Error}); err != nil {
+			if err := failures.write(manifests.FailureLine{Index: l.Index, Input: g.items[i], Error: l.Error}); err != nil {
 				return ShardResult{}, err
 			}
 		}
-		rec.Items += int64(len(items))
+		rec.Items += int64(len(g.items))
+	}
+	if err := wait(); err != nil {
+		return ShardResult{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return ShardResult{}, err
 	}
 	if rec.Items != int64(in.Items) {
 		return ShardResult{}, badShard("input shard %s holds %d items, want %d", inputKey, rec.Items, in.Items)
@@ -253,32 +225,6 @@ func (a *Activities) ProcessShard(ctx context.Context, in ShardInput) (res Shard
 	}
 	log.Debug("shard done", "items", rec.Items, "failed", rec.Failed)
 	return ShardResult{Key: rec.Key, Items: rec.Items, Succeeded: rec.Succeeded, Failed: rec.Failed, Size: rec.Size, SHA256: rec.SHA256}, nil
-}
-
-// runItems calls fn for every index in todo, par at a time, and returns when
-// all are done or ctx ends.
-func runItems(ctx context.Context, par int, todo []int, fn func(i int)) {
-	next := make(chan int)
-	var wg sync.WaitGroup
-	for range min(max(1, par), len(todo)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				fn(i)
-			}
-		}()
-	}
-feed:
-	for _, i := range todo {
-		select {
-		case next <- i:
-		case <-ctx.Done():
-			break feed
-		}
-	}
-	close(next)
-	wg.Wait()
 }
 
 // objectWriter writes zstd JSON lines to one object.

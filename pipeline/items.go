@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
+	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -146,21 +148,103 @@ func newItemRunner(proc Processor, in ShardInput) *itemRunner {
 	return r
 }
 
-// run processes items[i] for every i in todo (item i has index first+i)
-// and calls done for each with its result line, from several goroutines.
-func (r *itemRunner) run(ctx context.Context, first int64, items []json.RawMessage, todo []int, done func(i int, l manifests.ResultLine)) {
-	var calls [][]int
-	for len(todo) > 0 {
-		n := min(r.perCall, len(todo))
-		calls, todo = append(calls, todo[:n]), todo[n:]
-	}
-	idx := make([]int, len(calls))
-	for i := range idx {
-		idx[i] = i
-	}
-	runItems(ctx, r.o.ItemParallelism, idx, func(c int) {
-		r.runCall(ctx, first, items, calls[c], done)
+// group is one call's worth of consecutive items of a shard (fewer at the
+// shard's end), in input order; done closes when every line is set.
+type group struct {
+	first int64 // index of the first item
+	items []json.RawMessage
+	lines []manifests.ResultLine
+	todo  []int // positions of the items to process (a redrive keeps what succeeded)
+	done  chan struct{}
+}
+
+// stream reads the shard's items from input (and a redrive's committed
+// lines from prev, in step) into groups, runs their calls ItemParallelism
+// at a time, and sends the groups in input order on the channel, which
+// closes after the last. Reading runs ahead of the oldest unfinished group
+// by at most two groups per call in flight, so memory is bounded and a
+// slow call holds up only the writing, not the other calls. counted is
+// called for each line processed. wait stops everything and returns the
+// first error of reading; call it when done (more than once is fine).
+func (r *itemRunner) stream(ctx context.Context, in ShardInput, input, prev *lineReader, counted func(manifests.ResultLine)) (<-chan *group, func() error) {
+	ctx, cancel := context.WithCancel(ctx)
+	par := max(1, r.o.ItemParallelism)
+	ordered := make(chan *group, 2*par)
+	work := make(chan *group)
+	var readErr error
+	var wg sync.WaitGroup
+	wg.Go(func() { // the reader
+		defer close(work)
+		defer close(ordered)
+		next := in.FirstIndex
+		for {
+			g := &group{first: next, done: make(chan struct{})}
+			for len(g.items) < r.perCall {
+				item, err := input.Next()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					readErr = fmt.Errorf("reading input shard %d: %w", in.Shard, err)
+					return
+				}
+				var kept manifests.ResultLine
+				if prev != nil {
+					if err := prev.Decode(&kept); err != nil {
+						readErr = badShard("previous results of shard %d: %v", in.Shard, err)
+						return
+					}
+				}
+				if kept.Status != manifests.ItemSucceeded {
+					kept = manifests.ResultLine{}
+					g.todo = append(g.todo, len(g.items))
+				}
+				g.items, g.lines = append(g.items, bytes.Clone(item)), append(g.lines, kept)
+			}
+			if len(g.items) == 0 {
+				return
+			}
+			next += int64(len(g.items))
+			select {
+			case ordered <- g:
+			case <-ctx.Done():
+				return
+			}
+			if len(g.todo) == 0 {
+				close(g.done)
+			} else {
+				select {
+				case work <- g:
+				case <-ctx.Done():
+					return
+				}
+			}
+			if len(g.items) < r.perCall {
+				return // the input ended
+			}
+		}
 	})
+	for range par {
+		wg.Go(func() {
+			for g := range work {
+				r.runCall(ctx, g.first, g.items, g.todo, func(i int, l manifests.ResultLine) {
+					g.lines[i] = l
+					counted(l)
+				})
+				close(g.done)
+			}
+		})
+	}
+	var once sync.Once
+	return ordered, func() error {
+		once.Do(func() {
+			cancel()
+			for range ordered { // let a blocked reader go
+			}
+			wg.Wait()
+		})
+		return readErr
+	}
 }
 
 // pending is an item of a call still to be answered.
