@@ -476,8 +476,8 @@ type execProc struct {
 
 	// Used only by the request holding the process:
 	msg         []byte // the line being sent, newline included
-	served      int  // items answered
-	leftCleanly bool // exited with status 0 before reading a byte of an answer
+	served      int    // items answered
+	leftCleanly bool   // exited with status 0 before reading a byte of an answer
 }
 
 func (e *Pool) start() (*execProc, error) {
@@ -828,4 +828,3 @@ func (s *stderrLog) tail() string {
 	}
 	return strings.Join(lines, " | ")
 }
-

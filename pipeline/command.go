@@ -61,4 +61,3 @@ func SplitCommand(s string) ([]string, error) {
 	}
 	return words, nil
 }
-
