@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -26,8 +25,8 @@ import (
 
 // Sizes of the cluster run.
 const (
-	clusterItems     = 20000
-	clusterShardSize = 200
+	clusterItems     = 100000
+	clusterShardSize = 500
 	clusterWorkers   = 3
 )
 
@@ -39,8 +38,10 @@ var workerFlags = []string{"--metrics-addr", "127.0.0.1:0", "--log-format", "jso
 func TestMain(m *testing.M) {
 	code := m.Run()
 	testinfra.StopMinIO()
-	if binDir != "" {
-		os.RemoveAll(binDir)
+	for _, d := range []string{binDir, temporalBuild.dir} {
+		if d != "" {
+			os.RemoveAll(d)
+		}
 	}
 	os.Exit(code)
 }
@@ -80,6 +81,33 @@ func binaries(t *testing.T) string {
 	return binDir
 }
 
+var temporalBuild struct {
+	once sync.Once
+	dir  string
+	bins testinfra.TemporalBinaries
+	err  error
+}
+
+// temporalBinaries builds the Temporal server and its SQL tool once per
+// test process. A build that fails skips the test, or fails it under CI.
+func temporalBinaries(t *testing.T) testinfra.TemporalBinaries {
+	t.Helper()
+	b := &temporalBuild
+	b.once.Do(func() {
+		if b.dir, b.err = os.MkdirTemp("", "batchpipe-temporal-"); b.err != nil {
+			return
+		}
+		start := time.Now()
+		b.bins, b.err = testinfra.BuildTemporal(b.dir)
+		fmt.Fprintf(os.Stderr, "clustertest: built the Temporal server and SQL tool in %.1fs\n", time.Since(start).Seconds())
+	})
+	if b.err != nil {
+		testinfra.Missing(t, "the Temporal server", b.err,
+			"it is built from go.temporal.io/server in go.mod (cmd/server, cmd/tools/sql); the first build needs the module proxy")
+	}
+	return b.bins
+}
+
 // baseEnv is the test's environment without any Temporal or AWS settings
 // and without a home directory's config files (Temporal profiles, ~/.aws):
 // each process gets only what the test gives it, as in a deployment.
@@ -94,197 +122,104 @@ func baseEnv(home string) []string {
 	return append(env, "HOME="+home, "XDG_CONFIG_HOME="+filepath.Join(home, ".config"))
 }
 
-// process is a child process whose combined output is kept (and written to
-// a log file) for the test to read.
-type process struct {
-	name string
-	cmd  *exec.Cmd
-	out  *output
-	done chan struct{}
-	err  error // Wait's result, set before done is closed
-}
-
-type output struct {
-	mu   sync.Mutex
-	buf  bytes.Buffer
-	file io.Writer
-	cond *sync.Cond
-}
-
-func (o *output) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.buf.Write(p)
-	o.file.Write(p)
-	o.cond.Broadcast()
-	return len(p), nil
-}
-
-func (o *output) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.buf.String()
-}
-
-func (p *process) tail() string { return testinfra.Tail(p.out.String(), 4000) }
-
-// start runs bin with args in dir; the process is stopped (SIGTERM) when the
-// test ends if it is still running.
-func start(t *testing.T, name, dir string, env []string, bin string, args ...string) *process {
+// start runs bin with args in dir (its output also in dir/<name>.log); it
+// is stopped (SIGTERM, then its process group killed) when the test ends.
+func start(t *testing.T, name, dir string, env []string, bin string, args ...string) *testinfra.Process {
 	t.Helper()
-	logFile, err := os.Create(filepath.Join(dir, name+".log"))
+	cmd := exec.Command(bin, args...)
+	cmd.Dir, cmd.Env = dir, env
+	p, err := testinfra.StartProcess(name, filepath.Join(dir, name+".log"), cmd)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := &output{file: logFile}
-	out.cond = sync.NewCond(&out.mu)
-	cmd := exec.Command(bin, args...)
-	cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = dir, env, out, out
-	p := &process{name: name, cmd: cmd, out: out, done: make(chan struct{})}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", name, err)
-	}
-	go func() {
-		p.err = cmd.Wait()
-		logFile.Close()
-		close(p.done)
-		out.mu.Lock()
-		out.cond.Broadcast()
-		out.mu.Unlock()
-	}()
-	t.Cleanup(func() { p.stop(t) })
+	t.Cleanup(func() { p.Stop(syscall.SIGTERM, 30*time.Second) })
 	return p
 }
 
-// waitFor waits until the process has printed a line containing s and
-// returns that line; it fails the test if the process exits first or the
-// line does not come within timeout.
-func (p *process) waitFor(t *testing.T, s string, timeout time.Duration) string {
+// waitFor waits until p has printed a line containing s and returns it.
+func waitFor(t *testing.T, p *testinfra.Process, s string, timeout time.Duration) string {
 	t.Helper()
-	line, err := p.waitLine(s, timeout)
+	line, err := p.WaitFor(s, timeout)
 	if err != nil {
-		t.Fatalf("%v:\n%s", err, p.tail())
+		t.Fatal(err)
 	}
 	return line
 }
 
-// waitLine is waitFor returning an error.
-func (p *process) waitLine(s string, timeout time.Duration) (string, error) {
-	timer := time.AfterFunc(timeout, func() {
-		p.out.mu.Lock()
-		p.out.cond.Broadcast()
-		p.out.mu.Unlock()
-	})
-	defer timer.Stop()
-	deadline := time.Now().Add(timeout)
-	p.out.mu.Lock()
-	defer p.out.mu.Unlock()
-	for {
-		for line := range strings.Lines(p.out.buf.String()) {
-			if strings.Contains(line, s) {
-				return strings.TrimSpace(line), nil
-			}
-		}
-		select {
-		case <-p.done:
-			return "", fmt.Errorf("%s exited (%v) before printing %q", p.name, p.err, s)
-		default:
-		}
-		if time.Now().After(deadline) {
-			return "", fmt.Errorf("%s did not print %q within %v", p.name, s, timeout)
-		}
-		p.out.cond.Wait()
-	}
-}
-
-// stop sends SIGTERM and waits for the process to exit; it reports whether
-// it exited cleanly (status 0) within 30 s.
-func (p *process) stop(t *testing.T) error {
-	select {
-	case <-p.done:
-		return p.err
-	default:
-	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-		return p.err
-	case <-time.After(30 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.done
-		return fmt.Errorf("%s did not stop within 30 s of SIGTERM", p.name)
-	}
-}
-
-// TestCluster runs the topology of deploy/compose.yaml as processes: one
-// Temporal server, MinIO, three workers, and a 20,000-item batch submitted
-// over s3://; then it checks the manifest item by item and that every
-// worker did some of the work.
+// TestCluster runs the topology of deploy/compose.yaml as processes:
+// PostgreSQL, a Temporal cluster on it (frontend, history, matching and
+// worker services, one process each), MinIO and three workers; a
+// 100,000-item batch is submitted over s3://, one worker is killed with
+// SIGKILL and the history service restarted while it runs, and the
+// manifest is then checked item by item.
 func TestCluster(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts a Temporal server, MinIO and four batchpipe processes")
+		t.Skip("starts PostgreSQL, a Temporal cluster, MinIO and four batchpipe processes")
 	}
 	began := time.Now()
+	step := func(format string, args ...any) {
+		t.Logf("%s (%.1fs)", fmt.Sprintf(format, args...), time.Since(began).Seconds())
+	}
+	pgBin, err := testinfra.PostgresBinDir()
+	if err != nil {
+		testinfra.Missing(t, "PostgreSQL", err, testinfra.PostgresHint)
+	}
 	minio := testinfra.MinIOEndpoint(t)
 	bucket := testinfra.NewBucket(t, minio)
 	bin := binaries(t)
+	tbins := temporalBinaries(t)
+	root, err := testinfra.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
 	dir := t.TempDir()
 	env := baseEnv(dir)
+	step("built the binaries")
 
-	// Temporal: the embedded server alone, as `temporal server start-dev`
-	// would be in a deployment. Its ports are picked at random, so retry
-	// if one was taken between the check and the start.
-	var temporal *process
-	var temporalAddr string
-	for attempt := 1; ; attempt++ {
-		port, err := testinfra.FreePortSpan(8)
-		if err != nil {
-			t.Fatal(err)
-		}
-		name := "temporal"
-		if attempt > 1 {
-			name += strconv.Itoa(attempt)
-		}
-		temporal = start(t, name, dir, env, filepath.Join(bin, "worker"),
-			"--dev", "--dev-server-only", "--no-ui", "--dev-port", strconv.Itoa(port), "--dev-dir", filepath.Join(dir, "temporal-state-"+strconv.Itoa(attempt)))
-		line, err := temporal.waitLine("embedded Temporal server on ", 90*time.Second)
-		if err == nil {
-			_, after, _ := strings.Cut(line, "embedded Temporal server on ")
-			temporalAddr, _, _ = strings.Cut(after, " ")
-			break
-		}
-		if attempt == 3 {
-			t.Fatalf("temporal: %v\n%s", err, temporal.tail())
-		}
-		t.Logf("temporal did not start (attempt %d): %v; retrying on other ports", attempt, err)
-		temporal.stop(t)
+	pg, err := testinfra.StartPostgres(testinfra.PostgresOptions{Dir: filepath.Join(dir, "postgres"), BinDir: pgBin})
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Logf("Temporal on %s, MinIO on %s (%.1fs)", temporalAddr, minio.Endpoint, time.Since(began).Seconds())
+	t.Cleanup(func() { pg.Stop() })
+	if err := tbins.SetupSchema(pg, dir); err != nil {
+		t.Fatal(err)
+	}
+	step("PostgreSQL on %s with Temporal's schema", pg.Addr())
+	cluster, err := testinfra.StartTemporal(testinfra.TemporalOptions{
+		Binaries: tbins, Postgres: pg, Dir: dir,
+		DynamicConfig: filepath.Join(root, "deploy", "temporal", "dynamicconfig.yaml"),
+		StartTimeout:  time.Minute, // room for a loaded machine (`go test ./...`)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cluster.Stop() })
+	step("Temporal on %s (%v), MinIO on %s", cluster.Address, testinfra.TemporalServices, minio.Endpoint)
 
 	store := fmt.Sprintf("s3://%s/cluster?endpoint=http://%s&path_style=true&region=us-east-1", bucket, minio.Endpoint)
 	clusterEnv := append(env,
-		"TEMPORAL_ADDRESS="+temporalAddr,
-		"TEMPORAL_NAMESPACE=default",
+		"TEMPORAL_ADDRESS="+cluster.Address,
+		"TEMPORAL_NAMESPACE="+cluster.Namespace,
 		"AWS_ACCESS_KEY_ID="+minio.AccessKey,
 		"AWS_SECRET_ACCESS_KEY="+minio.SecretKey,
 		"AWS_REGION=us-east-1",
 		"AWS_EC2_METADATA_DISABLED=true",
 	)
 
-	workers := make([]*process, clusterWorkers)
+	workers := make([]*testinfra.Process, clusterWorkers)
 	metricsURLs := make([]string, clusterWorkers)
 	for i := range workers {
 		args := append([]string{"--store", store}, workerFlags...)
 		workers[i] = start(t, fmt.Sprintf("worker%d", i+1), dir, clusterEnv, filepath.Join(bin, "worker"), args...)
 	}
 	for i, w := range workers {
-		line := w.waitFor(t, "metrics on http://", 60*time.Second)
+		line := waitFor(t, w, "metrics on http://", 60*time.Second)
 		metricsURLs[i] = line[strings.Index(line, "http://"):]
-		w.waitFor(t, "worker polling task queue", 60*time.Second)
+		waitFor(t, w, "worker polling task queue", 60*time.Second)
 	}
-	t.Logf("%d workers polling (%.1fs)", clusterWorkers, time.Since(began).Seconds())
+	step("%d workers polling", clusterWorkers)
 
-	// The input: 20,000 items for the built-in example processor.
+	// The input: 100,000 items for the built-in example processor.
 	inputPath := filepath.Join(dir, "inputs.jsonl")
 	var input bytes.Buffer
 	for i := range clusterItems {
@@ -298,46 +233,117 @@ func TestCluster(t *testing.T) {
 	batchID := "cluster-" + hex.EncodeToString(rnd[:])
 
 	submitStart := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	var stdout, stderr bytes.Buffer
-	sub := exec.CommandContext(ctx, filepath.Join(bin, "submit"),
+	sub := start(t, "submit", dir, clusterEnv, filepath.Join(bin, "submit"),
 		"--store", store, "--shard-size", strconv.Itoa(clusterShardSize), "--batch-id", batchID, inputPath)
-	sub.Dir, sub.Env, sub.Stdout, sub.Stderr = dir, clusterEnv, &stdout, &stderr
-	if err := sub.Run(); err != nil {
-		t.Fatalf("submit: %v\n--- stdout:\n%s--- stderr:\n%s", err, stdout.String(), stderr.String())
+	logs := func() string {
+		var b strings.Builder
+		for _, p := range append([]*testinfra.Process{sub}, workers...) {
+			fmt.Fprintf(&b, "--- %s:\n%s\n", p.Name, testinfra.Tail(p.Output(), 2000))
+		}
+		return b.String() + cluster.Logs()
 	}
-	t.Logf("submit of %d items took %.1fs:\n%s", clusterItems, time.Since(submitStart).Seconds(), stdout.String())
+	victim, doneAtRestart := injectFaults(t, sub, workers, cluster, logs)
+	select {
+	case <-sub.Done():
+	case <-time.After(6 * time.Minute):
+		t.Fatalf("the batch did not finish within 6 minutes\n%s", logs())
+	}
+	if _, err := sub.Exited(); err != nil {
+		t.Fatalf("submit: %v\n%s", err, logs())
+	}
+	step("submit of %d items took %.1fs", clusterItems, time.Since(submitStart).Seconds())
+	t.Logf("submit:\n%s", sub.Output())
 
 	manifestKey := "cluster/" + manifests.ManifestKey(batchID)
-	if !strings.Contains(stdout.String(), "manifest: "+manifestKey+"\n") {
-		t.Errorf("submit's output does not name the manifest %s:\n%s", manifestKey, stdout.String())
+	if !strings.Contains(sub.Output(), "manifest: "+manifestKey+"\n") {
+		t.Errorf("submit's output does not name the manifest %s:\n%s", manifestKey, sub.Output())
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
 	checkManifest(t, ctx, fmt.Sprintf("s3://%s/%s?endpoint=http://%s&path_style=true&region=us-east-1", bucket, manifestKey, minio.Endpoint), minio, batchID)
 
-	// Every worker did part of the work: its batchpipe_items_total and its
-	// "shard done" log records.
-	var items, shards float64
+	// Every worker did part of the work (the killed one before it was
+	// killed): its "shard done" log records, and for the others their
+	// batchpipe_items_total; and shards finished after the restart.
+	var items, shards int
 	for i, w := range workers {
-		n := scrapeItems(t, metricsURLs[i])
-		s := shardsDone(t, w)
-		t.Logf("%s: %v items, %d shards", w.name, n, s)
-		if n <= 0 || s <= 0 {
-			t.Errorf("%s processed %v items in %d shards; every worker should have done some of the batch", w.name, n, s)
+		s, n := shardsDone(t, w)
+		items, shards = items+n, shards+s
+		if w == victim {
+			t.Logf("%s (killed): %d items in %d shards", w.Name, n, s)
+			if s == 0 {
+				t.Errorf("%s finished no shard before it was killed", w.Name)
+			}
+			continue
 		}
-		items += n
-		shards += float64(s)
+		m := scrapeItems(t, metricsURLs[i])
+		t.Logf("%s: %d items in %d shards, batchpipe_items_total %v", w.Name, n, s, m)
+		if s == 0 || m <= 0 {
+			t.Errorf("%s processed %v items in %d shards; every worker should have done some of the batch", w.Name, m, s)
+		}
 	}
 	if items < clusterItems || shards < clusterItems/clusterShardSize {
-		t.Errorf("workers processed %v items in %v shards in all, want at least %d in %d", items, shards, clusterItems, clusterItems/clusterShardSize)
+		t.Errorf("workers logged %d items in %d shards in all, want at least %d in %d", items, shards, clusterItems, clusterItems/clusterShardSize)
+	}
+	if shards <= doneAtRestart {
+		t.Errorf("no shard finished after the history service was restarted (%d before, %d in all)", doneAtRestart, shards)
 	}
 
-	for _, w := range append(workers, temporal) {
-		if err := w.stop(t); err != nil {
-			t.Errorf("%s did not stop cleanly on SIGTERM: %v\n%s", w.name, err, w.tail())
+	for _, w := range workers {
+		if w == victim {
+			continue
+		}
+		if err := w.Stop(syscall.SIGTERM, 30*time.Second); err != nil {
+			t.Errorf("%s did not stop cleanly on SIGTERM: %v\n%s", w.Name, err, w.Tail())
 		}
 	}
-	t.Logf("cluster test took %.1fs", time.Since(began).Seconds())
+	if err := cluster.Stop(); err != nil {
+		t.Errorf("%v\n%s", err, cluster.Logs())
+	}
+	if err := pg.Stop(); err != nil {
+		t.Errorf("postgres did not stop cleanly: %v\n%s", err, pg.Tail())
+	}
+	step("cluster test done")
+}
+
+// injectFaults waits for the batch to get going, kills the last worker
+// with SIGKILL once a fifth of the shards are done (and it did one of
+// them), then restarts Temporal's history service at two fifths. It
+// returns the killed worker and how many shards were done at the restart;
+// the batch ending before both faults fails the test.
+func injectFaults(t *testing.T, sub *testinfra.Process, workers []*testinfra.Process, cluster *testinfra.TemporalCluster, logs func() string) (*testinfra.Process, int) {
+	t.Helper()
+	total := clusterItems / clusterShardSize
+	done := func() int {
+		n := 0
+		for _, w := range workers {
+			n += strings.Count(w.Output(), `"msg":"shard done"`)
+		}
+		return n
+	}
+	victim := workers[len(workers)-1]
+	deadline := time.Now().Add(4 * time.Minute)
+	killed := false
+	for {
+		if exited, _ := sub.Exited(); exited || time.Now().After(deadline) {
+			t.Fatalf("the batch ended or stalled before the faults (%d of %d shards done, worker killed: %v)\n%s", done(), total, killed, logs())
+		}
+		n := done()
+		switch {
+		case !killed && n >= total/5 && strings.Contains(victim.Output(), `"msg":"shard done"`):
+			victim.Kill()
+			killed = true
+			t.Logf("killed %s (kill -9) with %d of %d shards done", victim.Name, n, total)
+		case killed && n >= 2*total/5:
+			began := time.Now()
+			if err := cluster.Restart("history"); err != nil {
+				t.Fatalf("restarting history: %v\n%s", err, logs())
+			}
+			t.Logf("restarted the history service with %d of %d shards done (%.1fs)", n, total, time.Since(began).Seconds())
+			return victim, n
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // checkManifest opens the batch's manifest over s3:// (credentials from the
@@ -435,24 +441,25 @@ func scrapeItems(t *testing.T, url string) float64 {
 	return sum
 }
 
-// shardsDone counts the worker's "shard done" debug records (JSON logs).
-func shardsDone(t *testing.T, p *process) int {
+// shardsDone counts the worker's "shard done" debug records (JSON logs)
+// and the items they name.
+func shardsDone(t *testing.T, p *testinfra.Process) (shards, items int) {
 	t.Helper()
-	n := 0
-	for line := range strings.Lines(p.out.String()) {
-		if !strings.HasPrefix(line, "{") {
+	for line := range strings.Lines(p.Output()) {
+		if !strings.HasPrefix(line, "{") || !strings.HasSuffix(line, "\n") { // a killed worker's last line may be cut
 			continue
 		}
 		var rec struct {
-			Msg string `json:"msg"`
+			Msg   string `json:"msg"`
+			Items int    `json:"items"`
 		}
 		if err := json.Unmarshal([]byte(line), &rec); err != nil {
-			t.Errorf("%s: a log line that is not JSON: %q", p.name, line)
+			t.Errorf("%s: a log line that is not JSON: %q", p.Name, line)
 			continue
 		}
 		if rec.Msg == "shard done" {
-			n++
+			shards, items = shards+1, items+rec.Items
 		}
 	}
-	return n
+	return shards, items
 }

@@ -29,6 +29,8 @@ type composeService struct {
 	Command     stringOrList   `yaml:"command"`
 	Environment map[string]any `yaml:"environment"`
 	Ports       []string       `yaml:"ports"`
+	Volumes     []string       `yaml:"volumes"`
+	Restart     string         `yaml:"restart"`
 	Profiles    []string       `yaml:"profiles"`
 	DependsOn   map[string]struct {
 		Condition string `yaml:"condition"`
@@ -133,23 +135,21 @@ func loadCompose(t *testing.T) (composeFile, string) {
 }
 
 // TestComposeFile checks that deploy/compose.yaml describes the topology
-// TestCluster runs: a Temporal server, MinIO with a bucket, three workers
-// configured through the environment, and commands whose flags the binaries
-// have.
+// TestCluster runs: PostgreSQL and a Temporal cluster on it, MinIO with a
+// bucket, three workers configured through the environment, and commands
+// whose flags the binaries have.
 func TestComposeFile(t *testing.T) {
 	cf, root := loadCompose(t)
-	for _, name := range []string{"temporal", "minio", "worker"} {
+	for _, name := range []string{"postgres", "temporal", "minio", "worker"} {
 		if _, ok := cf.Services[name]; !ok {
 			t.Fatalf("compose.yaml has no service %q (services: %v)", name, keys(cf.Services))
 		}
 	}
 
-	// Temporal listens beyond its container, on the port workers dial.
+	// Temporal: a cluster on PostgreSQL, as TestCluster runs it; the
+	// frontend ("temporal") listens on the port workers dial.
 	temporal := cf.Services["temporal"]
-	targs := strings.Join(temporal.args(), " ")
-	if !strings.Contains(targs, "start-dev") || !strings.Contains(targs, "--ip 0.0.0.0") {
-		t.Errorf("temporal runs %q; want a dev server listening on 0.0.0.0", targs)
-	}
+	nsService := checkTemporal(t, cf, root)
 
 	// MinIO, and a service that creates the bucket once it is healthy.
 	minio := cf.Services["minio"]
@@ -202,8 +202,11 @@ func TestComposeFile(t *testing.T) {
 	if w.env("AWS_ACCESS_KEY_ID") != minioUser || w.env("AWS_SECRET_ACCESS_KEY") != minioPass {
 		t.Errorf("worker's AWS credentials (%s) are not MinIO's root credentials (%s)", w.env("AWS_ACCESS_KEY_ID"), minioUser)
 	}
-	if w.DependsOn["temporal"].Condition != "service_healthy" || (bucketService != "" && w.DependsOn[bucketService].Condition != "service_completed_successfully") {
-		t.Errorf("worker depends on %v; want temporal healthy and %s completed", w.DependsOn, bucketService)
+	if (nsService != "" && w.DependsOn[nsService].Condition != "service_completed_successfully") || (bucketService != "" && w.DependsOn[bucketService].Condition != "service_completed_successfully") {
+		t.Errorf("worker depends on %v; want %s (the namespace) and %s (the bucket) completed", w.DependsOn, nsService, bucketService)
+	}
+	if ns := nsCreated.FindStringSubmatch(strings.Join(cf.Services[nsService].args(), " ")); ns != nil && ns[1] != w.env("TEMPORAL_NAMESPACE") {
+		t.Errorf("%s registers namespace %q, the workers use %q", nsService, ns[1], w.env("TEMPORAL_NAMESPACE"))
 	}
 	// What the compose workers run is what TestCluster's workers run.
 	tested := append([]string{"--store"}, flagNames(workerFlags)...)
@@ -281,6 +284,111 @@ func TestComposeFile(t *testing.T) {
 			t.Errorf("docker compose config: %v\n%s", err, out)
 		}
 	})
+}
+
+// nsCreated finds the namespace a service registers with the Temporal CLI.
+var nsCreated = regexp.MustCompile(`temporal operator namespace create .*--namespace (\w[\w.-]*)`)
+
+// checkTemporal checks the Temporal part of the compose file against what
+// TestCluster runs: PostgreSQL; a service that sets up Temporal's schema on
+// it with the SQL tool once it is healthy; one container per service of
+// testinfra.TemporalServices, from the server image of go.mod's
+// go.temporal.io/server, on that database through the same SQL plugin and
+// with the same dynamic config file; and a service that registers the
+// namespace, whose name it returns.
+func checkTemporal(t *testing.T, cf composeFile, root string) string {
+	gomod, err := os.ReadFile(filepath.Join(root, "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^\s*go\.temporal\.io/server v(\S+)`).FindSubmatch(gomod)
+	if m == nil {
+		t.Fatal("go.mod does not require go.temporal.io/server")
+	}
+	version := string(m[1])
+
+	pg := cf.Services["postgres"]
+	if !strings.HasPrefix(pg.Image, "postgres:") {
+		t.Errorf("postgres: image %q, want postgres:<version>", pg.Image)
+	}
+	pgUser, pgPass := pg.env("POSTGRES_USER"), pg.env("POSTGRES_PASSWORD")
+	if pgUser == "" || pgPass == "" {
+		t.Errorf("postgres sets no POSTGRES_USER/POSTGRES_PASSWORD")
+	}
+	if !slices.ContainsFunc(pg.Volumes, func(v string) bool { return strings.HasSuffix(v, ":/var/lib/postgresql/data") }) {
+		t.Errorf("postgres keeps its data in no volume (%v): Temporal's state would not survive the container", pg.Volumes)
+	}
+
+	// The schema: create-database, setup-schema and update-schema of both
+	// databases, with the plugin the services use.
+	var schemaService, nsService string
+	for name, s := range cf.Services {
+		args := strings.Join(s.args(), " ")
+		if strings.Contains(args, "temporal-sql-tool") {
+			schemaService = name
+			if s.Image != "temporalio/admin-tools:"+version {
+				t.Errorf("%s: image %q, want temporalio/admin-tools:%s (go.mod's server)", name, s.Image, version)
+			}
+			for _, want := range []string{"--plugin " + testinfra.TemporalSQLPlugin, "--ep postgres", "--user " + pgUser,
+				"create-database", "setup-schema -v 0.0", "update-schema -d /etc/temporal/schema/postgresql/v12/",
+				"temporal:temporal", "temporal_visibility:visibility"} {
+				if !strings.Contains(args, want) {
+					t.Errorf("%s's script has no %q: %s", name, want, args)
+				}
+			}
+			if s.DependsOn["postgres"].Condition != "service_healthy" {
+				t.Errorf("%s sets up the schema without waiting for postgres to be healthy", name)
+			}
+		}
+		if nsCreated.MatchString(args) {
+			nsService = name
+		}
+	}
+	if schemaService == "" {
+		t.Errorf("no service sets up Temporal's schema (temporal-sql-tool)")
+	}
+	if nsService == "" {
+		t.Errorf("no service registers a namespace (temporal operator namespace create --namespace …)")
+	}
+
+	// One container per Temporal service.
+	var services []string
+	for name, s := range cf.Services {
+		svc := s.env("TEMPORAL_SERVICES")
+		if svc == "" {
+			continue
+		}
+		services = append(services, svc)
+		if s.Image != "temporalio/server:"+version {
+			t.Errorf("%s: image %q, want temporalio/server:%s (go.mod's server)", name, s.Image, version)
+		}
+		if s.env("DB") != testinfra.TemporalSQLPlugin || s.env("POSTGRES_SEEDS") != "postgres" ||
+			s.env("POSTGRES_USER") != pgUser || s.env("POSTGRES_PWD") != pgPass {
+			t.Errorf("%s: DB %q on %q as %q; want %s on the postgres service with its credentials",
+				name, s.env("DB"), s.env("POSTGRES_SEEDS"), s.env("POSTGRES_USER"), testinfra.TemporalSQLPlugin)
+		}
+		if schemaService != "" && s.DependsOn[schemaService].Condition != "service_completed_successfully" {
+			t.Errorf("%s starts without waiting for %s to set up the schema", name, schemaService)
+		}
+		dc := s.env("DYNAMIC_CONFIG_FILE_PATH")
+		if dc == "" || !slices.Contains(s.Volumes, "./temporal/dynamicconfig.yaml:"+dc+":ro") {
+			t.Errorf("%s: dynamic config %q is not deploy/temporal/dynamicconfig.yaml (volumes %v), the file TestCluster's services read", name, dc, s.Volumes)
+		}
+		if s.Restart == "" || s.Restart == "no" {
+			// Services starting together on a fresh database race to
+			// write the cluster's metadata: a loser exits.
+			t.Errorf("%s has no restart policy", name)
+		}
+		if svc == "frontend" && name != "temporal" {
+			t.Errorf("the frontend is service %s; workers dial temporal:7233", name)
+		}
+	}
+	slices.Sort(services)
+	want := slices.Sorted(slices.Values(testinfra.TemporalServices))
+	if !slices.Equal(services, want) {
+		t.Errorf("Temporal services (TEMPORAL_SERVICES) %v; want one container each for %v", services, want)
+	}
+	return nsService
 }
 
 // checkStore checks a store URL of the compose file: s3:// on the bucket

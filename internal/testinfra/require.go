@@ -1,0 +1,25 @@
+package testinfra
+
+import (
+	"os"
+	"strconv"
+	"testing"
+)
+
+// CI reports whether CI=true (or another true value) is set: then a test
+// whose infrastructure is missing fails instead of skipping.
+func CI() bool {
+	ci, _ := strconv.ParseBool(os.Getenv("CI"))
+	return ci
+}
+
+// Missing ends tb because a part it needs is not there (what names it, err
+// says why, hint how to get it): it skips the test, except under CI=true,
+// where it fails it.
+func Missing(tb testing.TB, what string, err error, hint string) {
+	tb.Helper()
+	if CI() {
+		tb.Fatalf("%s is required when CI=true but is unavailable: %v\n%s", what, err, hint)
+	}
+	tb.Skipf("%s unavailable (%v); %s", what, err, hint)
+}
