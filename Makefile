@@ -69,10 +69,12 @@ demo:
 clean:
 	rm -rf bin .batchpipe
 
-# deploy/'s topology as local processes (no Docker): one Temporal server
-# (worker --dev --dev-server-only), MinIO, three workers, a 20,000-item batch
-# over s3:// checked item by item; and deploy/compose.yaml checked against
-# the binaries' flags. CI=true: a missing MinIO fails instead of skipping.
+# deploy/'s topology as local processes (no Docker): PostgreSQL (apt-get
+# install postgresql), a Temporal cluster on it (server of go.mod's
+# go.temporal.io/server, one process per service), MinIO, three workers; a
+# 100,000-item batch over s3:// checked item by item while a worker is killed
+# and the history service restarted; and deploy/compose.yaml checked against
+# it and the binaries' flags. CI=true: a missing part fails instead of skipping.
 .PHONY: cluster-test
 cluster-test: $(MINIO)
 	CI=true $(GO) test -count=1 -v -timeout 10m ./deploy/clustertest/
