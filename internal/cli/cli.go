@@ -23,9 +23,10 @@ import (
 // Exit codes.
 const (
 	ExitOK           = 0
-	ExitFailed       = 1 // batch failed or was canceled; or an operational error
-	ExitUsage        = 2 // bad usage or bad input
-	ExitWithFailures = 3 // batch completed with failed items
+	ExitFailed       = 1   // batch failed or was canceled; or an operational error
+	ExitUsage        = 2   // bad usage or bad input
+	ExitWithFailures = 3   // batch completed with failed items
+	ExitInterrupted  = 130 // stopped by SIGINT or SIGTERM (128 + SIGINT, as shells report it)
 )
 
 // IO is what a command reads and writes.

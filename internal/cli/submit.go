@@ -72,6 +72,9 @@ func exitCode(o *IO, err error) int {
 		return ExitOK
 	case errors.As(err, &ee):
 		return ee.code
+	case errors.Is(err, context.Canceled):
+		fmt.Fprintln(o.Stderr, "interrupted:", err)
+		return ExitInterrupted
 	case errors.Is(err, embedded.ErrInUse):
 		// Another submit runs its batch in this directory: only one may.
 		fmt.Fprintf(o.Stderr, "error: %v\n(another submit is running in this directory; wait for it, or run `worker --dev` and point submit at it with TEMPORAL_ADDRESS=127.0.0.1:7233)\n", err)
@@ -263,7 +266,7 @@ func runSubmit(ctx context.Context, cmd *cobra.Command, o *IO, f *submitFlags, p
 		} else {
 			fmt.Fprintf(o.Stderr, "\nstopped waiting; batch %s keeps running on the cluster\n", b.ID())
 		}
-		return exitError{ExitFailed}
+		return exitError{ExitInterrupted}
 	}
 	if err != nil {
 		if b.Finished && errors.Is(err, batchpipe.ErrInvalid) {

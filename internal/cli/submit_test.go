@@ -802,8 +802,8 @@ func TestSubmitFIFOInterrupted(t *testing.T) {
 			}()
 			select {
 			case code := <-done:
-				if code == cli.ExitOK {
-					t.Fatalf("exit 0 for an interrupted submit\n%s", stderr.String())
+				if code != cli.ExitInterrupted {
+					t.Fatalf("exit %d for an interrupted submit, want %d\n%s", code, cli.ExitInterrupted, stderr.String())
 				}
 				t.Logf("exit %d: %s", code, strings.TrimSpace(stderr.String()))
 			case <-time.After(20 * time.Second):
