@@ -253,9 +253,6 @@ func (v view) ProcessBatch(ctx context.Context, items []pipeline.Item) []pipelin
 	var sent []int // positions in items of the array's elements
 	for k, it := range items {
 		b, err := v.encode(it)
-		if err == nil && !json.Valid(it.Input) { // one bad item would spoil the whole array
-			err = pipeline.Permanent(fmt.Errorf("exec %q: input is not valid JSON", v.e.command))
-		}
 		if err != nil {
 			outs[k].Err = err
 			continue
@@ -323,22 +320,24 @@ type envelope struct {
 	Input   json.RawMessage `json:"input"`
 }
 
-// encode returns the compact JSON sent for it: the item, or its envelope.
+// encode returns the compact JSON sent for it, the item or its envelope,
+// or a permanent error for an item that is not JSON (in an array it would
+// spoil the call's other items).
 func (v view) encode(it pipeline.Item) ([]byte, error) {
 	line := []byte(it.Input)
-	if bytes.ContainsAny(line, "\r\n") {
-		var buf bytes.Buffer
-		if err := json.Compact(&buf, line); err != nil {
-			return nil, pipeline.Permanent(fmt.Errorf("exec %q: input is not valid JSON: %v", v.e.command, err))
-		}
-		line = buf.Bytes()
-	}
-	if v.itemContext {
-		var err error
+	var err error
+	switch {
+	case v.itemContext: // Marshal checks and compacts the input
 		line, err = json.Marshal(envelope{BatchID: it.BatchID, Shard: it.Shard, Index: it.Index, Attempt: it.Attempt, Key: it.Key(), Input: line})
-		if err != nil {
-			return nil, pipeline.Permanent(fmt.Errorf("exec %q: input is not valid JSON: %v", v.e.command, err))
-		}
+	case bytes.ContainsAny(line, "\r\n"):
+		var buf bytes.Buffer
+		err = json.Compact(&buf, line)
+		line = buf.Bytes()
+	case !json.Valid(line):
+		err = errors.New("not a JSON value")
+	}
+	if err != nil {
+		return nil, pipeline.Permanent(fmt.Errorf("exec %q: input is not valid JSON: %v", v.e.command, err))
 	}
 	if len(line) > v.e.opts.MaxLine {
 		return nil, pipeline.Permanent(fmt.Errorf("exec %q: input of %d bytes is longer than the %d-byte line limit", v.e.command, len(line), v.e.opts.MaxLine))

@@ -226,10 +226,9 @@ type batchRun struct {
 	in       BatchInput
 	cur      Cursor
 	inFlight int
-	// stopping says why no more shards start ("" while they do); the
-	// batch then ends with stopStatus.
-	stopping, stopStatus string
-	stopReason           string // manifests.Stop*
+	// stopping says why no more shards start ("" while they do), and
+	// stopReason classifies it (manifests.Stop*; see stopStatus).
+	stopping, stopReason string
 	// redo lists the shards of this run's chunk a redrive runs; chunkEnd
 	// is where the chunk ends.
 	redo     []int
@@ -248,10 +247,22 @@ func (r *batchRun) progress() (Progress, error) {
 }
 
 // stop records the first reason the batch stops.
-func (r *batchRun) stop(why, status, reason string) {
+func (r *batchRun) stop(why, reason string) {
 	if r.stopping == "" {
-		r.stopping, r.stopStatus, r.stopReason = why, status, reason
+		r.stopping, r.stopReason = why, reason
 	}
+}
+
+// stopStatus is the status a stopped batch ends with: canceled or failed;
+// "" while it runs on (finalize then decides from the counts).
+func (r *batchRun) stopStatus() string {
+	switch r.stopReason {
+	case "":
+		return ""
+	case manifests.StopCanceled:
+		return manifests.StatusCanceled
+	}
+	return manifests.StatusFailed
 }
 
 // stage has a worker stage the batch's input object on its first run; an
@@ -272,12 +283,12 @@ func (r *batchRun) stage() error {
 	var appErr *temporal.ApplicationError
 	switch {
 	case errors.As(err, &appErr) && appErr.Type() == ErrTypeBadInput:
-		r.stop("bad input: "+appErr.Message(), manifests.StatusFailed, manifests.StopBadInput)
+		r.stop("bad input: "+appErr.Message(), manifests.StopBadInput)
 	case err != nil && r.ctx.Err() != nil &&
 		workflow.GetVersion(r.ctx, "canceled-while-staging", workflow.DefaultVersion, 1) >= 1:
 		// Cancelled while a worker staged the input: end with a canceled
 		// manifest, as a cancel at any later point does.
-		r.stop("canceled", manifests.StatusCanceled, manifests.StopCanceled)
+		r.stop("canceled", manifests.StopCanceled)
 	case err != nil:
 		return err
 	default:
@@ -333,7 +344,7 @@ func (r *batchRun) fanOut() {
 			break
 		}
 		if ctx.Err() != nil {
-			r.stop("canceled", manifests.StatusCanceled, manifests.StopCanceled)
+			r.stop("canceled", manifests.StopCanceled)
 			break
 		}
 		shard := r.cur.NextShard
@@ -380,9 +391,9 @@ func (r *batchRun) shardDone(shard int, f workflow.Future) {
 	var res ShardResult
 	if err := f.Get(r.ctx, &res); err != nil {
 		if temporal.IsCanceledError(err) || r.ctx.Err() != nil {
-			r.stop("canceled", manifests.StatusCanceled, manifests.StopCanceled)
+			r.stop("canceled", manifests.StopCanceled)
 		} else {
-			r.stop(shardFailure(shard, err), manifests.StatusFailed, manifests.StopShardFailed)
+			r.stop(shardFailure(shard, err), manifests.StopShardFailed)
 		}
 		return
 	}
@@ -390,7 +401,7 @@ func (r *batchRun) shardDone(shard int, f workflow.Future) {
 	r.cur.Succeeded += res.Succeeded
 	r.cur.Failed += res.Failed
 	if r.in.Options.MaxFailures.Exceeded(r.cur.Failed, r.in.Items) {
-		r.stop(fmt.Sprintf("%d items failed, over the limit (--max-failures)", r.cur.Failed), manifests.StatusFailed, manifests.StopMaxFailures)
+		r.stop(fmt.Sprintf("%d items failed, over the limit (--max-failures)", r.cur.Failed), manifests.StopMaxFailures)
 	}
 }
 
@@ -402,7 +413,7 @@ func (r *batchRun) drain() {
 		r.sel.Select(r.ctx)
 	}
 	if r.ctx.Err() != nil {
-		r.stop("canceled", manifests.StatusCanceled, manifests.StopCanceled)
+		r.stop("canceled", manifests.StopCanceled)
 	}
 	if r.in.Redrive > 0 && r.stopping == "" && len(r.redo) == 0 && r.cur.NextShard < r.chunkEnd {
 		r.cur.NextShard = r.chunkEnd // the chunk's last shards needed no redrive
@@ -421,19 +432,13 @@ func (r *batchRun) finalize() (BatchResult, error) {
 		RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: time.Minute},
 	})
 	var res BatchResult
-	fin := FinalizeInput{Batch: r.in, Status: r.stopStatus, StopReason: r.stopReason, StartedAt: r.cur.StartedAt}
-	if r.stopping != "" && r.stopping != "canceled" {
-		fin.Error = r.stopping
-	}
-	if r.stopStatus == manifests.StatusCanceled {
-		fin.Error = "canceled"
-	}
+	fin := FinalizeInput{Batch: r.in, Status: r.stopStatus(), Error: r.stopping, StopReason: r.stopReason, StartedAt: r.cur.StartedAt}
 	if err := workflow.ExecuteActivity(fctx, activityFinalize, fin).Get(fctx, &res); err != nil {
 		return BatchResult{}, err
 	}
 	res.Runs = r.cur.Run
 	r.upsertProgress(fctx, res.Status)
-	if r.stopStatus == manifests.StatusCanceled {
+	if r.stopReason == manifests.StopCanceled {
 		// Report the cancellation to Temporal as such, after the manifest is written.
 		return res, temporal.NewCanceledError(res)
 	}
