@@ -129,6 +129,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	SetBuildID()
 
 	var (
 		lock   *dirLock
@@ -372,6 +373,15 @@ func dynamicConfig() dynamicconfig.StaticClient {
 		dynamicconfig.FrontendMaxNamespaceVisibilityRPSPerInstance.Key(): 100,
 		// A small machine: keep at most 8k workflows' mutable state cached.
 		dynamicconfig.HistoryCacheHostLevelMaxSize.Key(): 8192,
+		// The server never stops the SDK workers of its parent-close-policy
+		// processor and its scanners: their long polls held the frontend's
+		// graceful stop for its full second. Without them, history applies
+		// a closing parent's policy to its children inline, and nothing
+		// scavenges idle task queues or orphaned history branches, which a
+		// dev server's SQLite file can do without.
+		dynamicconfig.EnableParentClosePolicyWorker.Key(): false,
+		dynamicconfig.TaskQueueScannerEnabled.Key():       false,
+		dynamicconfig.HistoryScannerEnabled.Key():         false,
 	}
 }
 
