@@ -118,7 +118,7 @@ type Options struct {
 	// returns.
 	TempDir string
 	// RunBytes is about how much memory a sort run of one batch may take
-	// before it is written to a file; 0 means 32 MiB.
+	// before it is written to a file; 0 means 16 MiB.
 	RunBytes int
 }
 

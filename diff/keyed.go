@@ -36,8 +36,10 @@ type rec struct {
 	Line manifests.ResultLine `json:"l"`
 }
 
+// size estimates the memory a record takes once decoded: its bytes and
+// about 200 of struct, slice headers and allocation overhead.
 func (r *rec) size() int {
-	n := 96 + len(r.Key) + len(r.Line.Output)
+	n := 200 + len(r.Key) + len(r.Line.Output)
 	if r.Line.Error != nil {
 		n += len(r.Line.Error.Type) + len(r.Line.Error.Message)
 	}
@@ -59,7 +61,7 @@ func (c *comparer) byKey(ctx context.Context, a, b *manifests.Batch, opts Option
 	defer os.RemoveAll(dir)
 	runBytes := opts.RunBytes
 	if runBytes <= 0 {
-		runBytes = 32 << 20
+		runBytes = 16 << 20
 	}
 	sa, err := sortByKey(ctx, a, sideName("A", a), opts.Key, filepath.Join(dir, "a"), runBytes)
 	if err != nil {
