@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"go.temporal.io/sdk/client"
+	sdklog "go.temporal.io/sdk/log"
 
 	"github.com/batchpipe/batchpipe"
 	"github.com/batchpipe/batchpipe/blobstore"
@@ -34,8 +36,8 @@ type opsFlags struct {
 
 func (f *opsFlags) register(cmd *cobra.Command, withJSON bool) {
 	fl := cmd.Flags()
-	fl.StringVar(&f.store, "store", "", "blob store URL (default $BATCHPIPE_STORE, else file://$PWD/.batchpipe/blobs)")
-	fl.StringVar(&f.taskQueue, "task-queue", pipeline.DefaultTaskQueue, "Temporal task queue the workers poll")
+	fl.StringVar(&f.store, "store", "", "blob store `URL` (default $BATCHPIPE_STORE, else file://$PWD/.batchpipe/blobs)")
+	fl.StringVar(&f.taskQueue, "task-queue", pipeline.DefaultTaskQueue, "`NAME` of the Temporal task queue the workers poll")
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log debug details")
 	if withJSON {
 		fl.BoolVar(&f.json, "json", false, "print JSON, for scripts")
@@ -54,6 +56,86 @@ func opsClient(ctx context.Context, o *IO, f *opsFlags, withWorker bool) (*batch
 	return newClient(ctx, o, f.store, f.taskQueue, newLogger(o.Stderr, f.verbose), withWorker, f.processorEnv)
 }
 
+// opsBatchClient is opsClient for a command acting on batch id. A batch
+// the store (--store, else $BATCHPIPE_STORE, else this directory's default)
+// does not hold but a configured Temporal service knows is acted on in the
+// store its workflow input names, so that status, results, cancel and
+// redrive find a batch submitted from another directory or with another
+// store. With Temporal unreachable the store alone answers, as before.
+func opsBatchClient(ctx context.Context, o *IO, f *opsFlags, id string, withWorker bool) (*batchpipe.Client, error) {
+	c, isEmbedded, err := opsClient(ctx, o, f, withWorker)
+	if err != nil || isEmbedded {
+		// The embedded server of this directory knows only batches whose
+		// store is this directory's.
+		return c, err
+	}
+	if held, err := storeHolds(ctx, c.Store(), id); err != nil || held {
+		return c, nil // an unreadable store: the command says so in its own words
+	}
+	tc, err := c.Temporal(ctx)
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("batch %s is not in %s and Temporal cannot be asked: %w", id, c.Store().URL(), err)
+	}
+	storeURL := storeOnTemporal(ctx, tc, id)
+	if storeURL == "" || storeURL == c.StoreURL() {
+		return c, nil // unknown to Temporal too: the command says so
+	}
+	from := c.Store().URL()
+	c.Close()
+	c, _, err = newClient(ctx, o, storeURL, f.taskQueue, newLogger(o.Stderr, f.verbose), withWorker, f.processorEnv)
+	if err != nil {
+		return nil, followErr(id, storeURL, err)
+	}
+	followNote(o, id, storeURL, from)
+	return c, nil
+}
+
+// storeHolds reports whether the store has any object of batch id.
+func storeHolds(ctx context.Context, b blobstore.Bucket, id string) (bool, error) {
+	for _, err := range b.List(ctx, manifests.BatchPrefix(id)) {
+		return err == nil, err
+	}
+	return false, nil
+}
+
+// storeOnTemporal is the store URL in the input of batch id's workflow on
+// Temporal, "" when Temporal does not know the batch or cannot say.
+func storeOnTemporal(ctx context.Context, tc client.Client, id string) string {
+	in, err := pipeline.StartedInput(ctx, tc, id)
+	if err != nil {
+		return ""
+	}
+	return in.Store
+}
+
+// temporalStoreOf is storeOnTemporal for a command without a client (results
+// by id): it dials the configured Temporal service, "" when none is
+// configured or it cannot be reached.
+func temporalStoreOf(ctx context.Context, o *IO, verbose bool, id string) string {
+	opts, err := batchpipe.TemporalOptions(envLookup{o})
+	if err != nil || opts.HostPort == "" {
+		return ""
+	}
+	opts.Logger = sdklog.NewStructuredLogger(newLogger(o.Stderr, verbose))
+	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	defer cancel()
+	tc, err := client.DialContext(dctx, opts)
+	if err != nil {
+		return ""
+	}
+	defer tc.Close()
+	return storeOnTemporal(dctx, tc, id)
+}
+
+func followErr(id, storeURL string, err error) error {
+	return fmt.Errorf("batch %s is not in this store; its workflow on Temporal names store %s, which cannot be opened here: %w", id, blobstore.Redact(storeURL), err)
+}
+
+func followNote(o *IO, id, storeURL, from string) {
+	fmt.Fprintf(o.Stderr, "batch %s is in store %s (as its workflow on Temporal says), not in %s\n", id, blobstore.Redact(storeURL), from)
+}
+
 // inUse says what an embedded server busy with another submit means here.
 func inUse(o *IO, err error) error {
 	if errors.Is(err, embedded.ErrInUse) {
@@ -70,7 +152,7 @@ func newStatusCommand(o *IO) *cobra.Command {
 			if err := manifests.ValidateBatchID(args[0]); err != nil {
 				return usageError{err}
 			}
-			c, _, err := opsClient(ctx, o, f, false)
+			c, err := opsBatchClient(ctx, o, f, args[0], false)
 			if err != nil {
 				return err
 			}
@@ -116,7 +198,7 @@ func newCancelCommand(o *IO) *cobra.Command {
 			}
 			// Only a worker writes the canceled manifest; with the embedded
 			// server that worker is this process.
-			c, _, err := opsClient(ctx, o, f, true)
+			c, err := opsBatchClient(ctx, o, f, id, true)
 			if err != nil {
 				return err
 			}
@@ -205,7 +287,7 @@ func newRedriveCommand(o *IO) *cobra.Command {
 			if concurrency < 0 {
 				return usagef("--concurrency must be at least 1, got %d", concurrency)
 			}
-			c, _, err := opsClient(ctx, o, f, true)
+			c, err := opsBatchClient(ctx, o, f, id, true)
 			if err != nil {
 				return err
 			}
@@ -358,10 +440,10 @@ func newResultsCommand(o *IO) *cobra.Command {
 		})
 	f.register(cmd, false)
 	fl := cmd.Flags()
-	fl.BoolVar(&failedOnly, "failed", false, "print only the failed items, with their input (resubmit with `submit --from-failures`)")
+	fl.BoolVar(&failedOnly, "failed", false, "print only the failed items, with their input (resubmit them with submit --from-failures)")
 	fl.BoolVar(&verify, "verify", false, "check every listed object (size, sha256, decoding, indexes, counts) first; exit 1 naming the first bad object")
-	fl.StringVarP(&outPath, "output", "o", "", "write to this file instead of stdout")
-	fl.StringVar(&schedule, "schedule", "", "read the newest finished batch of this schedule (schedules/NAME/latest.json)")
+	fl.StringVarP(&outPath, "output", "o", "", "write to `FILE` instead of stdout")
+	fl.StringVar(&schedule, "schedule", "", "read the newest finished batch of schedule `NAME` (schedules/NAME/latest.json)")
 	return cmd
 }
 
@@ -405,8 +487,39 @@ func openBatch(ctx context.Context, o *IO, f *opsFlags, arg string) (*manifests.
 		return nil, err
 	}
 	batch, err := manifests.Open(ctx, b, arg)
+	if errors.Is(err, blobstore.ErrNotFound) {
+		if held, _ := storeHolds(ctx, b, arg); !held {
+			if storeURL := temporalStoreOf(ctx, o, f.verbose, arg); storeURL != "" && storeURL != b.URL() {
+				return openFollowed(ctx, o, b, arg, storeURL, err)
+			}
+		}
+	}
 	if err != nil {
 		b.Close()
+		if errors.Is(err, blobstore.ErrNotFound) {
+			return nil, usageError{err}
+		}
+		return nil, err
+	}
+	return batch, nil
+}
+
+// openFollowed opens batch id in the store its workflow input names, in
+// place of store b that does not hold it (whose error was notFound).
+func openFollowed(ctx context.Context, o *IO, b blobstore.Bucket, id, storeURL string, notFound error) (*manifests.Batch, error) {
+	from := b.URL()
+	b.Close()
+	if _, err := resolveStore(o, storeURL); err != nil {
+		return nil, followErr(id, storeURL, err)
+	}
+	nb, err := batchpipe.OpenStore(ctx, storeURL)
+	if err != nil {
+		return nil, followErr(id, storeURL, err)
+	}
+	followNote(o, id, storeURL, from)
+	batch, err := manifests.Open(ctx, nb, id)
+	if err != nil {
+		nb.Close()
 		if errors.Is(err, blobstore.ErrNotFound) {
 			return nil, usageError{err}
 		}

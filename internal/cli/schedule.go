@@ -17,6 +17,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
 	sdklog "go.temporal.io/sdk/log"
+	"go.temporal.io/sdk/temporal"
 
 	"github.com/batchpipe/batchpipe"
 	"github.com/batchpipe/batchpipe/blobstore"
@@ -66,7 +67,7 @@ func scheduleHandle(ctx context.Context, c client.Client, name string) (client.S
 }
 
 func newScheduleCommand(o *IO) *cobra.Command {
-	cmd := &cobra.Command{Use: "schedule", Short: "Run a batch on a cron schedule (Temporal Schedules)", SilenceUsage: true, SilenceErrors: true}
+	cmd := groupCommand(o, &cobra.Command{Use: "schedule", Short: "Run a batch on a cron schedule (Temporal Schedules)", SilenceUsage: true, SilenceErrors: true})
 	cmd.AddCommand(newScheduleCreate(o))
 	var verbose bool
 	simple := func(use, short string, run func(ctx context.Context, c client.Client, h client.ScheduleHandle, name string) error) *cobra.Command {
@@ -149,6 +150,7 @@ func newScheduleCommand(o *IO) *cobra.Command {
 		}
 		return tw.Flush()
 	})
+	list.Flags().BoolVarP(&verbose, "verbose", "v", false, "log debug details")
 	cmd.AddCommand(list)
 	return cmd
 }
@@ -244,7 +246,15 @@ func newScheduleCreate(o *IO) *cobra.Command {
 				Batch: pipeline.BatchInput{Store: storeURL, Source: blobstore.Redact(input), InputURL: input,
 					InputFormat: f.format, MaxItemBytes: f.maxItemSize, Options: opts},
 			})
-			if err != nil {
+			var invalid *serviceerror.InvalidArgument
+			switch {
+			case errors.As(err, &invalid):
+				// A spec the server refuses (a bad cron line, say) is bad
+				// usage, like a bad flag.
+				return usagef("creating schedule %s: %v", name, invalid.Message)
+			case errors.Is(err, temporal.ErrScheduleAlreadyRunning):
+				return usagef("schedule %s exists already: delete it first (submit schedule delete %s) or choose another name", name, name)
+			case err != nil:
 				return fmt.Errorf("creating schedule %s: %w", name, err)
 			}
 			fmt.Fprintf(o.Stdout, "created schedule %s: %q (%s) over %s\n", name, cron, zoneName(tz), input)
@@ -253,9 +263,9 @@ func newScheduleCreate(o *IO) *cobra.Command {
 		})
 	f.registerBatchFlags(cmd)
 	fl := cmd.Flags()
-	fl.StringVar(&cron, "cron", "", `cron spec, e.g. "0 2 * * *" for 02:00 every day`)
-	fl.StringVar(&tz, "timezone", "", "time zone of the cron spec, e.g. Europe/Berlin (default UTC)")
-	fl.StringVar(&overlap, "overlap", "skip", "when a run is due while the previous batch still runs: skip, buffer-one, buffer-all, cancel-other, terminate-other, allow-all")
+	fl.StringVar(&cron, "cron", "", "cron `SPEC`, e.g. \"0 2 * * *\" for 02:00 every day")
+	fl.StringVar(&tz, "timezone", "", "time `ZONE` of the cron spec, e.g. Europe/Berlin (default UTC)")
+	fl.StringVar(&overlap, "overlap", "skip", "what to do (`POLICY`) when a run is due while the previous batch still runs: skip, buffer-one, buffer-all, cancel-other, terminate-other, allow-all")
 	fl.DurationVar(&catchup, "catchup-window", 24*time.Hour, "after downtime, runs missed within this window are started late; older ones are skipped")
 	return cmd
 }

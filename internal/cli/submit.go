@@ -101,7 +101,7 @@ or a profile) it runs an embedded Temporal server and worker in-process.
 
 Exit codes: 0 succeeded, 3 completed with failed items, 1 failed or
 canceled, 2 bad usage or bad input.`,
-		Args:          usageArgs(cobra.ExactArgs(1)),
+		Args:          submitArgs(o),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -112,10 +112,11 @@ canceled, 2 bad usage or bad input.`,
 		},
 	}
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	setVersion(cmd)
 	cmd.AddCommand(newStatusCommand(o), newCancelCommand(o), newListCommand(o), newRedriveCommand(o), newResultsCommand(o), newScheduleCommand(o), newGCCommand(o), newUploadCommand(o))
 	fl := cmd.Flags()
 	f.registerBatchFlags(cmd)
-	fl.StringVar(&f.batchID, "batch-id", "", "batch id (default: input name + UTC time); reuse it to attach to or resume a batch")
+	fl.StringVar(&f.batchID, "batch-id", "", "batch `ID` (default: input name + UTC time); reuse it to attach to or resume a batch")
 	fl.BoolVar(&f.wait, "wait", true, "wait for the batch to finish, showing progress")
 	fl.BoolVar(&f.fromFailures, "from-failures", false, "FILE holds failure lines (from submit results ID --failed, or a failed.jsonl.zst): submit each line's input")
 	registerProcessorEnv(cmd, &f.processorEnv)
@@ -127,14 +128,14 @@ canceled, 2 bad usage or bad input.`,
 func (f *submitFlags) registerBatchFlags(cmd *cobra.Command) {
 	d := pipeline.DefaultOptions()
 	fl := cmd.Flags()
-	fl.StringVar(&f.store, "store", "", "blob store URL (file:///dir, s3://bucket/prefix, minio://host:port/bucket/prefix); default $BATCHPIPE_STORE, else file://$PWD/.batchpipe/blobs")
-	fl.StringVar(&f.processor, "processor", d.Processor, "processor to run on each item (built in: "+strings.Join(pipeline.NewRegistry().Names(), ", ")+"; or exec:COMMAND)")
+	fl.StringVar(&f.store, "store", "", "blob store `URL` (file:///dir, s3://bucket/prefix, minio://host:port/bucket/prefix); default $BATCHPIPE_STORE, else file://$PWD/.batchpipe/blobs")
+	fl.StringVar(&f.processor, "processor", d.Processor, "processor `NAME` to run on each item (built in: "+strings.Join(pipeline.NewRegistry().Names(), ", ")+"; or exec:COMMAND)")
 	fl.IntVar(&f.shardSize, "shard-size", d.ShardSize, "items per shard, one child workflow each; unset, 1000 or more for inputs over 250,000 items (about 250 shards)")
 	fl.IntVar(&f.concurrency, "concurrency", d.Concurrency, "shards in flight at once")
-	fl.StringVar(&f.maxFailures, "max-failures", "", `stop the batch as failed once more than N items (or "N%" of items) failed; default: never`)
-	fl.StringVar(&f.taskQueue, "task-queue", pipeline.DefaultTaskQueue, "Temporal task queue the workers poll")
+	fl.StringVar(&f.maxFailures, "max-failures", "", "stop the batch as failed once more than `N` items (or \"N%\" of items) failed; default: never")
+	fl.StringVar(&f.taskQueue, "task-queue", pipeline.DefaultTaskQueue, "`NAME` of the Temporal task queue the workers poll")
 	fl.IntVar(&f.maxItemSize, "max-item-size", inputs.DefaultMaxItemBytes, "largest input item in bytes")
-	fl.StringVar(&f.format, "format", "", `input format: "jsonl" or "csv" (default: by file extension)`)
+	fl.StringVar(&f.format, "format", "", "input `FORMAT`: \"jsonl\" or \"csv\" (default: by file extension)")
 	fl.DurationVar(&f.itemTimeout, "item-timeout", d.ItemTimeout, "timeout of one attempt at one item")
 	fl.IntVar(&f.itemAttempts, "item-attempts", d.ItemAttempts, "attempts per item, the first included")
 	fl.IntVar(&f.itemPar, "item-parallelism", d.ItemParallelism, "calls to the processor at once within a shard")

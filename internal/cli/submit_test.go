@@ -292,8 +292,8 @@ func TestSubmitBadUsage(t *testing.T) {
 		{name: "store with secret query", args: []string{"--store", "s3://bucket/p?secret_key=topsecretvalue"},
 			want: []string{"credentials"}, secret: []string{"topsecretvalue"}},
 		{name: "unknown store scheme", args: []string{"--store", "gs://b"}, want: []string{"gs"}},
-		{name: "no file", args: nil, want: []string{"arg"}},
-		{name: "two files", args: []string{"other.jsonl"}, want: []string{"arg"}},
+		{name: "no file", args: nil, want: []string{"Usage:", "give a FILE or URL"}},
+		{name: "two files", args: []string{"other.jsonl"}, want: []string{"takes one FILE or URL, got 2 arguments"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

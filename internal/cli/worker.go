@@ -67,22 +67,23 @@ TMPDIR of the worker's environment, plus each --processor-env NAME.`,
 		RunE:          func(cmd *cobra.Command, _ []string) error { return runWorker(cmd.Context(), o, f) },
 	}
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	setVersion(cmd)
 	fl := cmd.Flags()
 	fl.BoolVar(&f.dev, "dev", false, "also run an embedded Temporal server (state in --dev-dir)")
-	fl.StringVar(&f.devDir, "dev-dir", "", "state directory of the embedded server (default $PWD/.batchpipe/dev)")
+	fl.StringVar(&f.devDir, "dev-dir", "", "state `DIR` of the embedded server (default $PWD/.batchpipe/dev)")
 	fl.IntVar(&f.devPort, "dev-port", 7233, "frontend port of the embedded server")
-	fl.StringVar(&f.devIP, "dev-ip", "127.0.0.1", "IP address the embedded server's frontend (and Web UI) listen on; 0.0.0.0 for all")
+	fl.StringVar(&f.devIP, "dev-ip", "127.0.0.1", "`IP` address the embedded server's frontend (and Web UI) listen on; 0.0.0.0 for all")
 	fl.BoolVar(&f.devNoWork, "dev-server-only", false, "with --dev: run only the server, no worker")
-	fl.StringVar(&f.taskQueue, "task-queue", pipeline.DefaultTaskQueue, "task queue to poll")
+	fl.StringVar(&f.taskQueue, "task-queue", pipeline.DefaultTaskQueue, "`NAME` of the task queue to poll")
 	fl.IntVar(&f.shards, "max-concurrent-shards", pipeline.DefaultConcurrentShards(), "shards (activities) this worker runs at once; the rest wait for it or for other workers")
-	fl.StringVar(&f.store, "store", "", "blob store URL to check at start-up (default file://$PWD/.batchpipe/blobs); batches name their own store")
+	fl.StringVar(&f.store, "store", "", "blob store `URL` to check at start-up (default file://$PWD/.batchpipe/blobs); batches name their own store")
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log debug details")
-	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://HOST:PORT/metrics (SDK and batchpipe metrics)")
-	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fl.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://`HOST:PORT`/metrics (SDK and batchpipe metrics)")
+	fl.StringVar(&f.logFormat, "log-format", "text", "log `FORMAT`: text or json")
 	fl.IntVar(&f.uiPort, "ui-port", devserver.DefaultUIPort, "with --dev: port of the Temporal Web UI")
 	fl.BoolVar(&f.noUI, "no-ui", false, "with --dev: do not serve the Temporal Web UI")
-	fl.StringArrayVar(&f.allowExec, "allow-exec", nil, `let batches run the processor "exec:CMD", this exact command line (repeatable; --dev allows any)`)
-	fl.StringArrayVar(&f.allowSchemes, "allow-scheme", nil, "let batches use stores and inputs of this URL scheme on the worker's disk: file (repeatable; --dev allows it)")
+	fl.StringArrayVar(&f.allowExec, "allow-exec", nil, "let batches run the processor \"exec:`CMD`\", this exact command line (repeatable; --dev allows any)")
+	fl.StringArrayVar(&f.allowSchemes, "allow-scheme", nil, "let batches use stores and inputs of URL `SCHEME` on the worker's disk: file (repeatable; --dev allows it)")
 	registerProcessorEnv(cmd, &f.processorEnv)
 	cmd.Flags().IntVar(&f.execProcs, "exec-processes", 0, "processes of one exec: command this worker runs at most, each serving one call at a time (default: CPUs, at least 8); raise it for commands that mostly wait")
 	cmd.SetArgs(args)
@@ -245,7 +246,7 @@ func (f *workerFlags) trustSummary(t pipeline.Trust) string {
 // registerProcessorEnv adds --processor-env to a command that runs exec
 // processors (worker, and submit's embedded worker).
 func registerProcessorEnv(cmd *cobra.Command, dst *[]string) {
-	cmd.Flags().StringArrayVar(dst, "processor-env", nil, "pass this variable of the environment to exec: processors, besides PATH, HOME, USER, LOGNAME, LANG, LANGUAGE, LC_*, TZ and TMPDIR (repeatable; NAME or PREFIX*)")
+	cmd.Flags().StringArrayVar(dst, "processor-env", nil, "pass the environment variable `NAME` to exec: processors, besides PATH, HOME, USER, LOGNAME, LANG, LANGUAGE, LC_*, TZ and TMPDIR (repeatable; PREFIX* passes those starting with PREFIX)")
 }
 
 func checkProcessorEnv(names []string) error {
