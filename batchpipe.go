@@ -80,6 +80,11 @@ type Config struct {
 	// Logger receives the SDK's and batchpipe's logs; nil discards info and
 	// debug records (slog.Default at warning level and up).
 	Logger *slog.Logger
+	// WorkerSlots, if set, is how many shards the batches' workers run at
+	// once in all (package embedded sets its worker's); a batch whose
+	// concurrency is larger is sized for these slots when no shard size is
+	// given. 0 sizes for the batch's concurrency.
+	WorkerSlots int
 	// EnvLookup reads Temporal's environment configuration; nil means the
 	// process environment.
 	EnvLookup envconfig.EnvLookup

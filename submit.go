@@ -1,7 +1,6 @@
 package batchpipe
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -52,7 +51,7 @@ type Request struct {
 	// Processor names the processor run on each item; "" means "example".
 	Processor string
 	// ShardSize is the number of items per shard (one child workflow
-	// each); 0 sizes it from the input (1,000, more above 250,000 items).
+	// each); 0 sizes it from the input (pipeline.ShardSizeFor).
 	ShardSize int
 	// Concurrency is the number of shards in flight; 0 means 32.
 	Concurrency int
@@ -236,7 +235,14 @@ func (c *Client) submitLocal(ctx context.Context, r Request, spec pipeline.Batch
 
 	shardSize := r.ShardSize
 	if shardSize == 0 {
-		shardSize = pipeline.AutoShardSize(countLines(r))
+		slots := spec.Options.Concurrency
+		if c.cfg.WorkerSlots > 0 {
+			slots = min(slots, c.cfg.WorkerSlots)
+		}
+		shardSize, items, err = pipeline.ChooseShardSize(ctx, items, pipeline.AutoSize{Slots: slots, InputBytes: inputSize(r), Read: src.BytesRead})
+		if err != nil {
+			return nil, inputError(err)
+		}
 	}
 	dir := newStagingDir()
 	staged, err := pipeline.Stage(ctx, c.store, id, dir, spec.Source, items, shardSize, nil)
@@ -526,29 +532,15 @@ func CheckInputURL(rawURL string) error {
 	return nil
 }
 
-// countLines estimates the items of an uncompressed regular input file by
-// counting its newlines (a fast upper bound), for the automatic shard size;
-// 0 when it cannot tell cheaply: stdin, pipes, FIFOs and devices are read
-// once, as the stream they are, and compressed files would need decoding.
-func countLines(r Request) int64 {
-	if r.Reader != nil || r.Input == "-" || strings.HasSuffix(r.Input, ".gz") || strings.HasSuffix(r.Input, ".zst") {
+// inputSize is the size of a regular input file, for the automatic shard
+// size; 0 for stdin, pipes, FIFOs and devices, which are read once as the
+// stream they are.
+func inputSize(r Request) int64 {
+	if r.Reader != nil || r.Input == "-" {
 		return 0
 	}
-	if fi, err := os.Stat(r.Input); err != nil || !fi.Mode().IsRegular() {
-		return 0 // a FIFO must not be opened twice: its writer would see the first reader go
+	if fi, err := os.Stat(r.Input); err == nil && fi.Mode().IsRegular() {
+		return fi.Size()
 	}
-	f, err := os.Open(r.Input)
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	buf := make([]byte, 1<<20)
-	var n int64
-	for {
-		k, err := f.Read(buf)
-		n += int64(bytes.Count(buf[:k], []byte{'\n'}))
-		if err != nil {
-			return n
-		}
-	}
+	return 0
 }

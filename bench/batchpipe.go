@@ -51,12 +51,12 @@ func runBatchpipe(ctx context.Context, env *env, scenario string, n int, input, 
 	if bo.Processor != "" {
 		opts.Processor = bo.Processor
 	}
-	opts.ShardSize = bo.ShardSize
-	if opts.ShardSize <= 0 {
-		opts.ShardSize = pipeline.AutoShardSize(int64(n)) // what submit picks for an n-line file
-	}
 	if bo.Concurrency > 0 {
 		opts.Concurrency = bo.Concurrency
+	}
+	opts.ShardSize = bo.ShardSize
+	if opts.ShardSize <= 0 {
+		opts.ShardSize = embeddedShardSize(n, opts.Concurrency) // what submit picks for an n-line file
 	}
 	if bo.ItemParallelism > 0 {
 		opts.ItemParallelism = bo.ItemParallelism
@@ -167,7 +167,7 @@ var submitSummary = regexp.MustCompile(`(?m)^batch (\S+) (\S+): (\d+) items`)
 // store. Wall time and peak RSS are the process's. Its histories are then
 // read by `bench inspect` on the state it left.
 func runSubmit(ctx context.Context, env *env, n int, input string) (Row, error) {
-	row := Row{Scenario: "submit", Items: int64(n), ShardSize: pipeline.AutoShardSize(int64(n)),
+	row := Row{Scenario: "submit", Items: int64(n), ShardSize: embeddedShardSize(n, pipeline.DefaultConcurrency),
 		Concurrency: pipeline.DefaultConcurrency, RSSOf: "submit process (server + worker)"}
 	dir := env.tempPath(fmt.Sprintf("submit-%d", n))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -243,4 +243,10 @@ func tail(s string, n int) string {
 		return "…" + s[len(s)-n:]
 	}
 	return s
+}
+
+// embeddedShardSize is the shard size the embedded submit picks for n items
+// at the given concurrency: sized for its one worker's slots.
+func embeddedShardSize(n, concurrency int) int {
+	return pipeline.ShardSizeFor(int64(n), min(concurrency, pipeline.DefaultConcurrentShards()))
 }

@@ -228,7 +228,7 @@ func runDirectProcess(ctx context.Context, args []string, stdout, stderr io.Writ
 
 // runDirect runs the direct scenario in a child process.
 func runDirect(ctx context.Context, env *env, scenario string, n int, input, storeURL string) (Row, error) {
-	shardSize := pipeline.AutoShardSize(int64(n))
+	shardSize := embeddedShardSize(n, pipeline.DefaultConcurrency)
 	row := Row{Scenario: scenario, Items: int64(n), ShardSize: shardSize}
 	cmd := exec.CommandContext(ctx, env.self, "direct", "-store", storeURL, "-input", input,
 		"-batch-id", fmt.Sprintf("direct-%d-%s", n, env.runTag), "-processor", env.cfg.Processor,

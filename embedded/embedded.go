@@ -90,7 +90,8 @@ func Open(ctx context.Context, opts Options) (*batchpipe.Client, error) {
 		TaskQueue:  opts.TaskQueue,
 		Processors: opts.Processors,
 		Logger:     opts.Logger,
-		Connect:    func(ctx context.Context) (client.Client, func(), error) { return start(ctx, opts) },
+		WorkerSlots: workerSlots(opts),
+		Connect:     func(ctx context.Context) (client.Client, func(), error) { return start(ctx, opts) },
 	})
 }
 
@@ -141,4 +142,13 @@ func serverLogLevel(l *slog.Logger) slog.Level {
 		return slog.LevelWarn
 	}
 	return slog.LevelError + 8
+}
+
+// workerSlots is how many shards the embedded worker runs at once, for
+// sizing shards; 0 without the worker (NoWorker: the workers are elsewhere).
+func workerSlots(opts Options) int {
+	if opts.NoWorker {
+		return 0
+	}
+	return pipeline.DefaultConcurrentShards()
 }

@@ -181,10 +181,12 @@ type Reader struct {
 type sourceReader struct {
 	r   io.Reader
 	err error
+	n   int64 // bytes read
 }
 
 func (s *sourceReader) Read(p []byte) (int, error) {
 	n, err := s.r.Read(p)
+	s.n += int64(n)
 	if err != nil && err != io.EOF && s.err == nil {
 		s.err = err
 	}
@@ -323,6 +325,12 @@ func (r *Reader) Next() (Item, error) {
 	r.items++
 	return it, nil
 }
+
+// BytesRead is how many bytes have been read so far from the input as it
+// is stored (compressed bytes of a compressed input), read-ahead included:
+// with the input's size, it says how far through the input the items
+// returned so far are.
+func (r *Reader) BytesRead() int64 { return r.src.n }
 
 // Abort unblocks a read waiting on the file Open opened (a FIFO whose
 // writer is silent): it closes the file, and may be called from any

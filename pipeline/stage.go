@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"sync"
 	"time"
 
@@ -22,23 +21,36 @@ import (
 	"github.com/batchpipe/batchpipe/zjsonl"
 )
 
-// DefaultShardSize is the number of items per shard when none is given. See
-// the README's "Defaults" section for the measurements behind it.
+// DefaultShardSize is the number of items per shard of a batch started
+// without staging (pipeline.Start with items and shards of its own) when
+// none is given. Staged inputs are sized by ShardSizeFor.
 const DefaultShardSize = 1000
 
-// AutoShards is how many shards AutoShardSize aims at for large inputs:
-// few enough that child-workflow turnover (~25–30/s on the embedded
-// server) is a small part of the batch's time.
-const AutoShards = 250
+// The shard size rule (ShardSizeFor); the README's "Shard size" section
+// has the measurements behind it.
+const (
+	// ShardsPerSlot is how many shards the rule aims at for each shard the
+	// batch runs at once: enough that the last wave is short and a slow
+	// shard does not hold the batch back, and a retry redoes a small part.
+	ShardsPerSlot = 4
+	// MinShardSize is the fewest items a shard gets unless the input has
+	// fewer: a shard costs the server a child workflow, an activity and
+	// three objects (40–120 ms on the embedded server), which must stay
+	// small next to the shard's work.
+	MinShardSize = 1000
+	// MaxShardSize is the most items a shard gets: what a retried shard
+	// does again, and how far its progress moves at once.
+	MaxShardSize = 100_000
+)
 
-// AutoShardSize is the shard size used when none is given: DefaultShardSize,
-// grown for inputs over AutoShards*DefaultShardSize items so the batch has
-// about AutoShards shards. items is an estimate; 0 means unknown.
-func AutoShardSize(items int64) int {
-	if items <= AutoShards*DefaultShardSize {
-		return DefaultShardSize
-	}
-	return int((items + AutoShards - 1) / AutoShards)
+// ShardSizeFor is the shard size for a batch of about items items that runs
+// slots shards at once (its concurrency, or the workers' slots when fewer):
+// items / (ShardsPerSlot × slots), kept within MinShardSize and
+// MaxShardSize. items 0 means unknown: MinShardSize.
+func ShardSizeFor(items int64, slots int) int {
+	target := int64(ShardsPerSlot * max(1, slots))
+	size := (items + target - 1) / target
+	return int(min(max(size, MinShardSize), MaxShardSize))
 }
 
 // ItemSource yields validated input items; *inputs.Reader is one.
@@ -251,11 +263,10 @@ func (a *Activities) StageInput(ctx context.Context, in BatchInput) (Staged, err
 	if err != nil {
 		return Staged{}, err
 	}
-	shardSize := in.Options.ShardSize
-	if shardSize <= 0 {
-		shardSize = DefaultShardSize
+	var size int64
+	if in.Options.ShardSize <= 0 {
 		if attrs, err := src.Stat(ctx, key); err == nil {
-			shardSize = AutoShardSize(estimateItems(key, attrs.Size))
+			size = attrs.Size
 		}
 	}
 	r, err := src.NewReader(ctx, key)
@@ -271,7 +282,15 @@ func (a *Activities) StageInput(ctx context.Context, in BatchInput) (Staged, err
 		return Staged{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeBadInput, nil)
 	}
 	defer ir.Close()
-	st, err := Stage(ctx, b, in.BatchID, "", blobstore.Redact(in.InputURL), ir, shardSize, func(items int64) {
+	var items ItemSource = ir
+	shardSize := in.Options.ShardSize
+	if shardSize <= 0 {
+		shardSize, items, err = ChooseShardSize(ctx, ir, AutoSize{Slots: in.Options.Concurrency, InputBytes: size, Read: ir.BytesRead})
+		if err != nil {
+			return Staged{}, err
+		}
+	}
+	st, err := Stage(ctx, b, in.BatchID, "", blobstore.Redact(in.InputURL), items, shardSize, func(items int64) {
 		activity.RecordHeartbeat(ctx, items)
 	})
 	var ie *inputs.Error
@@ -286,13 +305,4 @@ func (a *Activities) StageInput(ctx context.Context, in BatchInput) (Staged, err
 	spec.Items, spec.Shards, spec.Source, spec.Options.ShardSize, spec.Cursor = st.Items, st.Shards, st.Source, st.ShardSize, nil
 	spec.InputSHA256 = st.SHA256
 	return st, SaveSpec(ctx, b, spec)
-}
-
-// estimateItems guesses an input's item count from its size, erring high
-// (short lines; compressed inputs expand ~5×), for AutoShardSize.
-func estimateItems(key string, size int64) int64 {
-	if strings.HasSuffix(key, ".zst") || strings.HasSuffix(key, ".gz") {
-		size *= 5
-	}
-	return size / 64
 }
