@@ -86,10 +86,10 @@ func Open(ctx context.Context, opts Options) (*batchpipe.Client, error) {
 		opts.Store = "file://" + abs
 	}
 	return batchpipe.NewClient(ctx, batchpipe.Config{
-		Store:      opts.Store,
-		TaskQueue:  opts.TaskQueue,
-		Processors: opts.Processors,
-		Logger:     opts.Logger,
+		Store:       opts.Store,
+		TaskQueue:   opts.TaskQueue,
+		Processors:  opts.Processors,
+		Logger:      opts.Logger,
 		WorkerSlots: workerSlots(opts),
 		Connect:     func(ctx context.Context) (client.Client, func(), error) { return start(ctx, opts) },
 	})
