@@ -50,7 +50,7 @@ The text output lists the first 20 changes of each kind; --json lists them
 all. Exit codes, as diff(1): 0 the same (same status, no item changed), 1
 different, 2 trouble (an unreadable manifest or object, bad usage).`
 	f.register(cmd, true)
-	cmd.Flags().StringVar(&key, "key", "", "match items by this top-level field of their inputs (e.g. id) instead of by index")
+	cmd.Flags().StringVar(&key, "key", "", "match items by this top-level `FIELD` of their inputs (e.g. id) instead of by index")
 	return cmd
 }
 
