@@ -159,7 +159,7 @@ func newGCCommand(o *IO) *cobra.Command {
 		})
 	f.register(cmd, false)
 	fl := cmd.Flags()
-	fl.StringVar(&olderThan, "older-than", "", "delete batches that finished longer ago than this (e.g. 30d, 36h)")
+	fl.StringVar(&olderThan, "older-than", "", "delete batches that finished longer ago than `AGE` (e.g. 30d, 36h)")
 	fl.BoolVar(&dryRun, "dry-run", false, "only print what would be deleted (the default when stdin is not a terminal and --yes is not given)")
 	fl.BoolVar(&yes, "yes", false, "delete without asking")
 	fl.BoolVar(&keepInputs, "keep-inputs", false, "keep the batches' staged inputs (input/)")
