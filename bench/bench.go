@@ -34,6 +34,10 @@
 //     the rest goes (the shards' timeline, the processor's in-flight
 //     gauge).
 //
+// And a failure stop (failstop.go): -failstop-items items that all fail,
+// with a failure limit: the items handed out before the batch stops, and
+// its wall time.
+//
 // Results are printed as a table and written as JSON and Markdown.
 package bench
 
@@ -110,6 +114,15 @@ type Config struct {
 	IOShards          int
 	IOConcurrency     int // the batch's; 0 means IOShards
 	IOShardSize       int
+	// The failure-stop scenario (FailStopReport): FailStopItems items (0:
+	// not run) failing every one, with a limit of FailStopMaxFailures
+	// items; FailStopWorkerShards shards at once on its worker (0: the
+	// worker's default).
+	FailStopItems        int
+	FailStopShardSize    int
+	FailStopConcurrency  int
+	FailStopMaxFailures  int64
+	FailStopWorkerShards int
 }
 
 // Row is one measured run.
@@ -180,15 +193,16 @@ func (r *Row) isTemporal() bool {
 
 // Report is one bench run.
 type Report struct {
-	Machine   Machine       `json:"machine"`
-	Command   string        `json:"command"`
-	StartedAt time.Time     `json:"started_at"`
-	Seconds   float64       `json:"seconds"`
-	Rows      []Row         `json:"rows"`
-	Sweep     []Row         `json:"sweep,omitempty"`
-	Python    *PythonReport `json:"python,omitempty"`
-	IO        *IOReport     `json:"io_bound,omitempty"`
-	Errors    []string      `json:"errors,omitempty"`
+	Machine   Machine         `json:"machine"`
+	Command   string          `json:"command"`
+	StartedAt time.Time       `json:"started_at"`
+	Seconds   float64         `json:"seconds"`
+	Rows      []Row           `json:"rows"`
+	Sweep     []Row           `json:"sweep,omitempty"`
+	Python    *PythonReport   `json:"python,omitempty"`
+	IO        *IOReport       `json:"io_bound,omitempty"`
+	FailStop  *FailStopReport `json:"failure_stop,omitempty"`
+	Errors    []string        `json:"errors,omitempty"`
 }
 
 // env is what the scenarios share.
@@ -300,6 +314,11 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	ioShards := fs.Int("io-shards", 4, "I/O-bound scenario: shards at once on its one worker (the worker's --max-concurrent-shards and the batch's --concurrency)")
 	ioConc := fs.Int("io-concurrency", 8, "I/O-bound scenario: the batch's --concurrency (0: -io-shards); above -io-shards, the next shard waits for a free slot")
 	ioShardSize := fs.Int("io-shard-size", 10000, "I/O-bound scenario: items per shard (0: the automatic size)")
+	failItems := fs.Int("failstop-items", 50000, "items of the failure-stop scenario (every item fails; 0: not run)")
+	failShardSize := fs.Int("failstop-shard-size", 1000, "failure-stop scenario: items per shard")
+	failConc := fs.Int("failstop-concurrency", 32, "failure-stop scenario: the batch's --concurrency")
+	failMax := fs.Int64("failstop-max-failures", 100, "failure-stop scenario: the batch's --max-failures (items)")
+	failWorkerShards := fs.Int("failstop-worker-shards", 0, "failure-stop scenario: shards at once on its worker (0: the worker's default)")
 	workDir := fs.String("work", "", "work directory (default: a temporary one, removed at the end)")
 	keep := fs.Bool("keep", false, "keep the work directory")
 	if err := fs.Parse(args); err != nil {
@@ -313,7 +332,9 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 		SubmitBin: *submitBin, MinioBin: *minioBin, PprofDir: *pprofDir, WorkDir: *workDir, Keep: *keep,
 		Command:     "bench " + strings.Join(args, " "),
 		PythonItems: max(0, *pythonItems), Python: *python, UpperPy: *upperPy, PlainPy: *plainPy,
-		IOItems: max(0, *ioItems), IOItemParallelism: max(1, *ioPar), IOShards: max(1, *ioShards), IOConcurrency: max(0, *ioConc), IOShardSize: max(0, *ioShardSize)}
+		IOItems: max(0, *ioItems), IOItemParallelism: max(1, *ioPar), IOShards: max(1, *ioShards), IOConcurrency: max(0, *ioConc), IOShardSize: max(0, *ioShardSize),
+		FailStopItems: max(0, *failItems), FailStopShardSize: max(1, *failShardSize), FailStopConcurrency: max(1, *failConc),
+		FailStopMaxFailures: max(0, *failMax), FailStopWorkerShards: max(0, *failWorkerShards)}
 	var err error
 	if cfg.Items, err = parseInts(*items); err != nil {
 		return cfg, usage(stderr, "-items", err)
@@ -585,6 +606,24 @@ func Run(ctx context.Context, cfg Config, stderr io.Writer) (*Report, error) {
 		} else {
 			logf("%s: %s", what, io.summary())
 			rep.IO = io
+		}
+	}
+
+	if cfg.FailStopItems > 0 && ctx.Err() == nil {
+		input, err := inputFor(cfg.FailStopItems)
+		if err != nil {
+			return rep, err
+		}
+		what := fmt.Sprintf("failure stop at %d items (all fail, --max-failures %d)", cfg.FailStopItems, cfg.FailStopMaxFailures)
+		logf("running %s: shard size %d, concurrency %d", what, cfg.FailStopShardSize, cfg.FailStopConcurrency)
+		fsr, err := runFailStop(ctx, e, cfg.FailStopItems, input, fileStore(fmt.Sprintf("store-failstop-%d", cfg.FailStopItems)))
+		if err != nil {
+			msg := fmt.Sprintf("%s: %v", what, err)
+			logf("ERROR %s", msg)
+			rep.Errors = append(rep.Errors, msg)
+		} else {
+			logf("%s: %s", what, fsr.summary())
+			rep.FailStop = fsr
 		}
 	}
 

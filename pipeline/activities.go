@@ -103,6 +103,12 @@ type Activities struct {
 	// name) the batches may run; the zero value allows none. Stores has
 	// its own, for URLs; NewWorker gives both WorkerOptions.Trust.
 	Trust Trust
+
+	// overLimit holds the batch runs (ShardInput.BatchRun) of which a
+	// shard on this worker stopped at its failure budget, with that
+	// shard's number: such a run is over its limit, so its other shards
+	// stop before handing out an item.
+	overLimit sync.Map
 }
 
 func badShard(format string, args ...any) error {
@@ -114,6 +120,15 @@ func badShard(format string, args ...any) error {
 // (see shardItems): items are read ahead, processed ItemParallelism calls at
 // a time, and written in order as they finish, so memory does not grow with
 // the shard size and a slow item holds up no call but its own.
+//
+// A shard given a FailureBudget stops handing out items once more of its
+// items failed than that: the calls in flight finish, and it commits what
+// it has — a result object of the items from its first up to the first one
+// never handed out (a redrive's, whole: items it no longer ran keep their
+// earlier lines) — and returns Stopped. Such a receipt has failed items, so
+// a redrive runs the shard again, keeping what succeeded. The batch is then
+// over its limit, so the shards of the same run that start on this worker
+// after it return Stopped at once, with nothing committed.
 func (a *Activities) ProcessShard(ctx context.Context, in ShardInput) (res ShardResult, err error) {
 	log := a.Logger.With("batch_id", in.BatchID, "shard", in.Shard)
 	if cmd, isExec := strings.CutPrefix(in.Options.Processor, ExecPrefix); isExec && !a.Processors.registered(in.Options.Processor) {
@@ -124,6 +139,15 @@ func (a *Activities) ProcessShard(ctx context.Context, in ShardInput) (res Shard
 	proc, err := a.Processors.Lookup(in.Options.Processor, in.Options)
 	if err != nil {
 		return ShardResult{}, badShard("this worker cannot run the batch: %v", err)
+	}
+	if in.FailureBudget != nil && in.BatchRun != "" {
+		if by, ok := a.overLimit.Load(in.BatchRun); ok && by != in.Shard {
+			// Another shard of this run went over the batch's limit: stop
+			// before the first item, committing nothing (a redrive runs
+			// the shard, as one the batch never started).
+			log.Debug("shard not run: the batch is over its failure limit", "stopped_by_shard", by)
+			return ShardResult{Stopped: true}, nil
+		}
 	}
 	b, err := a.Stores.Open(ctx, in.Store)
 	if err != nil {
@@ -168,11 +192,19 @@ func (a *Activities) ProcessShard(ctx context.Context, in ShardInput) (res Shard
 	defer stopBeat()
 
 	runner := newItemRunner(proc, in)
+	var failedNow atomic.Int64 // items failed in this run, for the budget
 	groups, wait := runner.stream(ctx, in, input, prev, func(l manifests.ResultLine) {
 		a.Metrics.item(in.Options.Processor, l)
 		finished.Add(1)
+		if l.Status != manifests.ItemSucceeded && in.FailureBudget != nil && failedNow.Add(1) > *in.FailureBudget {
+			if in.BatchRun != "" {
+				a.overLimit.LoadOrStore(in.BatchRun, in.Shard)
+			}
+			runner.halt()
+		}
 	})
 	defer wait() // on an early return too: stops the reader and the calls
+groups:
 	for g := range groups {
 		select {
 		case <-g.done:
@@ -180,10 +212,14 @@ func (a *Activities) ProcessShard(ctx context.Context, in ShardInput) (res Shard
 			return ShardResult{}, ctx.Err()
 		}
 		for i, l := range g.lines {
+			if l.Status == "" {
+				break groups // never handed out (halt): the results end here
+			}
 			l.Index = g.first + int64(i)
 			if err := results.write(l); err != nil {
 				return ShardResult{}, err
 			}
+			rec.Items++
 			if l.Status == manifests.ItemSucceeded {
 				rec.Succeeded++
 				continue
@@ -197,7 +233,6 @@ func (a *Activities) ProcessShard(ctx context.Context, in ShardInput) (res Shard
 				return ShardResult{}, err
 			}
 		}
-		rec.Items += int64(len(g.items))
 	}
 	if err := wait(); err != nil {
 		return ShardResult{}, err
@@ -205,7 +240,8 @@ func (a *Activities) ProcessShard(ctx context.Context, in ShardInput) (res Shard
 	if err := ctx.Err(); err != nil {
 		return ShardResult{}, err
 	}
-	if rec.Items != int64(in.Items) {
+	stopped := runner.isHalted()
+	if rec.Items != int64(in.Items) && !(stopped && rec.Items < int64(in.Items)) {
 		return ShardResult{}, badShard("input shard %s holds %d items, want %d", inputKey, rec.Items, in.Items)
 	}
 	if err := results.close(); err != nil {
@@ -223,8 +259,9 @@ func (a *Activities) ProcessShard(ctx context.Context, in ShardInput) (res Shard
 	if err := layout.WriteReceipt(ctx, b, in.BatchID, rec); err != nil {
 		return ShardResult{}, err
 	}
-	log.Debug("shard done", "items", rec.Items, "failed", rec.Failed)
-	return ShardResult{Key: rec.Key, Items: rec.Items, Succeeded: rec.Succeeded, Failed: rec.Failed, Size: rec.Size, SHA256: rec.SHA256}, nil
+	log.Debug("shard done", "items", rec.Items, "failed", rec.Failed, "stopped", stopped)
+	return ShardResult{Key: rec.Key, Items: rec.Items, Succeeded: rec.Succeeded, Failed: rec.Failed, Size: rec.Size, SHA256: rec.SHA256,
+		Stopped: stopped}, nil
 }
 
 // objectWriter writes zstd JSON lines to one object.
@@ -257,6 +294,9 @@ func (w *objectWriter) abort(err error) {
 type lineReader struct {
 	*zjsonl.Reader
 	body io.Closer
+	// lines is how many lines a redrive's earlier results hold (its
+	// receipt's items: fewer than the shard's when it stopped early).
+	lines int64
 }
 
 func openLines(ctx context.Context, b blobstore.Bucket, key string) (*lineReader, error) {
@@ -278,7 +318,9 @@ func (l *lineReader) Close() error {
 }
 
 // openPreviousLines opens the committed result lines of a shard a redrive
-// re-runs, or returns nil when the shard never committed results.
+// re-runs, or returns nil when the shard never committed results. A shard
+// that stopped at its failure budget committed the lines of its first
+// items only; the items after them are run as never run before.
 func openPreviousLines(ctx context.Context, b blobstore.Bucket, in ShardInput) (*lineReader, error) {
 	rec, err := layout.ReadReceipt(ctx, b, in.BatchID, in.Shard)
 	if errors.Is(err, blobstore.ErrNotFound) {
@@ -294,19 +336,25 @@ func openPreviousLines(ctx context.Context, b blobstore.Bucket, in ShardInput) (
 	if !ok {
 		return nil, badShard("receipt of shard %d names %s, outside the store's prefix", in.Shard, rec.Key)
 	}
-	if rec.Items != int64(in.Items) {
-		return nil, badShard("%s holds %d lines, want %d", key, rec.Items, in.Items)
+	if rec.Items > int64(in.Items) || rec.Items < 0 || rec.FirstIndex != in.FirstIndex {
+		return nil, badShard("%s holds %d lines from index %d, want at most %d from %d", key, rec.Items, rec.FirstIndex, in.Items, in.FirstIndex)
 	}
 	lines, err := openLines(ctx, b, key)
 	if errors.Is(err, blobstore.ErrNotFound) {
 		// Retrying cannot bring a deleted object back: fail the shard, naming it.
 		return nil, badShard("redrive of shard %d needs its earlier results %s, which are missing: %v", in.Shard, rec.Key, err)
 	}
-	return lines, err
+	if err != nil {
+		return nil, err
+	}
+	lines.lines = rec.Items
+	return lines, nil
 }
 
 // ShardsToRedrive lists the shards in [From, To) with failed items or no
-// committed results.
+// committed results. (A shard that stopped at its failure budget before
+// its last item has failed items, so it is listed; one cancelled when the
+// batch stopped committed nothing.)
 func (a *Activities) ShardsToRedrive(ctx context.Context, q RedriveQuery) ([]int, error) {
 	b, err := a.Stores.Open(ctx, q.Store)
 	if err != nil {

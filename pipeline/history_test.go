@@ -116,7 +116,7 @@ func TestReplayRecordedHistories(t *testing.T) {
 // historyGeneration names the files recordHistories writes; bump it when
 // the workflows change (behind workflow.GetVersion), so the histories of
 // every earlier generation keep being replayed.
-const historyGeneration = "g4-library"
+const historyGeneration = "g5-failstop"
 
 // recordHistories runs a small batch with failures across several
 // continue-as-new runs and writes each run's history, and one shard's.
@@ -196,6 +196,25 @@ func recordHistories(t *testing.T, dir string) {
 	cb := <-done
 	writeHistory(t, filepath.Join(dir, historyGeneration+"-cancel.json"), fetchHistory(t, cb.id, ""))
 	writeHistory(t, filepath.Join(dir, historyGeneration+"-cancel-shard.json"), fetchHistory(t, cb.id+"/shard-2", ""))
+
+	// The failure limit's prompt stop: shard 0 fails all its items and
+	// stops itself at its budget; the batch cancels the slow shards still
+	// running (each would take 5 s).
+	fo := smallOpts("fail-or-slow", 50, 50)
+	fo.Concurrency, fo.ItemParallelism = 4, 1
+	fo.MaxFailures = pipeline.MaxFailedItems(5)
+	fb := runBatch(t, fileStore(t), "replay-failstop", makeItems(400, func(i int) string {
+		if i < 50 {
+			return `,"fail":true`
+		}
+		return ""
+	}), fo)
+	if fb.err != nil {
+		t.Fatal(fb.err)
+	}
+	writeHistory(t, filepath.Join(dir, historyGeneration+"-failstop.json"), fetchHistory(t, fb.id, ""))
+	writeHistory(t, filepath.Join(dir, historyGeneration+"-failstop-shard.json"), fetchHistory(t, fb.id+"/shard-0", ""))
+	writeHistory(t, filepath.Join(dir, historyGeneration+"-failstop-canceled-shard.json"), fetchHistory(t, fb.id+"/shard-1", ""))
 }
 
 func writeHistory(t *testing.T, path string, h *historypb.History) {

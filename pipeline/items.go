@@ -132,10 +132,13 @@ type itemRunner struct {
 	shard   int
 	perCall int           // items per call: 1 unless proc is a BatchProcessor
 	limiter *rate.Limiter // nil: no rate limit
+	// halted closes when the shard stops handing out items (halt).
+	halted   chan struct{}
+	haltOnce sync.Once
 }
 
 func newItemRunner(proc Processor, in ShardInput) *itemRunner {
-	r := &itemRunner{proc: proc, o: in.Options, batchID: in.BatchID, shard: in.Shard, perCall: 1}
+	r := &itemRunner{proc: proc, o: in.Options, batchID: in.BatchID, shard: in.Shard, perCall: 1, halted: make(chan struct{})}
 	if _, ok := proc.(BatchProcessor); ok {
 		r.perCall = max(1, in.Options.ItemsPerCall)
 	}
@@ -148,8 +151,27 @@ func newItemRunner(proc Processor, in ShardInput) *itemRunner {
 	return r
 }
 
+// halt stops the shard handing out items: calls already made run to their
+// outcomes (retries included), no item is handed to the processor after,
+// and the stream ends (see stream). Safe to call more than once, from any
+// goroutine.
+func (r *itemRunner) halt() { r.haltOnce.Do(func() { close(r.halted) }) }
+
+// isHalted reports whether halt was called.
+func (r *itemRunner) isHalted() bool {
+	select {
+	case <-r.halted:
+		return true
+	default:
+		return false
+	}
+}
+
 // group is one call's worth of consecutive items of a shard (fewer at the
-// shard's end), in input order; done closes when every line is set.
+// shard's end), in input order; done closes when the group is settled:
+// every line set, or (after halt) the items never handed out keep the
+// lines they came with — a redrive's earlier failed line, or none (a zero
+// Status), where the shard's results end.
 type group struct {
 	first int64 // index of the first item
 	items []json.RawMessage
@@ -166,6 +188,11 @@ type group struct {
 // slow call holds up only the writing, not the other calls. counted is
 // called for each line processed. wait stops everything and returns the
 // first error of reading; call it when done (more than once is fine).
+//
+// After halt no group is handed to the calls any more: the reader goes on
+// only while a redrive's earlier lines cover the items (they keep those
+// lines, failed ones too, so a redrive that stops keeps its shard's
+// results whole), then ends the stream.
 func (r *itemRunner) stream(ctx context.Context, in ShardInput, input, prev *lineReader, counted func(manifests.ResultLine)) (<-chan *group, func() error) {
 	ctx, cancel := context.WithCancel(ctx)
 	par := max(1, r.o.ItemParallelism)
@@ -177,9 +204,20 @@ func (r *itemRunner) stream(ctx context.Context, in ShardInput, input, prev *lin
 		defer close(work)
 		defer close(ordered)
 		next := in.FirstIndex
+		var prevRead int64       // lines read from prev
+		covered := func() bool { // prev holds a line for the next item
+			return prev != nil && prevRead < prev.lines
+		}
 		for {
+			halted := r.isHalted()
+			if halted && !covered() {
+				return
+			}
 			g := &group{first: next, done: make(chan struct{})}
 			for len(g.items) < r.perCall {
+				if halted && !covered() {
+					break
+				}
 				item, err := input.Next()
 				if err == io.EOF {
 					break
@@ -189,14 +227,16 @@ func (r *itemRunner) stream(ctx context.Context, in ShardInput, input, prev *lin
 					return
 				}
 				var kept manifests.ResultLine
-				if prev != nil {
+				if covered() {
 					if err := prev.Decode(&kept); err != nil {
 						readErr = badShard("previous results of shard %d: %v", in.Shard, err)
 						return
 					}
+					prevRead++
 				}
-				if kept.Status != manifests.ItemSucceeded {
-					kept = manifests.ResultLine{}
+				if kept.Status != manifests.ItemSucceeded && !halted {
+					// Processed again; the earlier (failed) line stays
+					// until then, in case the shard stops first.
 					g.todo = append(g.todo, len(g.items))
 				}
 				g.items, g.lines = append(g.items, bytes.Clone(item)), append(g.lines, kept)
@@ -215,6 +255,11 @@ func (r *itemRunner) stream(ctx context.Context, in ShardInput, input, prev *lin
 			} else {
 				select {
 				case work <- g:
+				case <-r.halted:
+					// Never handed out: its items keep the lines they
+					// came with.
+					close(g.done)
+					continue
 				case <-ctx.Done():
 					return
 				}

@@ -109,9 +109,38 @@ func testProcessors() *pipeline.Registry {
 		}
 		return json.Marshal(map[string]int{"double": v.N * 2})
 	}))
+	r.Register("always-fail", pipeline.ProcessorFunc(func(_ context.Context, in json.RawMessage) (json.RawMessage, error) {
+		alwaysFailCalls.Add(1)
+		if alwaysFailFixed.Load() {
+			return in, nil
+		}
+		return nil, pipeline.Permanent(errors.New("fails on purpose"))
+	}))
+	r.Register("fail-or-slow", pipeline.ProcessorFunc(func(ctx context.Context, in json.RawMessage) (json.RawMessage, error) {
+		failOrSlowCalls.Add(1)
+		var v struct{ Fail bool }
+		json.Unmarshal(in, &v)
+		if v.Fail {
+			return nil, pipeline.Permanent(errors.New("marked to fail"))
+		}
+		select {
+		case <-time.After(100 * time.Millisecond):
+			return in, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}))
 	registerContextProcessors(r)
 	return r
 }
+
+// alwaysFailCalls counts the calls of "always-fail", which fails every item
+// permanently until alwaysFailFixed; failOrSlowCalls those of
+// "fail-or-slow" (items marked "fail" fail at once, the others take 100 ms).
+var (
+	alwaysFailCalls, failOrSlowCalls atomic.Int64
+	alwaysFailFixed                  atomic.Bool
+)
 
 var queueSeq atomic.Int64
 
@@ -654,4 +683,145 @@ func TestCancelThenRedriveCoversEveryItem(t *testing.T) {
 		t.Fatalf("after redrive: %s %+v", m2.Status, m2.Counts)
 	}
 	checkAgainstInput(t, bt, m2, echo)
+}
+
+// checkStopped checks the manifest of a batch its failure limit stopped:
+// failed by max_failures, Verify passes, and every result object holds the
+// lines of its shard's first items, in order, none of them an item the
+// processor was never called with (calls: how many calls it had).
+func checkStopped(t *testing.T, bt *batch, calls int64) manifests.Manifest {
+	t.Helper()
+	if bt.err != nil {
+		t.Fatal(bt.err)
+	}
+	m := bt.manifest(t)
+	if m.Status != manifests.StatusFailed || m.StopReason != manifests.StopMaxFailures || !strings.Contains(m.Error, "over the limit") {
+		t.Fatalf("status %s stop reason %q error %q; want failed by max_failures", m.Status, m.StopReason, m.Error)
+	}
+	ctx := context.Background()
+	mb, err := manifests.Open(ctx, bt.bucket, bt.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mb.Close()
+	if err := mb.Verify(ctx); err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	var failed int64
+	for _, r := range m.Results {
+		if r.FirstIndex%int64(bt.opts.ShardSize) != 0 {
+			t.Fatalf("%s starts at %d, not at a shard's first item", r.Key, r.FirstIndex)
+		}
+		next := r.FirstIndex
+		for _, l := range decodeLines[manifests.ResultLine](t, readObject(t, bt.bucket, r.Key, r.Size, r.SHA256)) {
+			if l.Index != next || l.Attempts < 1 {
+				t.Fatalf("%s: line %+v, want index %d processed", r.Key, l, next)
+			}
+			if l.Status == manifests.ItemFailed {
+				failed++
+			}
+			next++
+		}
+	}
+	if m.Counts.Failed != failed || m.Counts.Items > calls {
+		t.Fatalf("counts %+v: %d failed lines read, %d calls made", m.Counts, failed, calls)
+	}
+	return m
+}
+
+// A processor failing every item, with --max-failures 100: the batch stops
+// having handed out a few thousand of its 50,000 items (each shard of the
+// window of 32 stops itself after 101 failures), not 32 shards of 1,000.
+// Then a redrive, the processor fixed, runs every item not yet succeeded —
+// the shards that stopped midway from where they stopped — and the batch
+// succeeds whole.
+func TestMaxFailuresStopsPromptly(t *testing.T) {
+	const n = 50000
+	alwaysFailCalls.Store(0)
+	alwaysFailFixed.Store(false)
+	defer alwaysFailFixed.Store(false)
+	o := smallOpts("always-fail", 1000, pipeline.DefaultShardsPerRun)
+	o.Concurrency = 32
+	o.MaxFailures = pipeline.MaxFailedItems(100)
+	began := time.Now()
+	bt := runBatch(t, fileStore(t), "failstop", makeItems(n, nil), o)
+	calls := alwaysFailCalls.Load()
+	m := checkStopped(t, bt, calls)
+	t.Logf("stopped after %v: %d items handed out; manifest: %d results, counts %+v", time.Since(began).Round(time.Millisecond), calls, len(m.Results), m.Counts)
+	// At most the window: 32 shards × (101 failures + 8 calls in flight + 1).
+	if bound := int64(32 * (101 + 8 + 1)); calls > bound {
+		t.Fatalf("%d items handed out; want at most %d", calls, bound)
+	}
+	if m.Counts.Failed <= 100 || m.Counts.Succeeded != 0 {
+		t.Fatalf("counts %+v, want more than 100 failed and none succeeded", m.Counts)
+	}
+
+	ctx := context.Background()
+	alwaysFailFixed.Store(true)
+	spec, err := pipeline.ReadSpec(ctx, bt.bucket, bt.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run, err := pipeline.StartRedrive(ctx, temporalClient, bt.tq, spec, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := run.Get(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	m2 := bt.manifest(t)
+	if m2.Status != manifests.StatusSucceeded {
+		t.Fatalf("after redrive: %s %+v", m2.Status, m2.Counts)
+	}
+	checkAgainstInput(t, bt, m2, echo)
+}
+
+// The same with a percent: 0.5% of 20,000 items is 100.
+func TestMaxFailuresPercentStopsPromptly(t *testing.T) {
+	alwaysFailCalls.Store(0)
+	alwaysFailFixed.Store(false)
+	o := smallOpts("always-fail", 500, pipeline.DefaultShardsPerRun)
+	o.Concurrency = 8
+	o.MaxFailures = pipeline.MaxFailedPercent(0.5)
+	bt := runBatch(t, fileStore(t), "failstop-pct", makeItems(20000, nil), o)
+	calls := alwaysFailCalls.Load()
+	m := checkStopped(t, bt, calls)
+	t.Logf("%d items handed out; counts %+v", calls, m.Counts)
+	if bound := int64(8 * (101 + 8 + 1)); calls > bound {
+		t.Fatalf("%d items handed out; want at most %d", calls, bound)
+	}
+	if m.Counts.Failed <= 100 {
+		t.Fatalf("counts %+v, want more than 100 failed", m.Counts)
+	}
+}
+
+// Failures in one shard alone take the batch over its limit: that shard
+// stops itself, and the batch cancels the shards still running (slow
+// items, 10 s a shard) instead of waiting for them; they commit nothing
+// and a redrive would run them whole.
+func TestMaxFailuresCancelsRunningShards(t *testing.T) {
+	failOrSlowCalls.Store(0)
+	input := makeItems(800, func(i int) string {
+		if i < 100 {
+			return `,"fail":true`
+		}
+		return ""
+	})
+	o := smallOpts("fail-or-slow", 100, pipeline.DefaultShardsPerRun)
+	o.Concurrency, o.ItemParallelism = 8, 1
+	o.MaxFailures = pipeline.MaxFailedItems(10)
+	began := time.Now()
+	bt := runBatch(t, fileStore(t), "failstop-cancel", input, o)
+	took := time.Since(began)
+	calls := failOrSlowCalls.Load()
+	m := checkStopped(t, bt, calls)
+	t.Logf("stopped after %v, %d items handed out; %d results, counts %+v", took, calls, len(m.Results), m.Counts)
+	if len(m.Results) != 1 || m.Results[0].FirstIndex != 0 || m.Results[0].Items >= 100 || m.Counts.Failed != m.Results[0].Items {
+		t.Fatalf("results %+v; want shard 0 alone, stopped before its end, every item failed", m.Results)
+	}
+	// Each slow shard alone takes 10 s; cancelled, they stop at their next
+	// heartbeat (5 s) instead.
+	if calls >= 800-100 {
+		t.Fatalf("%d items handed out: the running shards ran to their end", calls)
+	}
 }

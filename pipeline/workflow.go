@@ -65,6 +65,31 @@ func (l FailureLimit) Exceeded(failed, total int64) bool {
 	return l.Percent != nil && total > 0 && float64(failed)*100/float64(total) > *l.Percent
 }
 
+// isNone reports whether l sets no limit.
+func (l FailureLimit) isNone() bool { return l.Count == nil && l.Percent == nil }
+
+// Allowed returns the most failed items out of total that the limit lets
+// pass (one more is Exceeded), and false when no count up to total exceeds
+// it (no limit, or one above total). A percent is of total: 1% of
+// 50,000 items allows 500.
+func (l FailureLimit) Allowed(total int64) (int64, bool) {
+	if total < 0 || !l.Exceeded(total, total) {
+		return 0, false
+	}
+	// The smallest count that exceeds, by bisection over Exceeded itself
+	// (so no rounding of a percent can disagree with it).
+	lo, hi := int64(0), total // Exceeded(hi) holds
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		if l.Exceeded(mid, total) {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	return lo - 1, true
+}
+
 // BatchInput starts a batch. Only counts travel; items live in the store.
 type BatchInput struct {
 	BatchID string  `json:"batch_id"`
@@ -121,6 +146,19 @@ type ShardInput struct {
 	// Rate is this shard's share of the batch's Options.Rate, in items
 	// per second (0: none).
 	Rate float64 `json:"rate,omitempty"`
+	// FailureBudget, when set, is how many of this shard's items may fail
+	// before the batch's failure limit is exceeded by them alone (the
+	// limit in items, less what failed in the shards finished before it
+	// started): once more failed, the shard stops handing out items and
+	// returns what it has, Stopped. Nil: no limit (and batches started
+	// before the budget existed).
+	FailureBudget *int64 `json:"failure_budget,omitempty"`
+	// BatchRun names the batch's workflow run (its first run id: the same
+	// across continue-as-new, another for each redrive) when the shard
+	// has a FailureBudget: once one shard of it stops at its budget, the
+	// batch is over its limit, and its shards that start on the same
+	// worker after stop at once.
+	BatchRun string `json:"batch_run,omitempty"`
 }
 
 // RedriveQuery asks which shards in [From, To) a redrive must run.
@@ -139,6 +177,10 @@ type ShardResult struct {
 	Failed    int64  `json:"failed"`
 	Size      int64  `json:"size"`
 	SHA256    string `json:"sha256"`
+	// Stopped says the shard's failures went over its FailureBudget: it
+	// handed out no item after, and Items may be fewer than the shard's
+	// (its results cover its first Items items).
+	Stopped bool `json:"stopped,omitempty"`
 }
 
 // Progress answers the progress query.
@@ -206,6 +248,11 @@ func BatchWorkflow(ctx workflow.Context, in BatchInput) (BatchResult, error) {
 	r.memoProgress = workflow.GetVersion(ctx, "memo-progress", workflow.DefaultVersion, 1) >= 1
 	r.upsertProgress(ctx, "running")
 	r.waitForCancellation = workflow.GetVersion(ctx, "wait-for-cancellation", workflow.DefaultVersion, 1) >= 1
+	// Shards get a failure budget and stop themselves; the batch cancels
+	// its running shards once the limit is exceeded (only when it waits
+	// for them, so nothing commits after the manifest).
+	r.promptFailureStop = r.waitForCancellation && !r.in.Options.MaxFailures.isNone() &&
+		workflow.GetVersion(ctx, "prompt-failure-stop", workflow.DefaultVersion, 1) >= 1
 	if err := r.planChunk(); err != nil {
 		return BatchResult{}, err
 	}
@@ -234,8 +281,10 @@ type batchRun struct {
 	redo     []int
 	chunkEnd int
 	sel      workflow.Selector
+	// cancelShards cancels the children in flight (promptFailureStop).
+	cancelShards workflow.CancelFunc
 
-	memoProgress, waitForCancellation bool // version gates
+	memoProgress, waitForCancellation, promptFailureStop bool // version gates
 }
 
 func (r *batchRun) progress() (Progress, error) {
@@ -337,6 +386,14 @@ func (r *batchRun) fanOut() {
 		// replay without it).
 		WaitForCancellation: r.waitForCancellation,
 	})
+	var allowed int64 // the failure limit in items (promptFailureStop)
+	if r.promptFailureStop {
+		var limited bool
+		if allowed, limited = o.MaxFailures.Allowed(r.in.Items); !limited {
+			r.promptFailureStop = false // no shard can go over it
+		}
+		childCtx, r.cancelShards = workflow.WithCancel(childCtx)
+	}
 	r.sel = workflow.NewSelector(ctx)
 	started := 0
 	for r.cur.NextShard < r.in.Shards && r.stopping == "" {
@@ -359,6 +416,12 @@ func (r *batchRun) fanOut() {
 			BatchID: r.in.BatchID, Store: r.in.Store, Shard: shard,
 			FirstIndex: int64(shard) * int64(o.ShardSize), Items: shardItems(r.in, shard), Options: o,
 			Redrive: r.in.Redrive, InputDir: r.in.InputDir, Rate: shardRate(o, r.in.Shards),
+		}
+		if r.promptFailureStop {
+			// What the shard may fail before the batch is over its limit
+			// (never negative: the batch stopped starting shards then).
+			budget := max(0, allowed-r.cur.Failed)
+			sin.FailureBudget, sin.BatchRun = &budget, workflow.GetInfo(ctx).FirstRunID
 		}
 		cctx := workflow.WithWorkflowID(childCtx, fmt.Sprintf("%s/shard-%d", r.in.BatchID, shard))
 		f := workflow.ExecuteChildWorkflow(cctx, ShardWorkflowName, sin)
@@ -385,7 +448,8 @@ func shardRate(o Options, shards int) float64 {
 }
 
 // shardDone counts a finished child, and stops the batch when it failed,
-// was cancelled, or took the failures over the limit.
+// was cancelled, or took the failures over the limit; over the limit, the
+// children still running are cancelled (promptFailureStop).
 func (r *batchRun) shardDone(shard int, f workflow.Future) {
 	r.inFlight--
 	var res ShardResult
@@ -400,9 +464,20 @@ func (r *batchRun) shardDone(shard int, f workflow.Future) {
 	r.cur.ShardsDone++
 	r.cur.Succeeded += res.Succeeded
 	r.cur.Failed += res.Failed
-	if r.in.Options.MaxFailures.Exceeded(r.cur.Failed, r.in.Items) {
-		r.stop(fmt.Sprintf("%d items failed, over the limit (--max-failures)", r.cur.Failed), manifests.StopMaxFailures)
+	if r.in.Options.MaxFailures.Exceeded(r.cur.Failed, r.in.Items) || res.Stopped {
+		r.stop(maxFailuresText(r.cur.Failed), manifests.StopMaxFailures)
+		if r.promptFailureStop && r.stopReason == manifests.StopMaxFailures && r.inFlight > 0 {
+			r.cancelShards()
+		}
 	}
+	if r.promptFailureStop && r.stopReason == manifests.StopMaxFailures {
+		// The count so far: shards that stop after the first one add theirs.
+		r.stopping = maxFailuresText(r.cur.Failed)
+	}
+}
+
+func maxFailuresText(failed int64) string {
+	return fmt.Sprintf("%d items failed, over the limit (--max-failures)", failed)
 }
 
 // drain waits for every child in flight: children do not survive

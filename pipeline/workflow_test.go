@@ -27,7 +27,10 @@ type wfEnv struct {
 	*testsuite.TestWorkflowEnvironment
 	mu        sync.Mutex
 	started   []int // shards started, in order
+	inputs    []pipeline.ShardInput
 	finalized *pipeline.FinalizeInput
+	// shardTime, if set, is how long a shard runs (1 s otherwise).
+	shardTime func(in pipeline.ShardInput) time.Duration
 }
 
 func newWFEnv(t *testing.T, shard func(in pipeline.ShardInput) (pipeline.ShardResult, error)) *wfEnv {
@@ -43,8 +46,13 @@ func newWFEnv(t *testing.T, shard func(in pipeline.ShardInput) (pipeline.ShardRe
 		func(ctx workflow.Context, in pipeline.ShardInput) (pipeline.ShardResult, error) {
 			e.mu.Lock()
 			e.started = append(e.started, in.Shard)
+			e.inputs = append(e.inputs, in)
+			d := time.Second
+			if e.shardTime != nil {
+				d = e.shardTime(in)
+			}
 			e.mu.Unlock()
-			if err := workflow.Sleep(ctx, time.Second); err != nil {
+			if err := workflow.Sleep(ctx, d); err != nil {
 				return pipeline.ShardResult{}, err
 			}
 			return shard(in)
@@ -230,5 +238,138 @@ func TestWorkflowRefusesInvalidInput(t *testing.T) {
 	}
 	if len(e.started) != 0 || e.finalized != nil {
 		t.Fatal("an invalid batch started shards or wrote a manifest")
+	}
+}
+
+// A shard that stops at its failure budget stops the batch at once: the
+// shards still running are cancelled, not waited for to their end, and
+// every shard was given the limit in items as its budget. (The real
+// ShardWorkflow runs here, with its activity mocked: the test environment
+// does not cancel mocked child workflows.)
+func TestWorkflowPromptFailureStop(t *testing.T) {
+	e := newWFEnv(t, okShard)
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	env.RegisterWorkflowWithOptions(pipeline.BatchWorkflow, workflow.RegisterOptions{Name: pipeline.BatchWorkflowName})
+	env.RegisterWorkflowWithOptions(pipeline.ShardWorkflow, workflow.RegisterOptions{Name: pipeline.ShardWorkflowName})
+	a := &pipeline.Activities{}
+	env.RegisterActivityWithOptions(a.ProcessShard, activity.RegisterOptions{Name: "ProcessShard"})
+	env.RegisterActivityWithOptions(a.Finalize, activity.RegisterOptions{Name: "FinalizeBatch"})
+	var mu sync.Mutex
+	var inputs []pipeline.ShardInput
+	env.OnActivity("ProcessShard", mock.Anything, mock.Anything).Return(
+		func(ctx context.Context, in pipeline.ShardInput) (pipeline.ShardResult, error) {
+			mu.Lock()
+			inputs = append(inputs, in)
+			mu.Unlock()
+			if in.Shard == 0 {
+				return pipeline.ShardResult{Items: 6, Failed: 6, Stopped: true}, nil
+			}
+			select {
+			case <-ctx.Done():
+				return pipeline.ShardResult{}, ctx.Err()
+			case <-time.After(time.Minute):
+				return okShard(in)
+			}
+		})
+	env.OnActivity("FinalizeBatch", mock.Anything, mock.Anything).Return(
+		func(_ context.Context, in pipeline.FinalizeInput) (pipeline.BatchResult, error) {
+			e.finalized = &in
+			return pipeline.BatchResult{Status: in.Status}, nil
+		})
+	in := stagedInput(20, 10, 100, 4)
+	in.Options.MaxFailures = pipeline.MaxFailedItems(5)
+	began := time.Now()
+	env.ExecuteWorkflow(pipeline.BatchWorkflowName, in)
+	if err := env.GetWorkflowError(); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(began); took > 30*time.Second {
+		t.Errorf("batch took %v; the running shards were waited for to their end", took)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(inputs) < 1 || len(inputs) > 4 {
+		t.Errorf("%d shards ran; want at most the window of 4", len(inputs))
+	}
+	for _, si := range inputs {
+		if si.FailureBudget == nil || *si.FailureBudget != 5 {
+			t.Errorf("shard %d: failure budget %v, want 5", si.Shard, si.FailureBudget)
+		}
+	}
+	f := e.finalized
+	if f == nil || f.Status != manifests.StatusFailed || f.StopReason != manifests.StopMaxFailures || !strings.Contains(f.Error, "6 items failed") {
+		t.Fatalf("finalize %+v, want failed by max_failures with 6 items failed", f)
+	}
+}
+
+// Each shard's budget is the limit less what failed in the shards that
+// finished before it started.
+func TestWorkflowFailureBudgetShrinks(t *testing.T) {
+	e := newWFEnv(t, func(in pipeline.ShardInput) (pipeline.ShardResult, error) {
+		return pipeline.ShardResult{Items: int64(in.Items), Failed: 2, Succeeded: int64(in.Items) - 2}, nil
+	})
+	in := stagedInput(10, 10, 100, 1)
+	in.Options.MaxFailures = pipeline.MaxFailedItems(5)
+	e.ExecuteWorkflow(pipeline.BatchWorkflowName, in)
+	if err := e.GetWorkflowError(); err != nil {
+		t.Fatal(err)
+	}
+	var budgets []int64
+	for _, si := range e.inputs {
+		budgets = append(budgets, *si.FailureBudget)
+	}
+	if !slices.Equal(budgets, []int64{5, 3, 1}) {
+		t.Errorf("budgets %v, want [5 3 1] (2 failures a shard, limit 5)", budgets)
+	}
+	if e.finalized.StopReason != manifests.StopMaxFailures {
+		t.Errorf("stop reason %q", e.finalized.StopReason)
+	}
+}
+
+// Without a limit, shards get no budget (and the run records no version
+// marker for it).
+func TestWorkflowNoFailureBudgetWithoutLimit(t *testing.T) {
+	e := newWFEnv(t, okShard)
+	e.ExecuteWorkflow(pipeline.BatchWorkflowName, stagedInput(3, 10, 100, 2))
+	if err := e.GetWorkflowError(); err != nil {
+		t.Fatal(err)
+	}
+	for _, si := range e.inputs {
+		if si.FailureBudget != nil {
+			t.Errorf("shard %d has budget %d without a limit", si.Shard, *si.FailureBudget)
+		}
+	}
+}
+
+// Allowed is the largest failed count Exceeded lets pass; a percent is of
+// the batch's items.
+func TestFailureLimitAllowed(t *testing.T) {
+	pct := pipeline.MaxFailedPercent
+	for _, c := range []struct {
+		l     pipeline.FailureLimit
+		total int64
+		want  int64
+		ok    bool
+	}{
+		{pipeline.MaxFailedItems(100), 50000, 100, true},
+		{pipeline.MaxFailedItems(0), 50000, 0, true},
+		{pipeline.MaxFailedItems(100), 100, 0, false}, // 100 of 100 do not exceed 100
+		{pipeline.MaxFailedItems(100), 101, 100, true},
+		{pct(1), 50000, 500, true},
+		{pct(0), 50000, 0, true},
+		{pct(0.5), 20000, 100, true},
+		{pct(1.5), 333, 4, true}, // 4.995 items: 5 exceed
+		{pct(10), 1000, 100, true},
+		{pct(100), 1000, 0, false},
+		{pipeline.NoFailureLimit, 1000, 0, false},
+	} {
+		got, ok := c.l.Allowed(c.total)
+		if got != c.want || ok != c.ok {
+			t.Errorf("%+v of %d: Allowed = %d, %v; want %d, %v", c.l, c.total, got, ok, c.want, c.ok)
+		}
+		if ok && (c.l.Exceeded(got, c.total) || !c.l.Exceeded(got+1, c.total)) {
+			t.Errorf("%+v of %d: Allowed %d disagrees with Exceeded", c.l, c.total, got)
+		}
 	}
 }
