@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -451,4 +452,183 @@ func TestSubmitInputURL(t *testing.T) {
 		t.Errorf("rejected input URLs left objects in the store: %v", files)
 	}
 	assertNoEmbeddedServer(t, fresh)
+}
+
+// ageFiles sets the modification time of every file under root (the
+// store's directory) whose slash path relative to root matches to age ago.
+func ageFiles(t *testing.T, root string, age time.Duration, match func(rel string) bool) {
+	t.Helper()
+	when := time.Now().Add(-age)
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		if match(filepath.ToSlash(rel)) {
+			return os.Chtimes(p, when, when)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func writeFile(t *testing.T, path string, data []byte) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestGCLeftovers: besides finished batches, gc collects what a batch it
+// keeps no longer needs — the result objects two redrives superseded and
+// an uncommitted one, a staging directory no workflow claims (beside a
+// batch's own, and of a batch that never started), and the file store's
+// temp files of interrupted writes — when older than the age, and nothing
+// a running batch, a later redrive or a fresh write needs.
+func TestGCLeftovers(t *testing.T) {
+	t.Parallel()
+	const old = 40 * 24 * time.Hour
+	dir := t.TempDir()
+	root := blobsDir(dir)
+
+	// rd: three shards of one item; item 1 fails, so two redrives rewrite
+	// shard 1 as .r1 and then .r2. It finished just now: gc keeps it.
+	runBatch(t, dir, "rd", 3, 1, 1)
+	for n := 1; n <= 2; n++ {
+		r := submit(t, dir, nil, "redrive", "rd")
+		wantExit(t, fmt.Sprintf("redrive %d", n), r, cli.ExitWithFailures, fmt.Sprintf("redrive %d", n))
+	}
+	m := readManifest(t, dir, "rd")
+	if m.Redrives != 2 || m.Results[1].Key != manifests.RedriveResultKey("rd", 1, 2) {
+		t.Fatalf("setup: redrives %d, shard 1 key %s", m.Redrives, m.Results[1].Key)
+	}
+	superseded := []string{manifests.ResultKey("rd", 1), manifests.RedriveResultKey("rd", 1, 1)}
+	// An attempt at shard 2 that never committed (no receipt names it).
+	uncommitted := manifests.RedriveResultKey("rd", 2, 1)
+	writeFile(t, filepath.Join(root, uncommitted), []byte("partial"))
+	// A second staging directory beside rd's own, from a submit that lost
+	// the race for the id and died before deleting it.
+	var spec struct {
+		InputDir string `json:"input_dir"`
+	}
+	if err := json.Unmarshal(must(os.ReadFile(filepath.Join(root, manifests.BatchSpecKey("rd")))), &spec); err != nil || spec.InputDir == "" {
+		t.Fatalf("setup: rd's spec names no staging directory (%v)", err)
+	}
+	loser := manifests.InputPrefix("rd", "s-00000000deadbeef")
+	writeFile(t, filepath.Join(root, loser, "000000.jsonl.zst"), []byte("x"))
+	writeFile(t, filepath.Join(root, loser, "index.json"), []byte("{}"))
+	// never: staged by a submit killed before it started the workflow: no
+	// spec, no manifest, no workflow. fresh: the same, staged just now.
+	never := manifests.InputPrefix("never", "s-0123456789abcdef")
+	writeFile(t, filepath.Join(root, never, "000000.jsonl.zst"), []byte("never"))
+	writeFile(t, filepath.Join(root, never, "index.json"), []byte("{}"))
+	fresh := manifests.InputPrefix("fresh", "s-fedcba9876543210")
+	writeFile(t, filepath.Join(root, fresh, "index.json"), []byte("{}"))
+
+	// run: started and running (no worker runs it once submit exits); its
+	// spec is deleted, as by a submit killed right after the start, so
+	// only its workflow's input says which directory is its.
+	writeLines(t, filepath.Join(dir, "run.jsonl"), exampleItems(12, "run"))
+	r := submit(t, dir, nil, "--wait=false", "--batch-id", "run", "--shard-size", "1", "--concurrency", "1", "run.jsonl")
+	wantExit(t, "submit --wait=false run", r, cli.ExitOK)
+	if err := os.Remove(filepath.Join(root, manifests.BatchSpecKey("run"))); err != nil {
+		t.Fatal(err)
+	}
+	// Temp files of interrupted writes: an old one in a batch, an old one
+	// at the root, and one being written now.
+	oldTmp := manifests.BatchPrefix("rd") + "results/.batchpipe-tmp-123456"
+	rootTmp := ".batchpipe-tmp-777"
+	newTmp := manifests.BatchPrefix("rd") + "shards/.batchpipe-tmp-999"
+	for _, k := range []string{oldTmp, rootTmp, newTmp} {
+		writeFile(t, filepath.Join(root, k), []byte("half an object"))
+	}
+
+	// Everything but fresh and newTmp, the manifests included, is 40 days old.
+	ageFiles(t, root, old, func(rel string) bool {
+		return !strings.HasPrefix(rel, fresh) && rel != newTmp
+	})
+	// ...but rd and run finished or started recently as far as gc is concerned.
+	ageManifest(t, dir, "rd", time.Hour)
+	ageFiles(t, root, old, func(rel string) bool { return rel == manifests.ManifestKey("rd") })
+
+	wantGone := append(append([]string{}, superseded...), uncommitted, loser+"000000.jsonl.zst", loser+"index.json",
+		never+"000000.jsonl.zst", never+"index.json", oldTmp, rootTmp)
+	before := map[string]bool{}
+	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			rel, _ := filepath.Rel(root, p)
+			before[filepath.ToSlash(rel)] = true
+		}
+		return nil
+	})
+	for _, k := range append(wantGone, newTmp, fresh+"index.json", manifests.InputIndexKey("rd", spec.InputDir)) {
+		if !before[k] {
+			t.Fatalf("setup: %s is not in the store", k)
+		}
+	}
+	snap := snapshot(t, dir)
+
+	// The dry run lists each of them, and deletes nothing.
+	r = submit(t, dir, strings.NewReader(""), "gc", "--older-than", "30d", "--dry-run")
+	wantExit(t, "gc --dry-run", r, cli.ExitOK)
+	for _, k := range superseded {
+		if !lineWith(r.stdout, `would delete superseded `+regexp.QuoteMeta(k)+`:`, `redrive 2`) {
+			t.Errorf("dry run does not list %s as superseded by redrive 2\n%s", k, r)
+		}
+	}
+	for _, w := range [][]string{
+		{`would delete superseded ` + regexp.QuoteMeta(uncommitted) + `:`},
+		{`would delete staged input never run ` + regexp.QuoteMeta(loser) + `:`, `2 objects`, `spec names ` + spec.InputDir},
+		{`would delete staged input never run ` + regexp.QuoteMeta(never) + `:`, `2 objects`, `no workflow`},
+		{`would delete temp file ` + regexp.QuoteMeta(oldTmp) + `:`},
+		{`would delete temp file ` + regexp.QuoteMeta(rootTmp) + `:`},
+		{`would delete 3 superseded objects, 2 staged inputs never run, 2 temp files: 9 objects`},
+	} {
+		if !lineWith(r.stdout, w...) {
+			t.Errorf("dry run: no line matching %q\n%s", w, r)
+		}
+	}
+	for _, k := range []string{"fresh", newTmp, manifests.InputPrefix("run", ""), manifests.InputPrefix("rd", spec.InputDir),
+		manifests.ResultKey("rd", 0), manifests.RedriveResultKey("rd", 1, 2), "shards/"} {
+		if lineWith(r.stdout, `delete`, regexp.QuoteMeta(k)) {
+			t.Errorf("dry run lists %s\n%s", k, r)
+		}
+	}
+	if !mapsEqual(snap, snapshot(t, dir)) {
+		t.Fatalf("the dry run changed the store")
+	}
+
+	// --yes deletes exactly those.
+	r = submit(t, dir, strings.NewReader(""), "gc", "--older-than", "30d", "--yes")
+	wantExit(t, "gc --yes", r, cli.ExitOK)
+	after := map[string]bool{}
+	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			rel, _ := filepath.Rel(root, p)
+			after[filepath.ToSlash(rel)] = true
+		}
+		return nil
+	})
+	for k := range before {
+		if gone := !after[k]; gone != slices.Contains(wantGone, k) {
+			t.Errorf("after gc --yes: %s gone %v, want %v\n%s", k, gone, !gone, r)
+		}
+	}
+	if len(after) != len(before)-len(wantGone) {
+		t.Errorf("after gc --yes: %d files, want %d", len(after), len(before)-len(wantGone))
+	}
+
+	// rd reads and verifies as before, and a third redrive still finds
+	// everything it needs (its receipts and the objects they name).
+	r = submit(t, dir, nil, "results", "--verify", "rd")
+	wantExit(t, "results --verify rd after gc", r, cli.ExitOK, "verified")
+	r = submit(t, dir, nil, "redrive", "rd")
+	wantExit(t, "redrive 3 after gc", r, cli.ExitWithFailures, "redrive 3")
+	r = submit(t, dir, nil, "results", "--verify", "rd")
+	wantExit(t, "results --verify rd after redrive 3", r, cli.ExitOK, "verified")
 }
