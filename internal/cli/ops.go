@@ -337,7 +337,7 @@ func newRedriveCommand(o *IO) *cobra.Command {
 func newResultsCommand(o *IO) *cobra.Command {
 	f := &opsFlags{}
 	var failedOnly, verify bool
-	var schedule string
+	var schedule, maxAgeText string
 	var outPath string
 	cmd := subcommand("results ID|MANIFEST_URL", "Print a finished batch's result lines (JSONL, input order); --failed for failures only; --verify to check every object", cobra.MaximumNArgs(1),
 		func(cmd *cobra.Command, args []string) error {
@@ -345,10 +345,20 @@ func newResultsCommand(o *IO) *cobra.Command {
 			if (schedule == "") == (len(args) == 0) {
 				return usagef("give a batch id, a manifest URL, or --schedule NAME")
 			}
+			var maxAge time.Duration
+			if maxAgeText != "" {
+				if schedule == "" {
+					return usagef("--max-age needs --schedule NAME: it checks the age of a schedule's latest night")
+				}
+				var err error
+				if maxAge, err = parseAge(maxAgeText); err != nil {
+					return usagef("--max-age: %v", err)
+				}
+			}
 			var batch *manifests.Batch
 			var err error
 			if schedule != "" {
-				batch, err = openLatest(ctx, o, f, schedule)
+				batch, err = openLatest(ctx, o, f, schedule, maxAge, maxAgeText)
 			} else {
 				batch, err = openBatch(ctx, o, f, args[0])
 			}
@@ -444,6 +454,7 @@ func newResultsCommand(o *IO) *cobra.Command {
 	fl.BoolVar(&verify, "verify", false, "check every listed object (size, sha256, decoding, indexes, counts) first; exit 1 naming the first bad object")
 	fl.StringVarP(&outPath, "output", "o", "", "write to `FILE` instead of stdout")
 	fl.StringVar(&schedule, "schedule", "", "read the newest finished batch of schedule `NAME` (schedules/NAME/latest.json)")
+	fl.StringVar(&maxAgeText, "max-age", "", "with --schedule: exit 1 (printing nothing on stdout) unless the newest finished night's nominal time is at most `AGE` ago (e.g. 26h, 1d12h): a downstream job's freshness check")
 	return cmd
 }
 
@@ -528,8 +539,11 @@ func openFollowed(ctx context.Context, o *IO, b blobstore.Bucket, id, storeURL s
 	return batch, nil
 }
 
-// openLatest opens the batch a schedule's latest.json points at.
-func openLatest(ctx context.Context, o *IO, f *opsFlags, schedule string) (*manifests.Batch, error) {
+// openLatest opens the batch a schedule's latest.json points at. With
+// maxAge > 0 (given as maxAgeText) it is an error, exit 1, when the schedule
+// has no finished night or its newest night's nominal time is longer ago
+// than maxAge.
+func openLatest(ctx context.Context, o *IO, f *opsFlags, schedule string, maxAge time.Duration, maxAgeText string) (*manifests.Batch, error) {
 	if err := manifests.ValidateBatchID(schedule); err != nil {
 		return nil, usagef("--schedule: %v", err)
 	}
@@ -538,6 +552,10 @@ func openLatest(ctx context.Context, o *IO, f *opsFlags, schedule string) (*mani
 		return nil, err
 	}
 	latest, err := layout.ReadLatest(ctx, b, schedule)
+	if errors.Is(err, blobstore.ErrNotFound) && maxAge > 0 {
+		b.Close()
+		return nil, fmt.Errorf("schedule %s is stale: it has no finished night in %s (%s is missing), so none is within --max-age %s", schedule, b.URL(), manifests.LatestKey(schedule), maxAgeText)
+	}
 	if errors.Is(err, blobstore.ErrNotFound) {
 		b.Close()
 		return nil, usagef("schedule %s has no finished batch in %s yet (%s is missing)", schedule, b.URL(), manifests.LatestKey(schedule))
@@ -545,6 +563,18 @@ func openLatest(ctx context.Context, o *IO, f *opsFlags, schedule string) (*mani
 	if err != nil {
 		b.Close()
 		return nil, err
+	}
+	if maxAge > 0 {
+		nominal, ok := nominalTime(schedule, latest.BatchID)
+		what := "nominal time"
+		if !ok { // not a scheduled run's id: its finish is all there is
+			nominal, what = latest.FinishedAt, "finish"
+		}
+		if age := time.Since(nominal); age > maxAge {
+			b.Close()
+			return nil, fmt.Errorf("schedule %s is stale: its latest night, batch %s (%s), has %s %s, %s ago, over --max-age %s",
+				schedule, latest.BatchID, latest.Status, what, nominal.UTC().Format(time.RFC3339), fmtAge(age), maxAgeText)
+		}
 	}
 	fmt.Fprintf(o.Stderr, "schedule %s: latest batch %s (%s, finished %s)\n", schedule, latest.BatchID, latest.Status, latest.FinishedAt.Format(time.RFC3339))
 	return manifests.Open(ctx, b, latest.BatchID)
@@ -598,4 +628,29 @@ func openBatchStore(ctx context.Context, o *IO, f *opsFlags, id string) (blobsto
 	}
 	b, _, err := openStore(ctx, o, f.store)
 	return b, err
+}
+
+// nominalTime is the nominal time in a scheduled batch id,
+// <schedule>-20261125T020000Z (pipeline.ScheduledBatchID).
+func nominalTime(schedule, batchID string) (time.Time, bool) {
+	s, ok := strings.CutPrefix(batchID, schedule+"-")
+	if !ok {
+		return time.Time{}, false
+	}
+	t, err := time.Parse("20060102T150405Z", s)
+	return t, err == nil
+}
+
+// fmtAge renders an age to the minute, with days: 2d3h4m, 25h0m as 1d1h0m.
+func fmtAge(d time.Duration) string {
+	d = d.Round(time.Minute)
+	days := d / (24 * time.Hour)
+	rest := strings.TrimSuffix((d - days*24*time.Hour).String(), "0s")
+	if days == 0 && rest == "" {
+		return "0m"
+	}
+	if days == 0 {
+		return rest
+	}
+	return fmt.Sprintf("%dd%s", days, rest)
 }

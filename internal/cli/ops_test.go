@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -16,6 +17,7 @@ import (
 	"github.com/batchpipe/batchpipe/blobstore"
 	"github.com/batchpipe/batchpipe/internal/cli"
 	"github.com/batchpipe/batchpipe/manifests"
+	"github.com/batchpipe/batchpipe/pipeline"
 )
 
 // Tests of the operating commands (status, results, redrive, list, cancel,
@@ -735,4 +737,72 @@ func TestOpsResultsFailMidStreamWholeLines(t *testing.T) {
 			t.Fatalf("line %d: %v (%.60s)", i, err, l)
 		}
 	}
+}
+
+// TestResultsMaxAge: results --schedule NAME --max-age AGE is a downstream
+// job's freshness check: exit 1 with a one-line reason naming the latest
+// night's nominal time and age when that night is older than AGE or the
+// schedule has none; otherwise the results of that night, as results
+// --schedule prints them.
+func TestResultsMaxAge(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	// An old night: 2026-11-25T02:00:00Z (days before any run of this test).
+	oldID := "nightly-20261125T020000Z"
+	_, mOld := runBatch(t, dir, oldID, 3, 2)
+	writeLatest(t, dir, "nightly", mOld)
+
+	r := submit(t, dir, nil, "results", "--schedule", "nightly", "--max-age", "26h")
+	wantExit(t, "results --max-age 26h of an old night", r, cli.ExitFailed, "stale", "2026-11-25T02:00:00Z", oldID, "--max-age 26h")
+	if r.stdout != "" {
+		t.Errorf("a stale night printed results:\n%s", r)
+	}
+	var reason string
+	for l := range strings.Lines(r.stderr) {
+		if strings.Contains(l, "stale") {
+			reason = l
+		}
+	}
+	age := time.Since(time.Date(2026, 11, 25, 2, 0, 0, 0, time.UTC))
+	days := fmt.Sprintf("%dd", int(age/(24*time.Hour)))
+	if !strings.Contains(reason, "2026-11-25T02:00:00Z") || !strings.Contains(reason, " "+days) || !strings.Contains(reason, " ago") {
+		t.Errorf("the reason is not one line naming the nominal time and its age (%s…):\n%s", days, r)
+	}
+	// Within a larger age it is fresh.
+	r = submit(t, dir, nil, "results", "--schedule", "nightly", "--max-age", fmt.Sprintf("%dd", int(age/(24*time.Hour))+2))
+	wantExit(t, "results --max-age of a night within it", r, cli.ExitOK)
+	if n := len(jsonLines(r.stdout)); n != 3 {
+		t.Errorf("results --max-age of a fresh night: %d lines, want 3\n%s", n, r)
+	}
+
+	// A night two hours ago is fresh within 26h: the same lines as results
+	// --schedule and as results ID.
+	nominal := time.Now().Add(-2 * time.Hour).UTC().Truncate(time.Hour)
+	newID := pipeline.ScheduledBatchID("nightly", nominal)
+	_, mNew := runBatch(t, dir, newID, 5, 2)
+	writeLatest(t, dir, "nightly", mNew)
+	r = submit(t, dir, nil, "results", "--schedule", "nightly", "--max-age", "26h")
+	wantExit(t, "results --max-age 26h of a recent night", r, cli.ExitOK, newID)
+	plain := submit(t, dir, nil, "results", newID)
+	wantExit(t, "results "+newID, plain, cli.ExitOK)
+	if r.stdout != plain.stdout || len(jsonLines(r.stdout)) != 5 {
+		t.Errorf("results --schedule --max-age printed other lines than results %s:\n%s\n--- results ID:\n%s", newID, r, plain.stdout)
+	}
+	r = submit(t, dir, nil, "results", "--schedule", "nightly", "--max-age", "90m")
+	wantExit(t, "results --max-age 90m of a night two hours ago", r, cli.ExitFailed, "stale", nominal.Format(time.RFC3339), "over --max-age 90m")
+	if !strings.Contains(r.stderr, "ago") || r.stdout != "" {
+		t.Errorf("results --max-age 90m:\n%s", r)
+	}
+
+	// No finished night at all: stale too (exit 1), not bad usage.
+	r = submit(t, dir, nil, "results", "--schedule", "weekly", "--max-age", "26h")
+	wantExit(t, "results --max-age of a schedule without a night", r, cli.ExitFailed, "weekly", "no finished night", "latest.json")
+	r = submit(t, dir, nil, "results", "--schedule", "weekly")
+	wantExit(t, "results --schedule without --max-age of a schedule without a night", r, cli.ExitUsage, "no finished batch")
+
+	// Bad usage.
+	r = submit(t, dir, nil, "results", newID, "--max-age", "26h")
+	wantExit(t, "results ID --max-age", r, cli.ExitUsage, "--max-age needs --schedule")
+	r = submit(t, dir, nil, "results", "--schedule", "nightly", "--max-age", "soon")
+	wantExit(t, "results --max-age soon", r, cli.ExitUsage, `bad age "soon"`)
 }
