@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/client"
 
 	"github.com/batchpipe/batchpipe/blobstore"
 	"github.com/batchpipe/batchpipe/manifests"
@@ -82,8 +83,27 @@ type Result struct {
 	ManifestKey string
 }
 
-// progressInterval is how often Wait asks a running batch for progress.
-const progressInterval = 500 * time.Millisecond
+// progressInterval is how often Wait asks a running batch for progress,
+// and inFlightInterval how often it also describes the shards in flight
+// (their heartbeats move every few seconds).
+const (
+	progressInterval = 500 * time.Millisecond
+	inFlightInterval = 2 * time.Second
+)
+
+// withInFlight is p with the items the running shards reported and the
+// running/waiting split. The query is answered before the shards are
+// described, so a shard that finishes in between is counted at most once
+// (by neither, until the next query); Done never moves back from last's.
+func withInFlight(ctx context.Context, tc client.Client, p pipeline.Progress, last Progress) Progress {
+	next := Progress{Progress: p, Running: last.Running, Waiting: last.Waiting}
+	if in, err := pipeline.DescribeInFlight(ctx, tc, p.BatchID); err == nil {
+		next.Done = min(p.Done+in.Items, max(p.Items, p.Done))
+		next.Running, next.Waiting = in.Running, in.Waiting
+	}
+	next.Done = max(next.Done, last.Done)
+	return next
+}
 
 // Wait waits for the batch to finish and returns its manifest, calling
 // progress (if not nil) about twice a second while it runs. A batch that
@@ -100,6 +120,10 @@ func (b *Batch) Wait(ctx context.Context, progress func(Progress)) (Result, erro
 		go func() { done <- tc.GetWorkflow(ctx, b.id, "").Get(ctx, nil) }()
 		tick := time.NewTicker(progressInterval)
 		defer tick.Stop()
+		var (
+			shown     Progress  // what progress was last given
+			described time.Time // when the shards in flight were last asked
+		)
 	loop:
 		for {
 			select {
@@ -118,12 +142,18 @@ func (b *Batch) Wait(ctx context.Context, progress func(Progress)) (Result, erro
 				}
 				qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 				p, err := pipeline.QueryProgress(qctx, tc, b.id)
+				if err == nil && time.Since(described) >= inFlightInterval {
+					described = time.Now()
+					shown = withInFlight(qctx, tc, p, shown)
+				} else if err == nil {
+					shown.Progress, shown.Done = p, max(p.Done, shown.Done)
+				}
 				cancel()
 				if err == nil { // between runs, or the worker is busy: ask again
 					if p.Items > 0 {
 						b.spec.Items, b.spec.Shards = p.Items, p.Shards
 					}
-					progress(p)
+					progress(shown)
 				}
 			}
 		}
@@ -138,8 +168,8 @@ func (b *Batch) Wait(ctx context.Context, progress func(Progress)) (Result, erro
 		// The last word: what the manifest counts (a batch that finished
 		// between two queries would otherwise never show its end).
 		m := res.Manifest
-		progress(Progress{BatchID: m.BatchID, Items: m.Input.Items, Done: m.Counts.Items, Succeeded: m.Counts.Succeeded,
-			Failed: m.Counts.Failed, Shards: m.Input.Shards, ShardsDone: len(m.Results), StartedAt: m.StartedAt})
+		progress(Progress{Progress: pipeline.Progress{BatchID: m.BatchID, Items: m.Input.Items, Done: m.Counts.Items, Succeeded: m.Counts.Succeeded,
+			Failed: m.Counts.Failed, Shards: m.Input.Shards, ShardsDone: len(m.Results), StartedAt: m.StartedAt}})
 	}
 	return res, err
 }
@@ -183,7 +213,9 @@ type Status struct {
 	Succeeded  int64      `json:"succeeded"`
 	Failed     int64      `json:"failed"`
 	Shards     int        `json:"shards,omitempty"`
-	InFlight   int        `json:"shards_in_flight,omitempty"`
+	InFlight   int        `json:"shards_in_flight,omitempty"` // started, running or waiting
+	Running    int        `json:"shards_running,omitempty"`   // processing on a worker
+	Waiting    int        `json:"shards_waiting,omitempty"`   // waiting for a worker's free slot
 	Run        int        `json:"run,omitempty"`
 	Rate       float64    `json:"items_per_second,omitempty"`
 	ETASeconds float64    `json:"eta_seconds,omitempty"`
@@ -201,14 +233,15 @@ func StatusFromManifest(m manifests.Manifest, key string) Status {
 		Succeeded: m.Counts.Succeeded, Failed: m.Counts.Failed, Shards: m.Input.Shards, Started: &s, Finished: &f, Manifest: key}
 }
 
-// StatusFromProgress is a running batch's Status.
+// StatusFromProgress is a running batch's Status. Rate and ETA are the
+// average since the start, once there is one (5 s and an item done).
 func StatusFromProgress(p Progress) Status {
 	st := Status{BatchID: p.BatchID, Status: "running", Items: p.Items, Done: p.Done, Succeeded: p.Succeeded,
-		Failed: p.Failed, Shards: p.Shards, InFlight: p.InFlight, Run: p.Run}
+		Failed: p.Failed, Shards: p.Shards, InFlight: p.InFlight, Running: p.Running, Waiting: p.Waiting, Run: p.Run}
 	if !p.StartedAt.IsZero() {
 		s := p.StartedAt
 		st.Started = &s
-		if el := time.Since(s).Seconds(); el > 0 && p.Done > 0 {
+		if el := time.Since(s).Seconds(); el >= 5 && p.Done > 0 {
 			st.Rate = float64(p.Done) / el
 			st.ETASeconds = float64(p.Items-p.Done) / st.Rate
 		}
@@ -225,10 +258,10 @@ func (b *Batch) Status(ctx context.Context) (Status, error) {
 		// workflow waits for a worker to replay it, for nothing.
 		if desc, derr := tc.DescribeWorkflowExecution(ctx, b.id, ""); derr == nil && desc.WorkflowExecutionInfo.GetCloseTime() == nil {
 			qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
 			p, err := pipeline.QueryProgress(qctx, tc, b.id)
-			cancel()
 			if err == nil {
-				return StatusFromProgress(p), nil
+				return StatusFromProgress(withInFlight(qctx, tc, p, Progress{})), nil
 			}
 			// Started, but no worker answers (in embedded mode nothing runs
 			// a batch once its submit exited): running, progress unknown.

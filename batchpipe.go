@@ -48,8 +48,18 @@ import (
 	"github.com/batchpipe/batchpipe/pipeline"
 )
 
-// Progress is a running batch's progress, as its progress query answers.
-type Progress = pipeline.Progress
+// Progress is a running batch's progress: its progress query's answer,
+// with Done counting the items the running shards reported done by
+// heartbeat besides those of finished shards, and the shards in flight
+// split into running and waiting.
+type Progress struct {
+	pipeline.Progress
+	// Running shards are processing on a worker; Waiting shards were
+	// started and wait for a worker's free slot. Both 0 until Temporal was
+	// asked (every few seconds).
+	Running int `json:"running"`
+	Waiting int `json:"waiting"`
+}
 
 // FailureLimit stops a batch once too many items failed; see
 // pipeline.MaxFailedItems, pipeline.MaxFailedPercent and

@@ -117,14 +117,15 @@ func (c *Client) runningStates(ctx context.Context, states map[string]Status) er
 			id := e.GetExecution().GetWorkflowId()
 			qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 			p, err := pipeline.QueryProgress(qctx, tc, id)
-			cancel()
 			if err != nil {
+				cancel()
 				// No worker answers: keep the size the store knows.
 				prev := states[id]
 				states[id] = Status{BatchID: id, Status: "running", Items: prev.Items, Shards: prev.Shards}
 				continue
 			}
-			states[id] = StatusFromProgress(p)
+			states[id] = StatusFromProgress(withInFlight(qctx, tc, p, Progress{}))
+			cancel()
 		}
 		if len(resp.NextPageToken) == 0 {
 			return nil

@@ -132,7 +132,7 @@ func (f *submitFlags) registerBatchFlags(cmd *cobra.Command) {
 	fl.StringVar(&f.processor, "processor", d.Processor, "processor `NAME` to run on each item (built in: "+strings.Join(pipeline.NewRegistry().Names(), ", ")+"; or exec:COMMAND)")
 	fl.IntVar(&f.shardSize, "shard-size", d.ShardSize, "`N` items per shard, one child workflow each; unset: items / (4 × concurrency), within 1,000..100,000 (the embedded worker's slots count as the concurrency)")
 	fl.IntVar(&f.concurrency, "concurrency", d.Concurrency, "shards in flight at once")
-	fl.StringVar(&f.maxFailures, "max-failures", "", "stop the batch as failed once more than `N` items (or \"N%\" of the batch's items) failed; default: never")
+	fl.StringVar(&f.maxFailures, "max-failures", "", "stop the batch as failed once more than `N` items, or more than N% of the batch's items, failed (0 or 0%: at the first failure); default: never")
 	fl.StringVar(&f.taskQueue, "task-queue", pipeline.DefaultTaskQueue, "`NAME` of the Temporal task queue the workers poll")
 	fl.IntVar(&f.maxItemSize, "max-item-size", inputs.DefaultMaxItemBytes, "largest input item in bytes")
 	fl.StringVar(&f.format, "format", "", "input `FORMAT`: \"jsonl\" or \"csv\" (default: by file extension)")
@@ -335,9 +335,6 @@ func waitWithProgress(ctx context.Context, o *IO, b *batchpipe.Batch) (batchpipe
 			progressbar.OptionSetWriter(o.Stderr),
 			progressbar.OptionSetDescription("items"),
 			progressbar.OptionShowCount(),
-			progressbar.OptionShowIts(),
-			progressbar.OptionSetItsString("items"),
-			progressbar.OptionSetPredictTime(true),
 			progressbar.OptionThrottle(200*time.Millisecond),
 			progressbar.OptionClearOnFinish(),
 		)
@@ -346,7 +343,7 @@ func waitWithProgress(ctx context.Context, o *IO, b *batchpipe.Batch) (batchpipe
 		newBar()
 	}
 	lastLine := time.Now()
-	begin := time.Now()
+	var window rateWindow
 	res, err := b.Wait(ctx, func(p batchpipe.Progress) {
 		if items == 0 && p.Items > 0 { // known once a worker staged a remote input
 			items = p.Items
@@ -354,17 +351,23 @@ func waitWithProgress(ctx context.Context, o *IO, b *batchpipe.Batch) (batchpipe
 				newBar()
 			}
 		}
+		window.add(time.Now(), p.Done)
+		speed := ""
+		if r, ok := window.rate(); ok {
+			eta, _ := window.eta(items)
+			speed = fmt.Sprintf(", %.0f items/s, ETA %s", r, eta)
+		}
+		shards := fmt.Sprintf("%d shards in flight", p.InFlight)
+		if p.Running+p.Waiting > 0 {
+			shards = fmt.Sprintf("shards %d running, %d waiting", p.Running, p.Waiting)
+		}
 		if bar != nil {
+			bar.Describe(fmt.Sprintf("items (%s%s)", shards, speed))
 			bar.Set64(p.Done)
 		} else if time.Since(lastLine) >= 5*time.Second {
 			lastLine = time.Now()
-			rate := float64(p.Done) / time.Since(begin).Seconds()
-			eta := "?"
-			if rate > 0 {
-				eta = (time.Duration(float64(items-p.Done)/rate) * time.Second).String()
-			}
-			fmt.Fprintf(o.Stderr, "%d/%d items (%d failed), %d shards in flight, run %d, %.0f items/s, ETA %s\n",
-				p.Done, items, p.Failed, p.InFlight, p.Run, rate, eta)
+			fmt.Fprintf(o.Stderr, "%d/%d items (%d failed), %s, run %d%s\n",
+				p.Done, items, p.Failed, shards, p.Run, speed)
 		}
 	})
 	if bar != nil {
