@@ -14,10 +14,12 @@ import (
 	commonpb "go.temporal.io/api/common/v1"
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
 	sdklog "go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/temporal"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/batchpipe/batchpipe"
 	"github.com/batchpipe/batchpipe/blobstore"
@@ -88,7 +90,7 @@ func newScheduleCommand(o *IO) *cobra.Command {
 		return sc
 	}
 	cmd.AddCommand(
-		simple("describe", "Show a schedule: its spec, next runs and recent runs with their status", func(ctx context.Context, c client.Client, h client.ScheduleHandle, name string) error {
+		simple("describe", "Show a schedule: its spec, next runs, recent runs with their status, and the nominal times of runs skipped or missed", func(ctx context.Context, c client.Client, h client.ScheduleHandle, name string) error {
 			return describeSchedule(ctx, o, c, h, name)
 		}),
 		simple("trigger", "Run a schedule's batch now", func(ctx context.Context, _ client.Client, h client.ScheduleHandle, name string) error {
@@ -99,7 +101,7 @@ func newScheduleCommand(o *IO) *cobra.Command {
 			return nil
 		}),
 		simple("pause", "Pause a schedule", func(ctx context.Context, _ client.Client, h client.ScheduleHandle, name string) error {
-			if err := h.Pause(ctx, client.SchedulePauseOptions{Note: "paused with batchpipe"}); err != nil {
+			if err := h.Pause(ctx, client.SchedulePauseOptions{Note: pauseNotePrefix + time.Now().UTC().Format(time.RFC3339Nano)}); err != nil {
 				return err
 			}
 			fmt.Fprintf(o.Stdout, "paused schedule %s\n", name)
@@ -282,6 +284,7 @@ func describeSchedule(ctx context.Context, o *IO, c client.Client, h client.Sche
 	if err != nil {
 		return err
 	}
+	now := time.Now()
 	fmt.Fprintf(o.Stdout, "schedule %s\n", name)
 	fmt.Fprintf(o.Stdout, "cron: %s (%s)\n", memoString(d.Memo, "cron"), zoneName(memoString(d.Memo, "timezone")))
 	if act, ok := d.Schedule.Action.(*client.ScheduleWorkflowAction); ok && len(act.Args) == 1 {
@@ -293,27 +296,193 @@ func describeSchedule(ctx context.Context, o *IO, c client.Client, h client.Sche
 			fmt.Fprintf(o.Stdout, "input: %s\nstore: %s\nprocessor: %s\n", in.Source, in.Store, in.Options.Processor)
 		}
 	}
-	fmt.Fprintf(o.Stdout, "paused: %v\n", d.Schedule.State.Paused)
-	fmt.Fprintf(o.Stdout, "overlap: %s\n", strings.ToLower(strings.TrimPrefix(d.Schedule.Policy.Overlap.String(), "SCHEDULE_OVERLAP_POLICY_")))
+	pausedAt, pausedKnown := pausedSince(d.Schedule.State)
+	switch {
+	case d.Schedule.State.Paused && pausedKnown:
+		fmt.Fprintf(o.Stdout, "paused: true (since %s)\n", pausedAt.UTC().Format(time.RFC3339))
+	default:
+		fmt.Fprintf(o.Stdout, "paused: %v\n", d.Schedule.State.Paused)
+	}
+	overlap := strings.ToLower(strings.TrimPrefix(d.Schedule.Policy.Overlap.String(), "SCHEDULE_OVERLAP_POLICY_"))
+	fmt.Fprintf(o.Stdout, "overlap: %s\n", overlap)
 	fmt.Fprintln(o.Stdout, "next runs:")
 	for _, t := range d.Info.NextActionTimes {
 		fmt.Fprintf(o.Stdout, "  %s  (batch %s)\n", t.UTC().Format(time.RFC3339), pipeline.ScheduledBatchID(name, t))
 	}
 	fmt.Fprintln(o.Stdout, "recent runs:")
+	runs := make([]scheduleRun, 0, len(d.Info.RecentActions))
 	for _, a := range d.Info.RecentActions {
+		run := scheduleRun{nominal: a.ScheduleTime, started: a.ActualTime, batch: pipeline.ScheduledBatchID(name, a.ScheduleTime)}
 		status := "?"
 		if r := a.StartWorkflowResult; r != nil {
 			if desc, err := c.DescribeWorkflowExecution(ctx, r.WorkflowID, r.FirstExecutionRunID); err == nil {
-				status = strings.ToLower(desc.WorkflowExecutionInfo.GetStatus().String())
+				info := desc.WorkflowExecutionInfo
+				status = strings.ToLower(info.GetStatus().String())
 				status = strings.TrimPrefix(status, "workflow_execution_status_")
+				if info.GetCloseTime() != nil {
+					run.closed = info.GetCloseTime().AsTime()
+				}
 			}
 		}
-		fmt.Fprintf(o.Stdout, "  %s  batch %s  %s\n", a.ScheduleTime.UTC().Format(time.RFC3339), pipeline.ScheduledBatchID(name, a.ScheduleTime), status)
+		if run.closed.IsZero() {
+			run.closed = now // running, or unknown: as if still running
+		}
+		runs = append(runs, run)
+		fmt.Fprintf(o.Stdout, "  %s  batch %s  %s\n", a.ScheduleTime.UTC().Format(time.RFC3339), run.batch, status)
 	}
-	if d.Info.NumActionsSkippedOverlap > 0 {
-		fmt.Fprintf(o.Stdout, "runs skipped because the previous batch was still running: %d\n", d.Info.NumActionsSkippedOverlap)
-	}
+	printNotStarted(ctx, o, c, d, name, overlap, runs, now, pausedAt, pausedKnown)
 	return nil
+}
+
+// scheduleRun is one of a schedule's recent runs: its nominal time, when it
+// started and when it closed (now if it has not).
+type scheduleRun struct {
+	nominal, started, closed time.Time
+	batch                    string
+}
+
+// notStartedRun is a nominal time of the schedule's spec with no run; during
+// is the batch that was running then, if one was.
+type notStartedRun struct {
+	nominal time.Time
+	during  string
+}
+
+// notStarted returns the times of matching (the spec's nominal times)
+// within (from, to] that no run of runs has as its nominal time, each
+// with the batch that was running at the time if there was one — a run of
+// an earlier nominal time that closed after it, or that started only after
+// it (a late start after downtime: the later time was then due while it
+// ran).
+func notStarted(matching []time.Time, runs []scheduleRun, from, to time.Time) []notStartedRun {
+	ran := map[int64]bool{}
+	for _, r := range runs {
+		ran[r.nominal.Unix()] = true
+	}
+	var out []notStartedRun
+	for _, t := range matching {
+		if !t.After(from) || t.After(to) || ran[t.Unix()] {
+			continue
+		}
+		n := notStartedRun{nominal: t}
+		for _, r := range runs {
+			if r.nominal.Before(t) && (r.closed.After(t) || r.started.After(t)) {
+				n.during = r.batch
+			}
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+// dueGrace is how long after a nominal time the schedule may take to start
+// its run: younger times are not reported as not started.
+const dueGrace = 5 * time.Second
+
+// printNotStarted lists the schedule's nominal times that started no run,
+// as far as Temporal lets them be known. Temporal keeps counts of the runs
+// a schedule skipped for overlap and of those that missed the catch-up
+// window, but not their times, and only its last ten runs; so the times
+// are the spec's (ListScheduleMatchingTimes) since the oldest of those ten
+// (since the schedule's creation while it has had ten runs at most),
+// without those ten, up to now or to when the schedule was paused with
+// `schedule pause` (times while it was paused before are listed too: the
+// server does not record them).
+func printNotStarted(ctx context.Context, o *IO, c client.Client, d *client.ScheduleDescription, name, overlap string,
+	runs []scheduleRun, now, pausedAt time.Time, pausedKnown bool) {
+	info := d.Info
+	skipped, missed := info.NumActionsSkippedOverlap, info.NumActionsMissedCatchupWindow
+	fmt.Fprintf(o.Stdout, "runs not started: Temporal counts %d skipped because the previous batch was still running (overlap %s), %d that missed the catch-up window\n",
+		skipped, overlap, missed)
+	from := info.CreatedAt
+	whole := info.NumActions <= len(runs)
+	if !whole && len(runs) > 0 {
+		from = runs[0].started // every run started after it is one of runs
+		for _, r := range runs {
+			if r.started.Before(from) {
+				from = r.started
+			}
+		}
+	}
+	to := now.Add(-dueGrace)
+	if d.Schedule.State.Paused {
+		if !pausedKnown {
+			fmt.Fprintln(o.Stdout, "  (the schedule was paused at a time Temporal does not record, so nominal times are not listed; pause it with `submit schedule pause` to record it)")
+			return
+		}
+		to = pausedAt
+	}
+	if from.IsZero() || !to.After(from) {
+		return
+	}
+	ns, err := scheduleNamespace(o)
+	if err != nil {
+		return
+	}
+	resp, err := c.WorkflowService().ListScheduleMatchingTimes(ctx, &workflowservice.ListScheduleMatchingTimesRequest{
+		Namespace: ns, ScheduleId: pipeline.ScheduleID(name),
+		StartTime: timestamppb.New(from.Add(-time.Second)), EndTime: timestamppb.New(to),
+	})
+	if err != nil {
+		fmt.Fprintf(o.Stdout, "  (their nominal times cannot be listed: %v)\n", err)
+		return
+	}
+	matching := make([]time.Time, 0, len(resp.GetStartTime()))
+	for _, ts := range resp.GetStartTime() {
+		matching = append(matching, ts.AsTime())
+	}
+	list := notStarted(matching, runs, from.Add(-time.Second), to)
+	if len(list) == 0 {
+		if skipped+missed > 0 {
+			fmt.Fprintf(o.Stdout, "  none since %s; the counted ones are older (Temporal keeps only its last %d runs, and no time of a skipped one)\n",
+				from.UTC().Format(time.RFC3339), len(runs))
+		}
+		return
+	}
+	since := "since the schedule was created"
+	if !whole {
+		since = fmt.Sprintf("since %s, the start of the oldest of the %d runs Temporal keeps; earlier ones are in the counts only", from.UTC().Format(time.RFC3339), len(runs))
+	}
+	fmt.Fprintf(o.Stdout, "  nominal times with no run, %s:\n", since)
+	for _, n := range list {
+		why := "not started: the schedule was paused, or Temporal was down past the catch-up window"
+		if n.during != "" {
+			why = "skipped: batch " + n.during + " was still running"
+			if overlap != "skip" {
+				why = "not started while batch " + n.during + " ran (buffered, or dropped from a full buffer)"
+			}
+		}
+		fmt.Fprintf(o.Stdout, "  %s  batch %s  %s\n", n.nominal.UTC().Format(time.RFC3339), pipeline.ScheduledBatchID(name, n.nominal), why)
+	}
+}
+
+// pauseNotePrefix starts the note `schedule pause` leaves, followed by the
+// time: Temporal keeps a paused schedule's note but not when it was paused.
+const pauseNotePrefix = "paused with batchpipe at "
+
+// pausedSince reads the pause time from a schedule's note.
+func pausedSince(st *client.ScheduleState) (time.Time, bool) {
+	if st == nil || !st.Paused {
+		return time.Time{}, false
+	}
+	s, ok := strings.CutPrefix(st.Note, pauseNotePrefix)
+	if !ok {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	return t, err == nil
+}
+
+// scheduleNamespace is the Temporal namespace schedule commands use.
+func scheduleNamespace(o *IO) (string, error) {
+	opts, err := batchpipe.TemporalOptions(envLookup{o})
+	if err != nil {
+		return "", err
+	}
+	if opts.Namespace == "" {
+		return client.DefaultNamespace, nil
+	}
+	return opts.Namespace, nil
 }
 
 // memoString reads a string field of a memo ("-" when absent; "" for the
