@@ -17,6 +17,8 @@ help:
 	@echo "test-faults the fault suite (kills, outages, bad input); rewrites RELIABILITY.md's table"
 	@echo "cluster-test PostgreSQL + Temporal (4 service processes) + MinIO + 3 workers: 100,000 items over s3://, a worker"
 	@echo "            killed and the history service restarted mid-batch (needs apt-get install postgresql; ~2 min)"
+	@echo "bench-cluster the cluster-test topology timed: 100,000 and 1,000,000 items, 1 and 3 workers, and where the CPU goes"
+	@echo "            (server, workers, PostgreSQL, MinIO; bench-results/cluster.md; needs postgresql; ~6 min once built)"
 	@echo "lint        gofmt + go vet"
 	@echo "minio       run a throwaway local MinIO in the foreground"
 	@echo "minio-bin   build the pinned MinIO into bin/minio"
@@ -78,3 +80,13 @@ clean:
 .PHONY: cluster-test
 cluster-test: $(MINIO)
 	CI=true $(GO) test -count=1 -v -timeout 10m ./deploy/clustertest/
+
+# The cluster-test topology timed (deploy/clustertest BenchmarkCluster): whole
+# `submit` processes of 100,000 and 1,000,000 items over s3:// with 1 and 3
+# fresh workers, one run at a small explicit shard size, and the CPU of the
+# Temporal services, workers, PostgreSQL and MinIO; the table goes to
+# bench-results/cluster.md. BATCHPIPE_BENCH_CLUSTER=ITEMSxWORKERS[/SIZE],...
+# picks other runs.
+.PHONY: bench-cluster
+bench-cluster: $(MINIO)
+	CI=true $(GO) test -count=1 -run '^$$' -bench Cluster -benchtime 1x -timeout 90m ./deploy/clustertest/

@@ -54,7 +54,7 @@ var (
 
 // binaries builds cmd/worker and cmd/submit once per test process into a
 // temporary directory and returns it.
-func binaries(t *testing.T) string {
+func binaries(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		root, err := testinfra.RepoRoot()
@@ -90,7 +90,7 @@ var temporalBuild struct {
 
 // temporalBinaries builds the Temporal server and its SQL tool once per
 // test process. A build that fails skips the test, or fails it under CI.
-func temporalBinaries(t *testing.T) testinfra.TemporalBinaries {
+func temporalBinaries(t testing.TB) testinfra.TemporalBinaries {
 	t.Helper()
 	b := &temporalBuild
 	b.once.Do(func() {
@@ -124,7 +124,7 @@ func baseEnv(home string) []string {
 
 // start runs bin with args in dir (its output also in dir/<name>.log); it
 // is stopped (SIGTERM, then its process group killed) when the test ends.
-func start(t *testing.T, name, dir string, env []string, bin string, args ...string) *testinfra.Process {
+func start(t testing.TB, name, dir string, env []string, bin string, args ...string) *testinfra.Process {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Dir, cmd.Env = dir, env
@@ -137,7 +137,7 @@ func start(t *testing.T, name, dir string, env []string, bin string, args ...str
 }
 
 // waitFor waits until p has printed a line containing s and returns it.
-func waitFor(t *testing.T, p *testinfra.Process, s string, timeout time.Duration) string {
+func waitFor(t testing.TB, p *testinfra.Process, s string, timeout time.Duration) string {
 	t.Helper()
 	line, err := p.WaitFor(s, timeout)
 	if err != nil {
@@ -160,51 +160,8 @@ func TestCluster(t *testing.T) {
 	step := func(format string, args ...any) {
 		t.Logf("%s (%.1fs)", fmt.Sprintf(format, args...), time.Since(began).Seconds())
 	}
-	pgBin, err := testinfra.PostgresBinDir()
-	if err != nil {
-		testinfra.Missing(t, "PostgreSQL", err, testinfra.PostgresHint)
-	}
-	minio := testinfra.MinIOEndpoint(t)
-	bucket := testinfra.NewBucket(t, minio)
-	bin := binaries(t)
-	tbins := temporalBinaries(t)
-	root, err := testinfra.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	env := baseEnv(dir)
-	step("built the binaries")
-
-	pg, err := testinfra.StartPostgres(testinfra.PostgresOptions{Dir: filepath.Join(dir, "postgres"), BinDir: pgBin})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pg.Stop() })
-	if err := tbins.SetupSchema(pg, dir); err != nil {
-		t.Fatal(err)
-	}
-	step("PostgreSQL on %s with Temporal's schema", pg.Addr())
-	cluster, err := testinfra.StartTemporal(testinfra.TemporalOptions{
-		Binaries: tbins, Postgres: pg, Dir: dir,
-		DynamicConfig: filepath.Join(root, "deploy", "temporal", "dynamicconfig.yaml"),
-		StartTimeout:  time.Minute, // room for a loaded machine (`go test ./...`)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cluster.Stop() })
-	step("Temporal on %s (%v), MinIO on %s", cluster.Address, testinfra.TemporalServices, minio.Endpoint)
-
-	store := fmt.Sprintf("s3://%s/cluster?endpoint=http://%s&path_style=true&region=us-east-1", bucket, minio.Endpoint)
-	clusterEnv := append(env,
-		"TEMPORAL_ADDRESS="+cluster.Address,
-		"TEMPORAL_NAMESPACE="+cluster.Namespace,
-		"AWS_ACCESS_KEY_ID="+minio.AccessKey,
-		"AWS_SECRET_ACCESS_KEY="+minio.SecretKey,
-		"AWS_REGION=us-east-1",
-		"AWS_EC2_METADATA_DISABLED=true",
-	)
+	d := startDeployment(t, step)
+	dir, bin, pg, cluster, minio, bucket, store, clusterEnv := d.dir, d.bin, d.pg, d.temporal, d.minio, d.bucket, d.store, d.env
 
 	workers := make([]*testinfra.Process, clusterWorkers)
 	metricsURLs := make([]string, clusterWorkers)

@@ -11,6 +11,10 @@
 // have. The launchers live in internal/testinfra (StartPostgres,
 // BuildTemporal, StartTemporal).
 //
+// BenchmarkCluster (`make bench-cluster`) times whole submit processes of
+// 100,000 and 1,000,000 items on the same deployment with 1 and 3 workers
+// and reports where the CPU went (bench/RESULTS.md).
+//
 // Run it with `make cluster-test` (which builds MinIO first and refuses to
 // skip: CI=true); `go test ./...` runs it too, unless -short. Without
 // CI=true it skips when PostgreSQL is not installed or the server cannot
