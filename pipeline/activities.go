@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 	"golang.org/x/sync/errgroup"
 
@@ -109,6 +111,11 @@ type Activities struct {
 	// shard's number: such a run is over its limit, so its other shards
 	// stop before handing out an item.
 	overLimit sync.Map
+
+	// pauseWatches holds one pauseWatch per batch that this worker runs
+	// shards of (WatchPause).
+	pauseMu      sync.Mutex
+	pauseWatches map[string]*pauseWatch
 }
 
 func badShard(format string, args ...any) error {
@@ -140,13 +147,37 @@ func (a *Activities) ProcessShard(ctx context.Context, in ShardInput) (res Shard
 	if err != nil {
 		return ShardResult{}, badShard("this worker cannot run the batch: %v", err)
 	}
+	resumeAt := in.FirstIndex // where a shard that commits nothing resumes
+	if in.Resume != nil {
+		resumeAt = in.Resume.From
+	}
 	if in.FailureBudget != nil && in.BatchRun != "" {
 		if by, ok := a.overLimit.Load(in.BatchRun); ok && by != in.Shard {
 			// Another shard of this run went over the batch's limit: stop
 			// before the first item, committing nothing (a redrive runs
 			// the shard, as one the batch never started).
 			log.Debug("shard not run: the batch is over its failure limit", "stopped_by_shard", by)
-			return ShardResult{Stopped: true}, nil
+			return ShardResult{Stopped: true, ResumeAt: resumeAt}, nil
+		}
+	}
+	// A paused batch: the shard stops handing out items within
+	// pauseInterval of the pause (see pauseWatch).
+	var pauseSeen atomic.Bool
+	var onPause func() // halts the runner once there is one
+	var pauseMu sync.Mutex
+	if in.WatchPause {
+		stop := a.watchPause(ctx, in.BatchID, in.Pauses, func() {
+			pauseMu.Lock()
+			defer pauseMu.Unlock()
+			pauseSeen.Store(true)
+			if onPause != nil {
+				onPause()
+			}
+		})
+		defer stop()
+		if pauseSeen.Load() {
+			log.Debug("shard not run: the batch is paused")
+			return ShardResult{Paused: true, ResumeAt: resumeAt}, nil
 		}
 	}
 	b, err := a.Stores.Open(ctx, in.Store)
@@ -163,9 +194,14 @@ func (a *Activities) ProcessShard(ctx context.Context, in ShardInput) (res Shard
 	}
 	defer input.Close()
 	resultKey := manifests.ResultKey(in.BatchID, in.Shard)
-	var prev *lineReader // a redrive's committed lines, read alongside the input
+	var prev *lineReader // a redrive's (or paused run's) committed lines, read alongside the input
 	if in.Redrive > 0 {
 		resultKey = manifests.RedriveResultKey(in.BatchID, in.Shard, in.Redrive)
+	}
+	if in.Resume != nil {
+		resultKey = continuedResultKey(in.BatchID, in.Shard, in.Redrive, in.Resume.Seq)
+	}
+	if in.Redrive > 0 || in.Resume != nil {
 		if prev, err = openPreviousLines(ctx, b, in); err != nil {
 			return ShardResult{}, err
 		}
@@ -192,7 +228,14 @@ func (a *Activities) ProcessShard(ctx context.Context, in ShardInput) (res Shard
 	defer stopBeat()
 
 	runner := newItemRunner(proc, in)
+	pauseMu.Lock()
+	onPause = runner.halt
+	if pauseSeen.Load() {
+		runner.halt()
+	}
+	pauseMu.Unlock()
 	var failedNow atomic.Int64 // items failed in this run, for the budget
+	var overBudget atomic.Bool
 	groups, wait := runner.stream(ctx, in, input, prev, func(l manifests.ResultLine) {
 		a.Metrics.item(in.Options.Processor, l)
 		finished.Add(1)
@@ -200,6 +243,7 @@ func (a *Activities) ProcessShard(ctx context.Context, in ShardInput) (res Shard
 			if in.BatchRun != "" {
 				a.overLimit.LoadOrStore(in.BatchRun, in.Shard)
 			}
+			overBudget.Store(true)
 			runner.halt()
 		}
 	})
@@ -240,8 +284,8 @@ groups:
 	if err := ctx.Err(); err != nil {
 		return ShardResult{}, err
 	}
-	stopped := runner.isHalted()
-	if rec.Items != int64(in.Items) && !(stopped && rec.Items < int64(in.Items)) {
+	halted := runner.isHalted()
+	if rec.Items != int64(in.Items) && !(halted && rec.Items < int64(in.Items)) {
 		return ShardResult{}, badShard("input shard %s holds %d items, want %d", inputKey, rec.Items, in.Items)
 	}
 	if err := results.close(); err != nil {
@@ -259,9 +303,142 @@ groups:
 	if err := layout.WriteReceipt(ctx, b, in.BatchID, rec); err != nil {
 		return ShardResult{}, err
 	}
-	log.Debug("shard done", "items", rec.Items, "failed", rec.Failed, "stopped", stopped)
+	// Stopped at the budget, or paused before its last item was handed out
+	// (a pause that came after it is no stop).
+	stopped := halted && overBudget.Load()
+	end := in.FirstIndex + int64(in.Items)
+	if halted && runner.stoppedAt >= 0 && runner.stoppedAt < end {
+		resumeAt = max(resumeAt, runner.stoppedAt)
+	} else {
+		resumeAt = end
+	}
+	paused := halted && !stopped && pauseSeen.Load() && resumeAt < end
+	log.Debug("shard done", "items", rec.Items, "failed", rec.Failed, "stopped", stopped, "paused", paused)
 	return ShardResult{Key: rec.Key, Items: rec.Items, Succeeded: rec.Succeeded, Failed: rec.Failed, Size: rec.Size, SHA256: rec.SHA256,
-		Stopped: stopped}, nil
+		Stopped: stopped, Paused: paused, ResumeAt: resumeAt}, nil
+}
+
+// continuedResultKey is the result object of a shard continued after its
+// seq-th pause (of redrive n, or of the batch itself for 0): a new object
+// each time, as the continuation reads the one before.
+func continuedResultKey(batchID string, shard, redrive, seq int) string {
+	base := strings.TrimSuffix(manifests.ResultKey(batchID, shard), ".jsonl.zst")
+	if redrive > 0 {
+		base += fmt.Sprintf(".r%d", redrive)
+	}
+	return fmt.Sprintf("%s.p%d.jsonl.zst", base, seq)
+}
+
+// pauseInterval is how often a worker asks Temporal for the pause count of
+// a batch it runs shards of: one describe of the batch's workflow per
+// batch and worker (not per shard), every 2 s while its shards run, so a
+// shard stops handing out items about 2 s after a pause.
+const pauseInterval = 2 * time.Second
+
+// pauseWatch follows one batch's pause count (the "pauses" key of its
+// workflow's memo, which BatchWorkflow upserts in the same workflow task
+// as it accepts the pause) for the shards of it that run on this worker.
+type pauseWatch struct {
+	pauses int // last seen; -1 before the first answer
+	subs   map[*pauseSub]bool
+}
+
+type pauseSub struct {
+	after int // the pause count the shard started under
+	halt  func()
+}
+
+// watchPause calls halt (once) when the pause count of batchID goes above
+// after, until stop is called. The first shard of a batch on this worker
+// asks at once, so a shard that starts late, after a pause, hands out
+// nothing; the others share its answers. Without a client (a test's
+// activity environment) or an answer, nothing is halted.
+func (a *Activities) watchPause(ctx context.Context, batchID string, after int, halt func()) (stop func()) {
+	c := workerClient(ctx)
+	if c == nil {
+		return func() {}
+	}
+	sub := &pauseSub{after: after, halt: halt}
+	a.pauseMu.Lock()
+	w, running := a.pauseWatches[batchID]
+	if !running {
+		w = &pauseWatch{pauses: -1, subs: map[*pauseSub]bool{}}
+		if a.pauseWatches == nil {
+			a.pauseWatches = map[string]*pauseWatch{}
+		}
+		a.pauseWatches[batchID] = w
+	}
+	w.subs[sub] = true
+	a.pauseMu.Unlock()
+	if !running {
+		a.pollPauses(c, batchID, w)
+		go func() {
+			t := time.NewTicker(pauseInterval)
+			defer t.Stop()
+			for range t.C {
+				a.pauseMu.Lock()
+				if len(w.subs) == 0 {
+					delete(a.pauseWatches, batchID)
+					a.pauseMu.Unlock()
+					return
+				}
+				a.pauseMu.Unlock()
+				a.pollPauses(c, batchID, w)
+			}
+		}()
+	} else {
+		a.pauseMu.Lock()
+		a.notePauses(w, w.pauses)
+		a.pauseMu.Unlock()
+	}
+	return func() {
+		a.pauseMu.Lock()
+		delete(w.subs, sub)
+		a.pauseMu.Unlock()
+	}
+}
+
+// pollPauses asks Temporal for the batch's pause count and halts the
+// shards started under a lower one.
+func (a *Activities) pollPauses(c client.Client, batchID string, w *pauseWatch) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	d, err := c.DescribeWorkflowExecution(ctx, batchID, "")
+	if err != nil {
+		return // asked again at the next tick
+	}
+	n := 0
+	if p := d.GetWorkflowExecutionInfo().GetMemo().GetFields()["pauses"]; p != nil {
+		if converter.GetDefaultDataConverter().FromPayload(p, &n) != nil {
+			return
+		}
+	}
+	a.pauseMu.Lock()
+	defer a.pauseMu.Unlock()
+	w.pauses = n
+	a.notePauses(w, n)
+}
+
+// notePauses halts the subscribers of w started under fewer than n
+// pauses (a.pauseMu held).
+func (a *Activities) notePauses(w *pauseWatch, n int) {
+	for s := range w.subs {
+		if n > s.after {
+			s.halt()
+			delete(w.subs, s)
+		}
+	}
+}
+
+// workerClient is the client of the worker running the activity, nil
+// where there is none (activity test environments).
+func workerClient(ctx context.Context) (c client.Client) {
+	defer func() {
+		if recover() != nil {
+			c = nil
+		}
+	}()
+	return activity.GetClient(ctx)
 }
 
 // objectWriter writes zstd JSON lines to one object.
@@ -351,8 +528,9 @@ func openPreviousLines(ctx context.Context, b blobstore.Bucket, in ShardInput) (
 	return lines, nil
 }
 
-// ShardsToRedrive lists the shards in [From, To) with failed items or no
-// committed results. (A shard that stopped at its failure budget before
+// ShardsToRedrive lists the shards in [From, To) with failed items, no
+// committed results, or (given the shard size) results of fewer items
+// than the shard's. (A shard that stopped at its failure budget before
 // its last item has failed items, so it is listed; one cancelled when the
 // batch stopped committed nothing.)
 func (a *Activities) ShardsToRedrive(ctx context.Context, q RedriveQuery) ([]int, error) {
@@ -373,6 +551,10 @@ func (a *Activities) ShardsToRedrive(ctx context.Context, q RedriveQuery) ([]int
 				return err
 			default:
 				need[i] = rec.Failed > 0
+				if q.ShardSize > 0 { // a shard that stopped part way
+					first := int64(q.From+i) * int64(q.ShardSize)
+					need[i] = need[i] || rec.Items < min(int64(q.ShardSize), q.Items-first)
+				}
 			}
 			return nil
 		})

@@ -112,3 +112,37 @@ func ReadSpec(ctx context.Context, b blobstore.Bucket, batchID string) (BatchInp
 	var in BatchInput
 	return in, layout.ReadSpec(ctx, b, batchID, &in)
 }
+
+// Pause pauses the running batch (PauseUpdate): no shard starts, and the
+// running ones stop at an item boundary within seconds, committing what
+// they processed. The error of a refused pause (finished, stopping,
+// paused already) is a *temporal.ApplicationError of type
+// ErrTypeNotSteerable.
+func Pause(ctx context.Context, c client.Client, batchID, reason string) (Progress, error) {
+	return steer(ctx, c, batchID, PauseUpdate, PauseRequest{Reason: reason})
+}
+
+// Resume resumes a paused batch (ResumeUpdate): the shards that stopped
+// at the pause run their remaining items first, then the rest.
+func Resume(ctx context.Context, c client.Client, batchID string) (Progress, error) {
+	return steer(ctx, c, batchID, ResumeUpdate)
+}
+
+// UpdateOptions changes a running batch's concurrency, failure limit or
+// rate (OptionsUpdate); a bad value is refused with an error of type
+// ErrTypeInvalidInput and changes nothing.
+func UpdateOptions(ctx context.Context, c client.Client, batchID string, ch OptionsChange) (Progress, error) {
+	return steer(ctx, c, batchID, OptionsUpdate, ch)
+}
+
+func steer(ctx context.Context, c client.Client, batchID, update string, args ...any) (Progress, error) {
+	var p Progress
+	h, err := c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
+		WorkflowID: batchID, UpdateName: update, Args: args,
+		WaitForStage: client.WorkflowUpdateStageCompleted,
+	})
+	if err != nil {
+		return p, err
+	}
+	return p, h.Get(ctx, &p)
+}

@@ -135,10 +135,14 @@ type itemRunner struct {
 	// halted closes when the shard stops handing out items (halt).
 	halted   chan struct{}
 	haltOnce sync.Once
+	// stoppedAt is the index of the first item that was not handed out
+	// because of halt (and whose line is therefore not final), -1 when
+	// every item was; set by stream's reader, read after its wait.
+	stoppedAt int64
 }
 
 func newItemRunner(proc Processor, in ShardInput) *itemRunner {
-	r := &itemRunner{proc: proc, o: in.Options, batchID: in.BatchID, shard: in.Shard, perCall: 1, halted: make(chan struct{})}
+	r := &itemRunner{proc: proc, o: in.Options, batchID: in.BatchID, shard: in.Shard, perCall: 1, halted: make(chan struct{}), stoppedAt: -1}
 	if _, ok := proc.(BatchProcessor); ok {
 		r.perCall = max(1, in.Options.ItemsPerCall)
 	}
@@ -193,6 +197,10 @@ type group struct {
 // only while a redrive's earlier lines cover the items (they keep those
 // lines, failed ones too, so a redrive that stops keeps its shard's
 // results whole), then ends the stream.
+//
+// A shard continued after a pause (in.Resume) keeps every earlier line
+// before in.Resume.From as it is, failed ones too: those items were
+// processed in this batch (or redrive) already.
 func (r *itemRunner) stream(ctx context.Context, in ShardInput, input, prev *lineReader, counted func(manifests.ResultLine)) (<-chan *group, func() error) {
 	ctx, cancel := context.WithCancel(ctx)
 	par := max(1, r.o.ItemParallelism)
@@ -208,8 +216,16 @@ func (r *itemRunner) stream(ctx context.Context, in ShardInput, input, prev *lin
 		covered := func() bool { // prev holds a line for the next item
 			return prev != nil && prevRead < prev.lines
 		}
+		stopAt := func(i int64) {
+			if r.stoppedAt < 0 {
+				r.stoppedAt = i
+			}
+		}
 		for {
 			halted := r.isHalted()
+			if halted {
+				stopAt(next)
+			}
 			if halted && !covered() {
 				return
 			}
@@ -234,7 +250,8 @@ func (r *itemRunner) stream(ctx context.Context, in ShardInput, input, prev *lin
 					}
 					prevRead++
 				}
-				if kept.Status != manifests.ItemSucceeded && !halted {
+				final := in.Resume != nil && next+int64(len(g.items)) < in.Resume.From
+				if kept.Status != manifests.ItemSucceeded && !halted && !final {
 					// Processed again; the earlier (failed) line stays
 					// until then, in case the shard stops first.
 					g.todo = append(g.todo, len(g.items))
@@ -258,6 +275,7 @@ func (r *itemRunner) stream(ctx context.Context, in ShardInput, input, prev *lin
 				case <-r.halted:
 					// Never handed out: its items keep the lines they
 					// came with.
+					stopAt(g.first)
 					close(g.done)
 					continue
 				case <-ctx.Done():

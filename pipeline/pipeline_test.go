@@ -131,6 +131,7 @@ func testProcessors() *pipeline.Registry {
 		}
 	}))
 	registerContextProcessors(r)
+	registerSteerProcessors(r)
 	return r
 }
 

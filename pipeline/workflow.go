@@ -3,6 +3,7 @@ package pipeline
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	enumspb "go.temporal.io/api/enums/v1"
@@ -20,6 +21,12 @@ const (
 	DefaultTaskQueue    = "batchpipe"
 	DefaultConcurrency  = 32
 	DefaultShardsPerRun = 500
+	// Updates that steer a running batch (see steer.go of the root
+	// package): each has a validator, so a refusal comes back at once and
+	// changes nothing.
+	PauseUpdate   = "pause"
+	ResumeUpdate  = "resume"
+	OptionsUpdate = "update"
 )
 
 // Options are a batch's knobs; they travel unchanged across continue-as-new.
@@ -131,6 +138,27 @@ type Cursor struct {
 	Failed     int64     `json:"failed"`
 	Run        int       `json:"run"` // 1 for the first run
 	StartedAt  time.Time `json:"started_at"`
+	// Paused holds the batch's pause (PauseUpdate) across continue-as-new:
+	// since when, why, and how many pauses it had (each shard is told the
+	// count it started under, and stops when it sees a higher one).
+	Paused      bool       `json:"paused,omitempty"`
+	PausedSince *time.Time `json:"paused_since,omitempty"`
+	PauseReason string     `json:"pause_reason,omitempty"`
+	Pauses      int        `json:"pauses,omitempty"`
+	// Partial lists the shards that stopped at a pause part way: each
+	// committed its first items, and runs the rest on resume. At most the
+	// batch's concurrency of them.
+	Partial []PartialShard `json:"partial,omitempty"`
+}
+
+// PartialShard is a shard that stopped at a pause: its results up to From
+// are committed (counted in the cursor already), the rest still to run.
+type PartialShard struct {
+	Shard     int   `json:"shard"`
+	From      int64 `json:"from"` // index of its first item not processed
+	Seq       int   `json:"seq"`  // how many times it stopped (names its next result object)
+	Succeeded int64 `json:"succeeded"`
+	Failed    int64 `json:"failed"`
 }
 
 // ShardInput is one child's work.
@@ -159,6 +187,20 @@ type ShardInput struct {
 	// batch is over its limit, and its shards that start on the same
 	// worker after stop at once.
 	BatchRun string `json:"batch_run,omitempty"`
+	// WatchPause has the shard watch the batch's pauses: it stops handing
+	// out items once the batch's pause count (in its workflow's memo) goes
+	// above Pauses, and commits the items it processed (ShardResult.Paused).
+	WatchPause bool `json:"watch_pause,omitempty"`
+	Pauses     int  `json:"pauses,omitempty"`
+	// Resume continues a shard that stopped at a pause: its committed lines
+	// before Resume.From are kept as they are, the items after run.
+	Resume *ShardResume `json:"resume,omitempty"`
+}
+
+// ShardResume says where a paused shard continues.
+type ShardResume struct {
+	From int64 `json:"from"` // index of the first item not yet processed
+	Seq  int   `json:"seq"`  // 1 for the first continuation: names the result object
 }
 
 // RedriveQuery asks which shards in [From, To) a redrive must run.
@@ -167,6 +209,11 @@ type RedriveQuery struct {
 	Store   string `json:"store"`
 	From    int    `json:"from"`
 	To      int    `json:"to"`
+	// Items and ShardSize, when set, let a receipt of fewer items than
+	// its shard's (a shard stopped at a pause, then the batch cancelled)
+	// count as unfinished.
+	Items     int64 `json:"items,omitempty"`
+	ShardSize int   `json:"shard_size,omitempty"`
 }
 
 // ShardResult is all a child returns: where its results are and their counts.
@@ -181,6 +228,11 @@ type ShardResult struct {
 	// handed out no item after, and Items may be fewer than the shard's
 	// (its results cover its first Items items).
 	Stopped bool `json:"stopped,omitempty"`
+	// Paused says the shard stopped because the batch was paused (and not
+	// at its failure budget): its results cover its items before ResumeAt,
+	// and a continuation (ShardInput.Resume) runs the rest.
+	Paused   bool  `json:"paused,omitempty"`
+	ResumeAt int64 `json:"resume_at,omitempty"`
 }
 
 // Progress answers the progress query.
@@ -196,7 +248,36 @@ type Progress struct {
 	Run        int       `json:"run"`
 	StartedAt  time.Time `json:"started_at"`
 	Stopping   string    `json:"stopping,omitempty"`
+	// Paused says no shard starts and the running ones stop (PauseUpdate),
+	// since PausedSince, for PauseReason.
+	Paused      bool       `json:"paused,omitempty"`
+	PausedSince *time.Time `json:"paused_since,omitempty"`
+	PauseReason string     `json:"pause_reason,omitempty"`
+	// The batch's knobs as they are now (OptionsUpdate changes them).
+	Concurrency int           `json:"concurrency,omitempty"`
+	MaxFailures *FailureLimit `json:"max_failures,omitempty"`
+	Rate        float64       `json:"rate,omitempty"`
 }
+
+// PauseRequest is PauseUpdate's argument.
+type PauseRequest struct {
+	Reason string `json:"reason,omitempty"`
+}
+
+// OptionsChange is OptionsUpdate's argument: the knobs to change, the
+// others kept. Concurrency 0 and a nil Rate or MaxFailures keep theirs;
+// a Rate of 0 lifts the rate limit, a MaxFailures with neither count nor
+// percent lifts the failure limit.
+type OptionsChange struct {
+	Concurrency int           `json:"concurrency,omitempty"`
+	MaxFailures *FailureLimit `json:"max_failures,omitempty"`
+	Rate        *float64      `json:"rate,omitempty"`
+}
+
+// ErrTypeNotSteerable is the type of an update refused because of the
+// batch's state (finishing, already paused, not paused, started by older
+// workflow code); ErrTypeInvalidInput one refused for its values.
+const ErrTypeNotSteerable = "BatchNotSteerable"
 
 // BatchResult is what BatchWorkflow returns: the manifest's place and counts.
 type BatchResult struct {
@@ -239,30 +320,48 @@ func BatchWorkflow(ctx workflow.Context, in BatchInput) (BatchResult, error) {
 		r.cur = *in.Cursor
 		r.cur.Run++
 	}
+	// Pause, resume and live option updates (steer.go): runs started
+	// before them replay without (their updates are refused).
+	r.steer = workflow.GetVersion(ctx, "steer", workflow.DefaultVersion, 1) >= 1
 	if err := workflow.SetQueryHandler(ctx, ProgressQuery, r.progress); err != nil {
+		return BatchResult{}, err
+	}
+	if err := r.setUpdateHandlers(); err != nil {
 		return BatchResult{}, err
 	}
 	if err := r.stage(); err != nil {
 		return BatchResult{}, err
 	}
 	r.memoProgress = workflow.GetVersion(ctx, "memo-progress", workflow.DefaultVersion, 1) >= 1
-	r.upsertProgress(ctx, "running")
+	r.upsertProgress(ctx, r.runStatus())
 	r.waitForCancellation = workflow.GetVersion(ctx, "wait-for-cancellation", workflow.DefaultVersion, 1) >= 1
 	// Shards get a failure budget and stop themselves; the batch cancels
 	// its running shards once the limit is exceeded (only when it waits
-	// for them, so nothing commits after the manifest).
-	r.promptFailureStop = r.waitForCancellation && !r.in.Options.MaxFailures.isNone() &&
-		workflow.GetVersion(ctx, "prompt-failure-stop", workflow.DefaultVersion, 1) >= 1
+	// for them, so nothing commits after the manifest). A steered batch
+	// can get a limit later (OptionsUpdate), so it asks whatever its limit.
+	if r.steer {
+		r.promptFailureStop = r.waitForCancellation &&
+			workflow.GetVersion(ctx, "prompt-failure-stop", workflow.DefaultVersion, 1) >= 1
+	} else {
+		r.promptFailureStop = r.waitForCancellation && !r.in.Options.MaxFailures.isNone() &&
+			workflow.GetVersion(ctx, "prompt-failure-stop", workflow.DefaultVersion, 1) >= 1
+	}
 	if err := r.planChunk(); err != nil {
 		return BatchResult{}, err
 	}
-	r.fanOut()
-	r.drain()
-	if r.stopping == "" && r.cur.NextShard < r.in.Shards {
+	if r.steer {
+		r.fanOutSteered()
+		r.drainSteered()
+	} else {
+		r.fanOut()
+		r.drain()
+	}
+	if r.stopping == "" && (r.cur.NextShard < r.in.Shards || len(r.cur.Partial) > 0) {
 		next := r.in
 		next.Cursor = &r.cur
 		return BatchResult{}, workflow.NewContinueAsNewError(ctx, BatchWorkflowName, next)
 	}
+	r.finishing = true
 	return r.finalize()
 }
 
@@ -284,15 +383,37 @@ type batchRun struct {
 	// cancelShards cancels the children in flight (promptFailureStop).
 	cancelShards workflow.CancelFunc
 
-	memoProgress, waitForCancellation, promptFailureStop bool // version gates
+	memoProgress, waitForCancellation, promptFailureStop, steer bool // version gates
+	// finishing is set once the run writes the manifest: too late to steer.
+	finishing bool
+	// childCtx starts the shards (fanOutSteered).
+	childCtx workflow.Context
 }
 
 func (r *batchRun) progress() (Progress, error) {
-	return Progress{
+	p := Progress{
 		BatchID: r.in.BatchID, Items: r.in.Items, Done: r.cur.Succeeded + r.cur.Failed,
 		Succeeded: r.cur.Succeeded, Failed: r.cur.Failed, Shards: r.in.Shards, ShardsDone: r.cur.ShardsDone,
 		InFlight: r.inFlight, Run: r.cur.Run, StartedAt: r.cur.StartedAt, Stopping: r.stopping,
-	}, nil
+	}
+	if r.steer {
+		o := r.in.Options
+		p.Paused, p.PausedSince, p.PauseReason = r.cur.Paused, r.cur.PausedSince, r.cur.PauseReason
+		p.Concurrency, p.Rate = o.Concurrency, o.Rate
+		if o.MaxFailures.Set() {
+			l := o.MaxFailures
+			p.MaxFailures = &l
+		}
+	}
+	return p, nil
+}
+
+// runStatus is the memo's status while the batch runs.
+func (r *batchRun) runStatus() string {
+	if r.cur.Paused {
+		return "paused"
+	}
+	return "running"
 }
 
 // stop records the first reason the batch stops.
@@ -349,12 +470,25 @@ func (r *batchRun) stage() error {
 // upsertProgress shows progress in the Web UI and `temporal workflow
 // describe`; called once per run and at the end, so it costs two events a run.
 func (r *batchRun) upsertProgress(ctx workflow.Context, status string) {
-	if r.memoProgress {
-		_ = workflow.UpsertMemo(ctx, map[string]any{
-			"status": status, "items": r.in.Items, "done": r.cur.Succeeded + r.cur.Failed,
-			"failed": r.cur.Failed, "shards": r.in.Shards, "shards_done": r.cur.ShardsDone, "run": r.cur.Run,
-		})
+	if !r.memoProgress && !r.steer {
+		return
 	}
+	memo := map[string]any{
+		"status": status, "items": r.in.Items, "done": r.cur.Succeeded + r.cur.Failed,
+		"failed": r.cur.Failed, "shards": r.in.Shards, "shards_done": r.cur.ShardsDone, "run": r.cur.Run,
+	}
+	if r.steer {
+		// The pause count is also what running shards watch (pauseWatch).
+		o := r.in.Options
+		paused := r.cur.Paused && !r.finishing
+		memo["paused"], memo["pauses"] = paused, r.cur.Pauses
+		memo["paused_since"], memo["pause_reason"] = nil, nil // nil removes the key
+		if paused {
+			memo["paused_since"], memo["pause_reason"] = r.cur.PausedSince, r.cur.PauseReason
+		}
+		memo["concurrency"], memo["rate"], memo["max_failures"] = o.Concurrency, o.Rate, o.MaxFailures.String()
+	}
+	_ = workflow.UpsertMemo(ctx, memo)
 }
 
 // planChunk sets the chunk this run covers; a redrive runs only the
@@ -369,7 +503,8 @@ func (r *batchRun) planChunk() error {
 		StartToCloseTimeout: 10 * time.Minute,
 		RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: time.Minute},
 	})
-	req := RedriveQuery{BatchID: r.in.BatchID, Store: r.in.Store, From: r.cur.NextShard, To: r.chunkEnd}
+	req := RedriveQuery{BatchID: r.in.BatchID, Store: r.in.Store, From: r.cur.NextShard, To: r.chunkEnd,
+		Items: r.in.Items, ShardSize: r.in.Options.ShardSize}
 	return workflow.ExecuteActivity(actx, activityShardsToRedrive, req).Get(r.ctx, &r.redo)
 }
 
@@ -553,4 +688,298 @@ func shardFailure(shard int, err error) string {
 		return fmt.Sprintf("shard %d failed: %s", shard, appErr.Message())
 	}
 	return fmt.Sprintf("shard %d failed: %v", shard, err)
+}
+
+// Steering: pause, resume and option updates of a running batch. A pause
+// is a state the cursor carries across continue-as-new: while it holds, no
+// shard starts, and the running ones, which watch the batch's pause count
+// in its memo (ShardInput.WatchPause), stop at an item boundary within
+// seconds and commit what they processed. They come back Paused and wait
+// in the cursor's Partial list; resume runs the rest of each first, then
+// the shards never started.
+
+// setUpdateHandlers registers PauseUpdate, ResumeUpdate and OptionsUpdate.
+// Their validators refuse, changing nothing, a batch that is stopping or
+// writing its manifest, a pause of a paused batch, a resume of a running
+// one, bad values, and every update of a run from before steering (a
+// batch started by older workflow code gets them from its next run).
+func (r *batchRun) setUpdateHandlers() error {
+	id := r.in.BatchID
+	refuse := func(format string, args ...any) error {
+		return temporal.NewNonRetryableApplicationError(fmt.Sprintf(format, args...), ErrTypeNotSteerable, nil)
+	}
+	steerable := func() error {
+		switch {
+		case !r.steer:
+			return refuse("batch %s runs workflow code from before pause and update; they work from its next run (after continue-as-new)", id)
+		case r.finishing:
+			return refuse("batch %s is finishing: its manifest is being written", id)
+		case r.stopping != "":
+			return refuse("batch %s is stopping (%s)", id, r.stopping)
+		}
+		return nil
+	}
+	err := workflow.SetUpdateHandlerWithOptions(r.ctx, PauseUpdate,
+		func(ctx workflow.Context, req PauseRequest) (Progress, error) {
+			now := workflow.Now(ctx)
+			r.cur.Paused, r.cur.PausedSince, r.cur.PauseReason = true, &now, req.Reason
+			r.cur.Pauses++
+			r.upsertProgress(ctx, r.runStatus())
+			return r.progress()
+		},
+		workflow.UpdateHandlerOptions{Validator: func(req PauseRequest) error {
+			if err := steerable(); err != nil {
+				return err
+			}
+			if r.cur.Paused {
+				why := ""
+				if r.cur.PauseReason != "" {
+					why = " (" + r.cur.PauseReason + ")"
+				}
+				return refuse("batch %s is paused already, since %s%s", id, r.cur.PausedSince.UTC().Format(time.RFC3339), why)
+			}
+			return nil
+		}})
+	if err != nil {
+		return err
+	}
+	err = workflow.SetUpdateHandlerWithOptions(r.ctx, ResumeUpdate,
+		func(ctx workflow.Context) (Progress, error) {
+			r.cur.Paused, r.cur.PausedSince, r.cur.PauseReason = false, nil, ""
+			r.upsertProgress(ctx, r.runStatus())
+			return r.progress()
+		},
+		workflow.UpdateHandlerOptions{Validator: func() error {
+			if err := steerable(); err != nil {
+				return err
+			}
+			if !r.cur.Paused {
+				return refuse("batch %s is not paused", id)
+			}
+			return nil
+		}})
+	if err != nil {
+		return err
+	}
+	return workflow.SetUpdateHandlerWithOptions(r.ctx, OptionsUpdate,
+		func(ctx workflow.Context, ch OptionsChange) (Progress, error) {
+			r.in.Options = ch.apply(r.in.Options)
+			r.upsertProgress(ctx, r.runStatus())
+			if r.in.Options.MaxFailures.Exceeded(r.cur.Failed, r.in.Items) {
+				// A limit below what failed already stops the batch, as
+				// reaching it would have.
+				r.stop(maxFailuresText(r.cur.Failed), manifests.StopMaxFailures)
+				if r.promptFailureStop && r.cancelShards != nil && r.inFlight > 0 {
+					r.cancelShards()
+				}
+			}
+			return r.progress()
+		},
+		workflow.UpdateHandlerOptions{Validator: func(ch OptionsChange) error {
+			if err := steerable(); err != nil {
+				return err
+			}
+			if err := ch.Validate(); err != nil {
+				return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeInvalidInput, nil)
+			}
+			return nil
+		}})
+}
+
+// Validate refuses a change that changes nothing or sets a bad value.
+func (ch OptionsChange) Validate() error {
+	switch {
+	case ch.Concurrency == 0 && ch.Rate == nil && ch.MaxFailures == nil:
+		return errors.New("nothing to change: give a concurrency, a failure limit or a rate")
+	case ch.Concurrency < 0:
+		return fmt.Errorf("concurrency must be at least 1, got %d", ch.Concurrency)
+	case ch.Rate != nil && (math.IsNaN(*ch.Rate) || math.IsInf(*ch.Rate, 0) || *ch.Rate < 0):
+		return fmt.Errorf("rate must be a number of items per second, 0 or more (0: no limit), got %v", *ch.Rate)
+	}
+	if ch.MaxFailures != nil {
+		return ch.MaxFailures.Validate()
+	}
+	return nil
+}
+
+// apply returns o changed by ch.
+func (ch OptionsChange) apply(o Options) Options {
+	if ch.Concurrency > 0 {
+		o.Concurrency = ch.Concurrency
+	}
+	if ch.Rate != nil {
+		o.Rate = *ch.Rate
+	}
+	if ch.MaxFailures != nil {
+		o.MaxFailures = *ch.MaxFailures
+	}
+	return o
+}
+
+// fanOutSteered is fanOut for runs that can be steered: before each shard
+// it waits while the batch is paused or the window (the concurrency as it
+// is now) is full; shards that stopped at a pause run first. Children are
+// followed by a coroutine each, so that an update wakes the wait at once
+// (a wider window, a resume) without a child finishing.
+func (r *batchRun) fanOutSteered() {
+	ctx := r.ctx
+	childCtx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
+		TaskQueue:             workflow.GetInfo(ctx).TaskQueueName,
+		ParentClosePolicy:     enumspb.PARENT_CLOSE_POLICY_REQUEST_CANCEL,
+		WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
+		WaitForCancellation:   r.waitForCancellation,
+	})
+	if r.promptFailureStop {
+		childCtx, r.cancelShards = workflow.WithCancel(childCtx)
+	}
+	r.childCtx = childCtx
+	started := 0
+	for r.stopping == "" && r.hasWork() {
+		if started >= r.in.Options.ShardsPerRun || workflow.GetInfo(ctx).GetContinueAsNewSuggested() {
+			break
+		}
+		err := workflow.Await(ctx, func() bool {
+			return r.stopping != "" || (!r.cur.Paused && r.inFlight < r.in.Options.Concurrency)
+		})
+		if err != nil {
+			r.stop("canceled", manifests.StopCanceled)
+			break
+		}
+		if r.stopping != "" {
+			break
+		}
+		if !r.startNext() {
+			break
+		}
+		started++
+	}
+}
+
+// hasWork reports whether a shard is left to start in this run's chunk.
+func (r *batchRun) hasWork() bool {
+	if len(r.cur.Partial) > 0 {
+		return true
+	}
+	if r.cur.NextShard >= r.in.Shards {
+		return false
+	}
+	if r.in.Redrive > 0 && len(r.redo) == 0 {
+		r.cur.NextShard = r.chunkEnd // the chunk's last shards need no redrive
+		return false
+	}
+	return true
+}
+
+// startNext starts the next shard: one that stopped at a pause, else the
+// next of the chunk (a redrive's next to redo).
+func (r *batchRun) startNext() bool {
+	if !r.hasWork() {
+		return false
+	}
+	o := r.in.Options
+	var resume *PartialShard
+	shard := r.cur.NextShard
+	switch {
+	case len(r.cur.Partial) > 0:
+		p := r.cur.Partial[0]
+		r.cur.Partial = r.cur.Partial[1:]
+		if len(r.cur.Partial) == 0 {
+			r.cur.Partial = nil
+		}
+		resume, shard = &p, p.Shard
+	case r.in.Redrive > 0:
+		shard, r.redo = r.redo[0], r.redo[1:]
+		r.cur.NextShard = shard + 1
+	default:
+		r.cur.NextShard = shard + 1
+	}
+	sin := ShardInput{
+		BatchID: r.in.BatchID, Store: r.in.Store, Shard: shard,
+		FirstIndex: int64(shard) * int64(o.ShardSize), Items: shardItems(r.in, shard), Options: o,
+		Redrive: r.in.Redrive, InputDir: r.in.InputDir, Rate: shardRate(o, r.in.Shards),
+		WatchPause: true, Pauses: r.cur.Pauses,
+	}
+	if resume != nil {
+		sin.Resume = &ShardResume{From: resume.From, Seq: resume.Seq}
+	}
+	limit := o.MaxFailures.String()
+	if allowed, limited := o.MaxFailures.Allowed(r.in.Items); r.promptFailureStop && limited {
+		// The run id names the limit too: a shard stopped under an older
+		// limit does not stop the shards started under a new one.
+		budget := max(0, allowed-r.cur.Failed)
+		sin.FailureBudget, sin.BatchRun = &budget, workflow.GetInfo(r.ctx).FirstRunID+"/"+limit
+	}
+	cctx := workflow.WithWorkflowID(r.childCtx, fmt.Sprintf("%s/shard-%d", r.in.BatchID, shard))
+	f := workflow.ExecuteChildWorkflow(cctx, ShardWorkflowName, sin)
+	r.inFlight++
+	workflow.Go(r.ctx, func(gctx workflow.Context) {
+		var res ShardResult
+		err := f.Get(gctx, &res)
+		r.shardDoneSteered(sin, resume, limit, res, err)
+	})
+	return true
+}
+
+// shardDoneSteered is shardDone for steered runs: a shard that stopped at
+// a pause (or at the budget of a limit changed since it started, which
+// the batch is not over) joins the Partial list with what it committed.
+func (r *batchRun) shardDoneSteered(sin ShardInput, resume *PartialShard, limit string, res ShardResult, err error) {
+	r.inFlight--
+	if err != nil {
+		if temporal.IsCanceledError(err) || r.ctx.Err() != nil {
+			r.stop("canceled", manifests.StopCanceled)
+		} else {
+			r.stop(shardFailure(sin.Shard, err), manifests.StopShardFailed)
+		}
+		return
+	}
+	// A shard stopped before its first item commits nothing (and names no
+	// object).
+	committed := res.Key != "" || res.Items > 0
+	if committed {
+		if resume != nil { // its counts so far are in the cursor already
+			r.cur.Succeeded -= resume.Succeeded
+			r.cur.Failed -= resume.Failed
+		}
+		r.cur.Succeeded += res.Succeeded
+		r.cur.Failed += res.Failed
+	}
+	o := r.in.Options
+	over := o.MaxFailures.Exceeded(r.cur.Failed, r.in.Items)
+	staleStop := res.Stopped && !over && limit != o.MaxFailures.String()
+	switch {
+	case (res.Paused && !res.Stopped) || staleStop:
+		p := PartialShard{Shard: sin.Shard, From: sin.FirstIndex, Seq: 1}
+		if resume != nil {
+			p = *resume
+			p.Seq++
+		}
+		if committed {
+			p.From, p.Succeeded, p.Failed = res.ResumeAt, res.Succeeded, res.Failed
+		}
+		r.cur.Partial = append(r.cur.Partial, p)
+		return
+	case over || res.Stopped:
+		r.stop(maxFailuresText(r.cur.Failed), manifests.StopMaxFailures)
+		if r.promptFailureStop && r.stopReason == manifests.StopMaxFailures && r.inFlight > 0 {
+			r.cancelShards()
+		}
+	}
+	r.cur.ShardsDone++
+	if r.promptFailureStop && r.stopReason == manifests.StopMaxFailures {
+		// The count so far: shards that stop after the first one add theirs.
+		r.stopping = maxFailuresText(r.cur.Failed)
+	}
+}
+
+// drainSteered waits for every child in flight, as drain does.
+func (r *batchRun) drainSteered() {
+	dctx, _ := workflow.NewDisconnectedContext(r.ctx)
+	_ = workflow.Await(dctx, func() bool { return r.inFlight == 0 })
+	if r.ctx.Err() != nil {
+		r.stop("canceled", manifests.StopCanceled)
+	}
+	if r.in.Redrive > 0 && r.stopping == "" && len(r.redo) == 0 && r.cur.NextShard < r.chunkEnd {
+		r.cur.NextShard = r.chunkEnd
+	}
 }
