@@ -175,8 +175,15 @@ func newStatusCommand(o *IO) *cobra.Command {
 			if st.Status == "running" && st.Run == 0 {
 				fmt.Fprintf(o.Stdout, "progress: unknown, no worker answered (is a worker running? with the embedded server a batch runs only while its submit runs: run submit again with --batch-id %s)\n", st.BatchID)
 			} else if st.Status == "running" {
-				fmt.Fprintf(o.Stdout, "shards: %d in flight of %d, run %d, %.0f items/s, ETA %s\n",
-					st.InFlight, st.Shards, st.Run, st.Rate, (time.Duration(st.ETASeconds) * time.Second).String())
+				shards := fmt.Sprintf("%d in flight", st.InFlight)
+				if st.Running+st.Waiting > 0 {
+					shards = fmt.Sprintf("%d running, %d waiting for a worker", st.Running, st.Waiting)
+				}
+				speed := "rate not known yet"
+				if st.Rate > 0 {
+					speed = fmt.Sprintf("%.0f items/s since the start, ETA %s", st.Rate, (time.Duration(st.ETASeconds) * time.Second).Round(time.Second))
+				}
+				fmt.Fprintf(o.Stdout, "shards: %s, of %d; run %d; %s\n", shards, st.Shards, st.Run, speed)
 			}
 			if st.Manifest != "" {
 				fmt.Fprintf(o.Stdout, "manifest: %s\n", st.Manifest)

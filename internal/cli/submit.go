@@ -130,7 +130,7 @@ func (f *submitFlags) registerBatchFlags(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	fl.StringVar(&f.store, "store", "", "blob store `URL` (file:///dir, s3://bucket/prefix, minio://host:port/bucket/prefix); default $BATCHPIPE_STORE, else file://$PWD/.batchpipe/blobs")
 	fl.StringVar(&f.processor, "processor", d.Processor, "processor `NAME` to run on each item (built in: "+strings.Join(pipeline.NewRegistry().Names(), ", ")+"; or exec:COMMAND)")
-	fl.IntVar(&f.shardSize, "shard-size", d.ShardSize, "`N` items per shard, one child workflow each; unset: items / (4 × concurrency), within 1,000..100,000 (the embedded worker's slots count as the concurrency)")
+	fl.IntVar(&f.shardSize, "shard-size", 0, "`N` items per shard, one child workflow each; unset: items / (4 × concurrency), within 1,000..100,000 (the embedded worker's slots count as the concurrency)")
 	fl.IntVar(&f.concurrency, "concurrency", d.Concurrency, "shards in flight at once")
 	fl.StringVar(&f.maxFailures, "max-failures", "", "stop the batch as failed once more than `N` items, or more than N% of the batch's items, failed (0 or 0%: at the first failure); default: never")
 	fl.StringVar(&f.taskQueue, "task-queue", pipeline.DefaultTaskQueue, "`NAME` of the Temporal task queue the workers poll")
@@ -140,7 +140,7 @@ func (f *submitFlags) registerBatchFlags(cmd *cobra.Command) {
 	fl.IntVar(&f.itemAttempts, "item-attempts", d.ItemAttempts, "attempts per item, the first included")
 	fl.IntVar(&f.itemPar, "item-parallelism", d.ItemParallelism, "calls to the processor at once within a shard")
 	fl.IntVar(&f.itemsPerCall, "items-per-call", 1, "items per call for processors that take many (exec: one JSON array per line, answered by one array)")
-	fl.BoolVar(&f.itemContext, "item-context", false, `exec processors get each item as {"batch_id","index","attempt","key","input"}, to key side effects`)
+	fl.BoolVar(&f.itemContext, "item-context", false, `exec processors get each item as {"batch_id","shard","index","attempt","key","input"}, to key side effects`)
 	fl.Float64Var(&f.rate, "rate", 0, "most items per second for the whole batch (each of the --concurrency shards gets rate/concurrency); default: no limit")
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log debug details")
 }
@@ -163,7 +163,7 @@ func (f *submitFlags) request(cmd *cobra.Command, stderr io.Writer, temporalConf
 		fmt.Fprintf(stderr, "processor %q is not built into submit: the workers on task queue %q must register it (a worker without it fails the batch at its first shard)\n", f.processor, f.taskQueue)
 	}
 	switch {
-	case f.shardSize < 1:
+	case cmd.Flags().Changed("shard-size") && f.shardSize < 1:
 		return r, usagef("--shard-size must be at least 1, got %d", f.shardSize)
 	case f.concurrency < 1:
 		return r, usagef("--concurrency must be at least 1, got %d", f.concurrency)
