@@ -116,7 +116,7 @@ func TestReplayRecordedHistories(t *testing.T) {
 // historyGeneration names the files recordHistories writes; bump it when
 // the workflows change (behind workflow.GetVersion), so the histories of
 // every earlier generation keep being replayed.
-const historyGeneration = "g5-failstop"
+const historyGeneration = "g6-steer"
 
 // recordHistories runs a small batch with failures across several
 // continue-as-new runs and writes each run's history, and one shard's.
@@ -215,6 +215,41 @@ func recordHistories(t *testing.T, dir string) {
 	writeHistory(t, filepath.Join(dir, historyGeneration+"-failstop.json"), fetchHistory(t, fb.id, ""))
 	writeHistory(t, filepath.Join(dir, historyGeneration+"-failstop-shard.json"), fetchHistory(t, fb.id+"/shard-0", ""))
 	writeHistory(t, filepath.Join(dir, historyGeneration+"-failstop-canceled-shard.json"), fetchHistory(t, fb.id+"/shard-1", ""))
+
+	// Steering: a pause mid-batch (the running shards stop part way), a
+	// refused second pause, updates of the window, the failure limit and
+	// the rate while paused, a resume (the stopped shards continue), and
+	// a narrower window, across continue-as-new.
+	resetSteer()
+	so := smallOpts("steer", 100, 3) // 4 s a shard: the pause stops them part way
+	so.Concurrency, so.ItemParallelism = 2, 1
+	sb, swait := startBatchOn(t, startWorker(t), fileStore(t), "replay-steer", makeItems(600, nil), so)
+	waitFor(t, time.Minute, "no items processed", func() bool { return steerCalls.Load() >= 10 })
+	if _, err := pipeline.Pause(ctx, temporalClient, sb.id, "recording"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, "shards still running", func() bool { return progressOf(t, sb.id).InFlight == 0 })
+	if _, err := pipeline.Pause(ctx, temporalClient, sb.id, "again"); err == nil {
+		t.Fatal("second pause accepted")
+	}
+	limit, rate := pipeline.MaxFailedItems(50), 1000.0
+	if _, err := pipeline.UpdateOptions(ctx, temporalClient, sb.id, pipeline.OptionsChange{Concurrency: 3, MaxFailures: &limit, Rate: &rate}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pipeline.Resume(ctx, temporalClient, sb.id); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "no continue-as-new", func() bool { return progressOf(t, sb.id).Run >= 2 })
+	if _, err := pipeline.UpdateOptions(ctx, temporalClient, sb.id, pipeline.OptionsChange{Concurrency: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if sb = swait(); sb.err != nil {
+		t.Fatal(sb.err)
+	}
+	for i, r := range historyRuns(t, sb.id) {
+		writeHistory(t, filepath.Join(dir, fmt.Sprintf("%s-steer-run%d.json", historyGeneration, i+1)), fetchHistory(t, sb.id, r.runID))
+	}
+	writeHistory(t, filepath.Join(dir, historyGeneration+"-steer-shard.json"), fetchHistory(t, sb.id+"/shard-0", ""))
 }
 
 func writeHistory(t *testing.T, path string, h *historypb.History) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -11,6 +12,8 @@ import (
 
 	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/testsuite"
+	"go.temporal.io/sdk/workflow"
 
 	"github.com/batchpipe/batchpipe"
 	"github.com/batchpipe/batchpipe/manifests"
@@ -134,9 +137,9 @@ func TestPauseAndResume(t *testing.T) {
 	}
 	resetSteer()
 	ctx := context.Background()
-	o := smallOpts("steer", 50, 4)
+	o := smallOpts("steer", 200, 4) // 4 s a shard: the pause stops them part way
 	o.Concurrency, o.ItemParallelism = 3, 2
-	const n = 900
+	const n = 1800
 	bt, wait := startBatchOn(t, startWorker(t), fileStore(t), "steer-pause", makeItems(n, nil), o)
 	waitFor(t, time.Minute, "no items processed", func() bool { return steerCalls.Load() >= 120 })
 
@@ -196,6 +199,16 @@ func TestPauseAndResume(t *testing.T) {
 		t.Fatalf("status %s, counts %+v", m.Status, m.Counts)
 	}
 	checkAgainstInput(t, bt, m, echo)
+	continued := 0
+	for _, r := range m.Results {
+		if strings.Contains(r.Key, ".p1.") {
+			continued++
+		}
+	}
+	if continued == 0 {
+		t.Error("no shard was stopped part way and continued (results/*.p1.jsonl.zst)")
+	}
+	t.Logf("%d shards stopped part way and continued after the resume", continued)
 	if c := steerCalls.Load(); c != n {
 		t.Errorf("%d processor calls for %d items: work was redone or lost", c, n)
 	}
@@ -283,4 +296,147 @@ func TestUpdateWindow(t *testing.T) {
 	}
 	m := bt.manifest(t)
 	checkAgainstInput(t, bt, m, echo)
+}
+
+// update sends an update in the test environment and returns its error
+// (rejected or failed) once it completed.
+func update(e *wfEnv, name string, args ...any) func() error {
+	var err error
+	done := false
+	e.UpdateWorkflow(name, "", &testsuite.TestUpdateCallback{
+		OnAccept:   func() {},
+		OnReject:   func(e error) { err, done = e, true },
+		OnComplete: func(_ any, e error) { err, done = e, true },
+	}, args...)
+	return func() error {
+		if !done {
+			return errors.New("update not completed")
+		}
+		return err
+	}
+}
+
+// nextInput is the input a continue-as-new error carries.
+func nextInput(t *testing.T, err error) pipeline.BatchInput {
+	t.Helper()
+	var can *workflow.ContinueAsNewError
+	if !errors.As(err, &can) {
+		t.Fatalf("error %v, want continue-as-new", err)
+	}
+	var in pipeline.BatchInput
+	if err := converter.GetDefaultDataConverter().FromPayloads(can.Input, &in); err != nil {
+		t.Fatal(err)
+	}
+	return in
+}
+
+// The pause and the shards it stopped part way are carried across
+// continue-as-new; the next run starts nothing until resumed, then runs
+// the rest of the stopped shards (from where they stopped, counted once)
+// before the others. Updates carry too. Refusals change nothing.
+func TestWorkflowPauseAcrossContinueAsNew(t *testing.T) {
+	var paused atomic.Bool
+	shard := func(in pipeline.ShardInput) (pipeline.ShardResult, error) {
+		if paused.Load() && in.Resume == nil {
+			return pipeline.ShardResult{Key: "k", Items: 4, Succeeded: 3, Failed: 1, Paused: true, ResumeAt: in.FirstIndex + 4}, nil
+		}
+		return pipeline.ShardResult{Key: "k", Items: int64(in.Items), Succeeded: int64(in.Items) - 1, Failed: 1}, nil
+	}
+	e := newWFEnv(t, shard)
+	in := stagedInput(6, 10, 2, 2)
+	var resumeEarly, pause, pauseAgain, badUpdate, goodUpdate func() error
+	e.RegisterDelayedCallback(func() {
+		resumeEarly = update(e, pipeline.ResumeUpdate)
+		paused.Store(true)
+		pause = update(e, pipeline.PauseUpdate, pipeline.PauseRequest{Reason: "night"})
+		pauseAgain = update(e, pipeline.PauseUpdate, pipeline.PauseRequest{})
+		badUpdate = update(e, pipeline.OptionsUpdate, pipeline.OptionsChange{Concurrency: -2})
+		goodUpdate = update(e, pipeline.OptionsUpdate, pipeline.OptionsChange{Concurrency: 3})
+	}, 500*time.Millisecond)
+	e.ExecuteWorkflow(pipeline.BatchWorkflowName, in)
+	next := nextInput(t, e.GetWorkflowError())
+	if resumeEarly() == nil || pause() != nil || pauseAgain() == nil || badUpdate() == nil || goodUpdate() != nil {
+		t.Fatalf("updates: resume %v, pause %v, second pause %v, concurrency -2 %v, concurrency 3 %v",
+			resumeEarly(), pause(), pauseAgain(), badUpdate(), goodUpdate())
+	}
+	c := next.Cursor
+	if c == nil || !c.Paused || c.PauseReason != "night" || c.PausedSince == nil || c.Pauses != 1 || len(c.Partial) != 2 ||
+		c.Succeeded != 6 || c.Failed != 2 || c.ShardsDone != 0 || c.NextShard != 2 || next.Options.Concurrency != 3 {
+		t.Fatalf("cursor %+v, options %+v", c, next.Options)
+	}
+
+	e2 := newWFEnv(t, shard)
+	var resume func() error
+	var before int
+	e2.RegisterDelayedCallback(func() {
+		e2.mu.Lock()
+		before = len(e2.started)
+		e2.mu.Unlock()
+		paused.Store(false)
+		resume = update(e2, pipeline.ResumeUpdate)
+	}, time.Hour)
+	e2.ExecuteWorkflow(pipeline.BatchWorkflowName, next)
+	next2 := nextInput(t, e2.GetWorkflowError())
+	if before != 0 || resume() != nil {
+		t.Fatalf("%d shards started while paused; resume: %v", before, resume())
+	}
+	if len(e2.inputs) != 2 {
+		t.Fatalf("started %v, want the two stopped shards (2 a run)", e2.started)
+	}
+	for i, si := range e2.inputs {
+		if si.Shard != i || si.Resume == nil || si.Resume.From != int64(i*10+4) || si.Resume.Seq != 1 || si.Pauses != 1 || !si.WatchPause {
+			t.Errorf("shard input %+v, want shard %d resumed from %d", si, i, i*10+4)
+		}
+	}
+	c = next2.Cursor
+	if c.Paused || len(c.Partial) != 0 || c.ShardsDone != 2 || c.Succeeded != 18 || c.Failed != 2 || c.NextShard != 2 || next2.Options.Concurrency != 3 {
+		t.Fatalf("cursor after resume %+v", c)
+	}
+}
+
+// A batch cancelled while paused ends with a canceled manifest of what was
+// committed, the stopped shards' first items included; a redrive then
+// runs exactly the items never processed.
+func TestPauseCancelRedrive(t *testing.T) {
+	resetSteer()
+	ctx := context.Background()
+	o := smallOpts("steer", 100, pipeline.DefaultShardsPerRun)
+	o.Concurrency, o.ItemParallelism = 2, 1
+	const n = 600
+	bt, wait := startBatchOn(t, startWorker(t), fileStore(t), "steer-cancel", makeItems(n, nil), o)
+	waitFor(t, time.Minute, "no items processed", func() bool { return steerCalls.Load() >= 20 })
+	if _, err := pipeline.Pause(ctx, temporalClient, bt.id, ""); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, "shards still running", func() bool { return progressOf(t, bt.id).InFlight == 0 })
+	if err := temporalClient.CancelWorkflow(ctx, bt.id, ""); err != nil {
+		t.Fatal(err)
+	}
+	bt = wait()
+	m := bt.manifest(t)
+	if m.Status != manifests.StatusCanceled || m.Counts.Items == 0 || m.Counts.Items >= n {
+		t.Fatalf("status %s, counts %+v", m.Status, m.Counts)
+	}
+	if m.Counts.Items != steerCalls.Load() {
+		t.Fatalf("canceled manifest lists %d items, %d were processed", m.Counts.Items, steerCalls.Load())
+	}
+	spec, err := pipeline.ReadSpec(ctx, bt.bucket, bt.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run, err := pipeline.StartRedrive(ctx, temporalClient, bt.tq, spec, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := run.Get(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	m = bt.manifest(t)
+	if m.Status != manifests.StatusSucceeded {
+		t.Fatalf("after redrive: %s %+v", m.Status, m.Counts)
+	}
+	checkAgainstInput(t, bt, m, echo)
+	if c := steerCalls.Load(); c != n {
+		t.Errorf("%d processor calls for %d items", c, n)
+	}
 }
