@@ -33,7 +33,7 @@ func (r *Reader) nextCSV() (Item, error) {
 			prev = end
 		}
 		r.out = append(out, '}')
-		return Item{Line: start, JSON: r.out}, nil
+		return Item{Line: start, JSON: r.out, End: -1}, nil
 	}
 }
 
@@ -76,6 +76,9 @@ func (r *Reader) readRecord() (int, error) {
 			limit = r.max - size - 1 // the newline joining the lines counts
 		}
 		line, err := r.readLine(limit)
+		if start == 0 {
+			r.recStart = r.lineStart
+		}
 		switch err {
 		case nil:
 		case io.EOF:

@@ -76,6 +76,15 @@ type Options struct {
 	// JSONL line without its line ending, or a CSV record). 0 means
 	// DefaultMaxItemBytes.
 	MaxItemBytes int
+	// StartLine and StartOffset say that the io.Reader is the rest of a
+	// larger uncompressed JSON Lines input, read (a ranged read) from just
+	// past one of its items: StartOffset is that item's Item.End and
+	// StartLine its Item.Line. Lines, Item.End and Error.Byte then count on
+	// from there, no byte-order mark is looked for, compressed data is not
+	// sniffed for, and a rest holding no further item ends with io.EOF
+	// rather than ErrNoItems. A resumed staging reads this way.
+	StartLine   int
+	StartOffset int64
 }
 
 // Item is one validated input item.
@@ -87,6 +96,12 @@ type Item struct {
 	// It is only valid until the next call to Next or Close: the Reader
 	// reuses its memory. Copy it (bytes.Clone) to keep it longer.
 	JSON []byte
+	// End is the byte offset in the input as stored just past the item's
+	// line (its line ending included): where a ranged read of the rest
+	// can start (Options.StartOffset). It is -1 when the input cannot be
+	// entered there: compressed input (a compressed stream cannot be
+	// entered mid-way), or CSV (whose header is at the start).
+	End int64
 }
 
 // Error is a problem with an input: unreadable, corrupt or invalid data.
@@ -98,6 +113,14 @@ type Error struct {
 	Line int
 	// Msg says what is wrong, e.g. "invalid JSON at column 7: ...".
 	Msg string
+	// Byte is the 1-based position in the input as stored of where the
+	// problem was found, 0 when not known (or not about one place), so
+	// Byte-1 is the byte offset: the first byte of the line (a CSV
+	// record's first line) for uncompressed input; for compressed input
+	// how far the compressed stream had been read (a decompressor reads
+	// ahead, so the break is at or shortly before it); for a failed read,
+	// where reading stopped. Error() does not show it; Position does.
+	Byte int64
 	// Err is the underlying error, for errors.Is: ErrNoItems for an input
 	// without items, or the error of the operating system or the io.Reader
 	// when opening or reading failed (fs.ErrNotExist, context.Canceled, a
@@ -117,6 +140,20 @@ func (e *Error) Error() string {
 
 // Unwrap returns e.Err.
 func (e *Error) Unwrap() error { return e.Err }
+
+// Position says where in the input the problem is, for messages that
+// should name it: "line 7, byte offset 1234", "byte offset 1234", or "".
+func (e *Error) Position() string {
+	switch {
+	case e.Line > 0 && e.Byte > 0:
+		return "line " + strconv.Itoa(e.Line) + ", byte offset " + strconv.FormatInt(e.Byte-1, 10)
+	case e.Byte > 0:
+		return "byte offset " + strconv.FormatInt(e.Byte-1, 10)
+	case e.Line > 0:
+		return "line " + strconv.Itoa(e.Line)
+	}
+	return ""
+}
 
 type compression int
 
@@ -151,19 +188,24 @@ type Reader struct {
 	comp     compression // from the name; compNone means sniff
 
 	src    sourceReader
-	closer io.Closer // the file Open opened, if any
-	file   *os.File  // the same, for Abort (never changed after Open)
+	raw    *bufio.Reader // buffers src: the stored bytes
+	skip   int64         // Options.StartOffset: where src starts in the input
+	resume bool          // src is the rest of an input (Options.StartLine/StartOffset)
+	closer io.Closer     // the file Open opened, if any
+	file   *os.File      // the same, for Abort (never changed after Open)
 	gz     *gzip.Reader
 	zd     *zstd.Decoder
 	br     *bufio.Reader // the (decompressed) text
 	start  bool          // the stream has been set up
 	err    error         // sticky: io.EOF or the first error
 
-	line    int    // lines read so far
-	items   int    // items returned so far
-	long    []byte // assembles a line longer than the read buffer
-	tooLong int64  // size of the line readLine refused
-	exact   bool   // tooLong is the whole line's size
+	line      int    // lines read so far
+	lineStart int64  // stored offset of the last line read (uncompressed input)
+	recStart  int64  // the same of the current CSV record's first line
+	items     int    // items returned so far
+	long      []byte // assembles a line longer than the read buffer
+	tooLong   int64  // size of the line readLine refused
+	exact     bool   // tooLong is the whole line's size
 
 	jbuf bytes.Buffer // JSONL: the compacted item
 
@@ -208,6 +250,15 @@ func NewReader(name string, r io.Reader, opts Options) (*Reader, error) {
 		max:      opts.MaxItemBytes,
 		comp:     comp,
 		src:      sourceReader{r: r},
+		line:     opts.StartLine,
+		skip:     opts.StartOffset,
+		resume:   opts.StartLine > 0 || opts.StartOffset > 0,
+	}
+	if opts.StartLine < 0 || opts.StartOffset < 0 {
+		return nil, &Error{Source: name, Msg: fmt.Sprintf("invalid start (line %d, offset %d)", opts.StartLine, opts.StartOffset)}
+	}
+	if rd.resume && comp != compNone {
+		return nil, &Error{Source: name, Msg: "a " + comp.String() + " stream cannot be read from the middle (StartLine/StartOffset)"}
 	}
 	if opts.Format != "" {
 		switch f := Format(strings.ToLower(string(opts.Format))); f {
@@ -315,10 +366,14 @@ func (r *Reader) Next() (Item, error) {
 	} else {
 		it, err = r.nextJSONL()
 	}
-	if err == io.EOF && r.items == 0 {
+	if err == io.EOF && r.items == 0 && !r.resume {
 		err = r.noItems()
 	}
 	if err != nil {
+		var e *Error
+		if errors.As(err, &e) && e.Byte == 0 && e.Line > 0 && e.Err == nil {
+			e.Byte = r.errorByte() + 1
+		}
 		r.err = err
 		return Item{}, err
 	}
@@ -331,6 +386,43 @@ func (r *Reader) Next() (Item, error) {
 // with the input's size, it says how far through the input the items
 // returned so far are.
 func (r *Reader) BytesRead() int64 { return r.src.n }
+
+// Compression names the input's compression once Next has been called:
+// "gzip", "zstd", or "" for none.
+func (r *Reader) Compression() string {
+	if r.comp == compNone {
+		return ""
+	}
+	return r.comp.String()
+}
+
+// stored is the offset in the input as stored of the next byte the text
+// (or the decompressor) takes from it.
+func (r *Reader) stored() int64 {
+	if r.raw == nil {
+		return r.skip + r.src.n
+	}
+	return r.skip + r.src.n - int64(r.raw.Buffered())
+}
+
+// itemEnd is Item.End of the item just read.
+func (r *Reader) itemEnd() int64 {
+	if r.comp != compNone || r.format == FormatCSV {
+		return -1
+	}
+	return r.stored()
+}
+
+// errorByte is the stored offset Error.Byte names (0-based).
+func (r *Reader) errorByte() int64 {
+	switch {
+	case r.comp != compNone:
+		return r.stored()
+	case r.format == FormatCSV:
+		return r.recStart
+	}
+	return r.lineStart
+}
 
 // Abort unblocks a read waiting on the file Open opened (a FIFO whose
 // writer is silent): it closes the file, and may be called from any
@@ -366,6 +458,11 @@ func (r *Reader) Close() error {
 // setup sets up decompression.
 func (r *Reader) setup() error {
 	raw := bufio.NewReaderSize(&r.src, bufSize)
+	r.raw = raw
+	if r.resume {
+		r.br = raw // checked uncompressed in NewReader; nothing to sniff mid-stream
+		return nil
+	}
 	magic, err := raw.Peek(4)
 	if err != nil && err != io.EOF {
 		return r.readError(err)
@@ -417,7 +514,7 @@ func (r *Reader) setup() error {
 
 // readError describes a failed read of line r.line+1.
 func (r *Reader) readError(err error) *Error {
-	e := &Error{Source: r.name, Line: r.line + 1}
+	e := &Error{Source: r.name, Line: r.line + 1, Byte: r.stored() + 1}
 	if r.src.err != nil {
 		e.Msg, e.Err = "read error: "+r.src.err.Error(), r.src.err
 		return e
@@ -459,6 +556,9 @@ var errLineTooLong = errors.New("line too long")
 // The first line loses a UTF-8 byte-order mark. Any other error is a
 // failed read.
 func (r *Reader) readLine(limit int) ([]byte, error) {
+	if r.comp == compNone {
+		r.lineStart = r.stored()
+	}
 	b, err := r.br.ReadSlice('\n')
 	if err == bufio.ErrBufferFull {
 		r.long = append(r.long[:0], b...)

@@ -44,7 +44,7 @@ func (r *Reader) nextJSONL() (Item, error) {
 		if err := json.Compact(&r.jbuf, line); err != nil {
 			return Item{}, r.jsonError(line, err)
 		}
-		return Item{Line: r.line, JSON: r.jbuf.Bytes()}, nil
+		return Item{Line: r.line, JSON: r.jbuf.Bytes(), End: r.itemEnd()}, nil
 	}
 }
 

@@ -52,6 +52,7 @@ func ChooseShardSize(ctx context.Context, r ItemSource, a AutoSize) (int, ItemSo
 		h.data = append(h.data, it.JSON...)
 		h.ends = append(h.ends, len(h.data))
 		h.lines = append(h.lines, it.Line)
+		h.stored = append(h.stored, it.End)
 	}
 	items := int64(len(h.lines))
 	if h.err == nil && a.InputBytes > 0 && a.Read != nil {
@@ -64,12 +65,13 @@ func ChooseShardSize(ctx context.Context, r ItemSource, a AutoSize) (int, ItemSo
 
 // headSource yields the items ChooseShardSize read ahead, then the rest.
 type headSource struct {
-	src   ItemSource
-	data  []byte // the head's items, back to back
-	ends  []int  // end of each item in data
-	lines []int  // line of each item
-	next  int    // head items given out
-	err   error  // what src returned after the head, if it ended there
+	src    ItemSource
+	data   []byte  // the head's items, back to back
+	ends   []int   // end of each item in data
+	lines  []int   // line of each item
+	stored []int64 // Item.End of each item
+	next   int     // head items given out
+	err    error   // what src returned after the head, if it ended there
 }
 
 func (h *headSource) Next() (inputs.Item, error) {
@@ -78,12 +80,12 @@ func (h *headSource) Next() (inputs.Item, error) {
 		if h.next > 0 {
 			start = h.ends[h.next-1]
 		}
-		it := inputs.Item{Line: h.lines[h.next], JSON: h.data[start:h.ends[h.next]]}
+		it := inputs.Item{Line: h.lines[h.next], JSON: h.data[start:h.ends[h.next]], End: h.stored[h.next]}
 		h.next++
 		return it, nil
 	}
 	if h.data != nil {
-		h.data, h.ends, h.lines = nil, nil, nil // the head is given out: let it go
+		h.data, h.ends, h.lines, h.stored = nil, nil, nil, nil // the head is given out: let it go
 		h.next = 0
 	}
 	if h.err != nil {

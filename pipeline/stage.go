@@ -1,12 +1,15 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"sync"
 	"time"
@@ -102,7 +105,7 @@ func Stage(ctx context.Context, b blobstore.Bucket, batchID, dir, source string,
 		return Staged{}, fmt.Errorf("shard size must be at least 1, got %d", shardSize)
 	}
 	st := Staged{BatchID: batchID, Dir: dir, Source: source, ShardSize: shardSize}
-	err := stageShards(ctx, b, &st, r, progress)
+	err := stageShards(ctx, b, &st, r, stageHooks{progress: progress})
 	if err == nil {
 		st.StagedAt = time.Now().UTC()
 		err = layout.WriteStaged(ctx, b, st)
@@ -137,13 +140,88 @@ func Fingerprint(r ItemSource) (items int64, sha string, err error) {
 	}
 }
 
-func stageShards(ctx context.Context, b blobstore.Bucket, st *Staged, r ItemSource, progress func(int64)) error {
+// StageCheckpoint is how far a staging has come, taken at a shard boundary
+// once that shard and every one before it are stored: what a retried
+// attempt needs to go on from there rather than from the start. StageInput
+// records it as its activity heartbeat details, and a retry (after the
+// staging worker died, or the store failed) resumes from the last one the
+// server got.
+type StageCheckpoint struct {
+	// ShardSize is the staging's shard size, chosen on its first attempt
+	// (ChooseShardSize): a retry cuts the same shards.
+	ShardSize int `json:"shard_size"`
+	// Shards are stored below this number; Items are in them.
+	Shards int   `json:"shards"`
+	Items  int64 `json:"items"`
+	// Line is the input line of the last item staged, so that line numbers
+	// in error messages stay right after a resume.
+	Line int `json:"line"`
+	// Offset is the byte offset in the stored input just past that item's
+	// line (inputs.Item.End), where a ranged read goes on; -1 when the input
+	// cannot be entered mid-way (compressed, or CSV): a retry then reads it
+	// again from the start, writing none of the shards stored already.
+	Offset int64 `json:"offset"`
+	// SHA256State is the running sha256 of the items staged
+	// (crypto/sha256's MarshalBinary), which ends as Staged.SHA256.
+	SHA256State []byte `json:"sha256_state"`
+	// The input object as it was when the staging began: a retry resumes
+	// only the same object, and starts over if it was replaced.
+	InputSize    int64     `json:"input_size"`
+	InputETag    string    `json:"input_etag,omitempty"`
+	InputModTime time.Time `json:"input_mod_time"`
+}
+
+// sameObject reports whether a describes the object cp was taken of.
+func (cp *StageCheckpoint) sameObject(a blobstore.Attributes) bool {
+	return cp.InputSize == a.Size && cp.InputETag == a.ETag && cp.InputModTime.Equal(a.ModTime)
+}
+
+// errInputChanged: reading the input again from its start, the items
+// before a checkpoint did not hash to the checkpoint's state.
+var errInputChanged = errors.New("the input object changed since its staging began")
+
+// stageHooks are stageShards' optional parts.
+type stageHooks struct {
+	progress func(items int64)
+	// checkpoint is called with every new checkpoint, in shard order, from
+	// any goroutine; base gives its fields about the input object.
+	checkpoint func(StageCheckpoint)
+	base       StageCheckpoint
+	// resume continues a staging from a checkpoint: r yields the items
+	// after it (a ranged read from resume.Offset), or with skip, all of
+	// them from the start, of which the first resume.Items are read and
+	// hashed (and checked against the checkpoint) but not written again.
+	resume *StageCheckpoint
+	skip   bool
+}
+
+func stageShards(ctx context.Context, b blobstore.Bucket, st *Staged, r ItemSource, hk stageHooks) error {
 	h := sha256.New()
+	var (
+		line int   // input line of the last item read
+		end  int64 // its inputs.Item.End
+	)
+	if cp := hk.resume; cp != nil {
+		if hk.skip {
+			if err := skipStaged(ctx, r, h, cp, hk.checkpoint); err != nil {
+				return err
+			}
+		} else if err := h.(encoding.BinaryUnmarshaler).UnmarshalBinary(cp.SHA256State); err != nil {
+			return fmt.Errorf("staging checkpoint: sha256 state: %w", err)
+		}
+		st.Items, st.Shards, line, end = cp.Items, cp.Shards, cp.Line, cp.Offset
+	}
 	var (
 		wg       sync.WaitGroup
 		sem      = make(chan struct{}, stageUploads)
 		mu       sync.Mutex
 		firstErr error
+		// Checkpoints of the shards read, from shard base on; stored
+		// counts the shards below which every one is stored.
+		base    = st.Shards
+		pending []StageCheckpoint
+		done    []bool
+		stored  = st.Shards
 	)
 	setErr := func(err error) {
 		mu.Lock()
@@ -157,6 +235,19 @@ func stageShards(ctx context.Context, b blobstore.Bucket, st *Staged, r ItemSour
 		defer mu.Unlock()
 		return firstErr
 	}
+	markStored := func(shard int) {
+		mu.Lock()
+		defer mu.Unlock()
+		done[shard-base] = true
+		moved := false
+		for stored-base < len(done) && done[stored-base] {
+			stored++
+			moved = true
+		}
+		if moved && hk.checkpoint != nil {
+			hk.checkpoint(pending[stored-base-1])
+		}
+	}
 	var (
 		bw *blobstore.Writer
 		zw *zjsonl.Writer
@@ -166,6 +257,13 @@ func stageShards(ctx context.Context, b blobstore.Bucket, st *Staged, r ItemSour
 		if zw == nil {
 			return
 		}
+		shard := st.Shards
+		cp := hk.base
+		cp.ShardSize, cp.Shards, cp.Items, cp.Line, cp.Offset = st.ShardSize, shard+1, st.Items, line, end
+		cp.SHA256State, _ = h.(encoding.BinaryMarshaler).MarshalBinary()
+		mu.Lock()
+		pending, done = append(pending, cp), append(done, false)
+		mu.Unlock()
 		if err := zw.Close(); err != nil {
 			bw.Abort(err)
 			setErr(err)
@@ -177,13 +275,15 @@ func stageShards(ctx context.Context, b blobstore.Bucket, st *Staged, r ItemSour
 				defer func() { <-sem; wg.Done() }()
 				if err := w.Close(); err != nil {
 					setErr(err)
+					return
 				}
+				markStored(shard)
 			}()
 		}
 		zw, bw, n = nil, nil, 0
 		st.Shards++
-		if progress != nil {
-			progress(st.Items)
+		if hk.progress != nil {
+			hk.progress(st.Items)
 		}
 	}
 	var readErr error
@@ -214,6 +314,7 @@ func stageShards(ctx context.Context, b blobstore.Bucket, st *Staged, r ItemSour
 		}
 		h.Write(it.JSON)
 		h.Write([]byte{'\n'})
+		line, end = it.Line, it.End
 		st.Items++
 		n++
 		if n == st.ShardSize {
@@ -236,11 +337,179 @@ func stageShards(ctx context.Context, b blobstore.Bucket, st *Staged, r ItemSour
 	return failed()
 }
 
+// skipStaged reads the cp.Items items a checkpoint covers from the start of
+// the input, hashing them into h without writing them, and checks that
+// they end where the checkpoint says. It re-records cp after every shard's
+// worth, so that a long re-read keeps heartbeating.
+func skipStaged(ctx context.Context, r ItemSource, h hash.Hash, cp *StageCheckpoint, beat func(StageCheckpoint)) error {
+	var n int64
+	line := 0
+	for n < cp.Items {
+		if n%1024 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		if beat != nil && n > 0 && n%int64(cp.ShardSize) == 0 {
+			beat(*cp)
+		}
+		it, err := r.Next()
+		if err == io.EOF {
+			return errInputChanged
+		}
+		if err != nil {
+			return err
+		}
+		h.Write(it.JSON)
+		h.Write([]byte{'\n'})
+		line = it.Line
+		n++
+	}
+	state, _ := h.(encoding.BinaryMarshaler).MarshalBinary()
+	if line != cp.Line || !bytes.Equal(state, cp.SHA256State) {
+		return errInputChanged
+	}
+	return nil
+}
+
+// ObjectStaging says how StageObject stages an object.
+type ObjectStaging struct {
+	// Source is recorded as Staged.Source (a URL without credentials).
+	Source string
+	// Format and MaxItemBytes are the inputs.Options the object is read with.
+	Format       inputs.Format
+	MaxItemBytes int
+	// ShardSize is the shard size; 0 chooses one from the object's head and
+	// size (ChooseShardSize) for a batch running Slots shards at once.
+	ShardSize int
+	Slots     int
+	// Resume is a checkpoint an earlier attempt at the same staging
+	// recorded; nil starts from the beginning. It is ignored (the staging
+	// starts over) when the object is not the one it was taken of.
+	Resume *StageCheckpoint
+	// Checkpoint, if not nil, is called with every new checkpoint, in
+	// order, from any goroutine.
+	Checkpoint func(StageCheckpoint)
+	// Progress, if not nil, is called after every shard with the items so far.
+	Progress func(items int64)
+}
+
+// StageObject stages the object key of src, as Stage does, into b as
+// batchID's input, resumably: it reports a checkpoint after every stored
+// shard, and given one (o.Resume) it goes on from there: an uncompressed
+// JSON Lines object with a ranged read from the checkpoint's byte offset;
+// a compressed one (which cannot be entered mid-stream), or CSV, read again
+// from the start, with the shards stored already not written again. The
+// shard size, line numbers and the items' sha256 carry on from the
+// checkpoint, so the result is the one a single pass gives.
+//
+// Bad input (an *inputs.Error without Err, ErrNoItems, a missing object)
+// deletes everything staged, as Stage does; its message names the line and
+// byte offset where the object broke. Any other error (the store failed,
+// ctx was cancelled) leaves the shards stored so far for a retry to resume.
+func StageObject(ctx context.Context, b blobstore.Bucket, batchID string, src blobstore.Bucket, key string, o ObjectStaging) (Staged, error) {
+	attrs, err := src.Stat(ctx, key)
+	if errors.Is(err, blobstore.ErrNotFound) {
+		return Staged{}, &inputs.Error{Source: key, Msg: "no such object in " + src.URL()}
+	}
+	if err != nil {
+		return Staged{}, err
+	}
+	base := StageCheckpoint{InputSize: attrs.Size, InputETag: attrs.ETag, InputModTime: attrs.ModTime}
+	cp := o.Resume
+	if cp != nil && (cp.ShardSize <= 0 || cp.Shards <= 0 || !cp.sameObject(attrs)) {
+		cp = nil
+	}
+	for {
+		st, err := stageObjectOnce(ctx, b, batchID, src, key, attrs, base, cp, o)
+		if err == errInputChanged && cp != nil {
+			cp = nil // the object under the key is not what it was: start over
+			continue
+		}
+		var ie *inputs.Error
+		if errors.As(err, &ie) && ie.Err == nil || errors.Is(err, inputs.ErrNoItems) {
+			cleanup, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			defer cancel()
+			if derr := layout.DeleteStaged(cleanup, b, batchID, ""); derr != nil {
+				err = errors.Join(err, fmt.Errorf("cleaning up staged input: %w", derr))
+			}
+		}
+		return st, err
+	}
+}
+
+func stageObjectOnce(ctx context.Context, b blobstore.Bucket, batchID string, src blobstore.Bucket, key string,
+	attrs blobstore.Attributes, base StageCheckpoint, cp *StageCheckpoint, o ObjectStaging) (Staged, error) {
+	if cp == nil {
+		// An earlier attempt may have stored shards without a checkpoint
+		// reaching the server, of another object under the same key even:
+		// start from an empty staging directory.
+		if err := layout.DeleteStaged(ctx, b, batchID, ""); err != nil {
+			return Staged{}, err
+		}
+	}
+	opts := inputs.Options{Format: o.Format, MaxItemBytes: o.MaxItemBytes}
+	var (
+		rc  io.ReadCloser
+		err error
+	)
+	ranged := cp != nil && cp.Offset >= 0
+	if ranged {
+		opts.StartLine, opts.StartOffset = cp.Line, cp.Offset
+		rc, err = src.NewRangeReader(ctx, key, cp.Offset, -1)
+	} else {
+		rc, err = src.NewReader(ctx, key)
+	}
+	if errors.Is(err, blobstore.ErrNotFound) {
+		return Staged{}, &inputs.Error{Source: key, Msg: "no such object in " + src.URL()}
+	}
+	if err != nil {
+		return Staged{}, err
+	}
+	defer rc.Close()
+	ir, err := inputs.NewReader(key, rc, opts)
+	if err != nil {
+		return Staged{}, err
+	}
+	defer ir.Close()
+	var items ItemSource = ir
+	shardSize := o.ShardSize
+	switch {
+	case cp != nil:
+		shardSize = cp.ShardSize
+	case shardSize <= 0:
+		shardSize, items, err = ChooseShardSize(ctx, ir, AutoSize{Slots: o.Slots, InputBytes: attrs.Size, Read: ir.BytesRead})
+		if err != nil {
+			return Staged{}, err
+		}
+	}
+	st := Staged{BatchID: batchID, Source: o.Source, ShardSize: shardSize}
+	err = stageShards(ctx, b, &st, items, stageHooks{progress: o.Progress, checkpoint: o.Checkpoint, base: base, resume: cp, skip: cp != nil && !ranged})
+	if err == nil {
+		st.StagedAt = time.Now().UTC()
+		err = layout.WriteStaged(ctx, b, st)
+	}
+	var ie *inputs.Error
+	if errors.As(err, &ie) && ie.Err == nil && ie.Byte > 0 {
+		if c := ir.Compression(); c != "" {
+			ie.Msg += fmt.Sprintf(" (at or before byte offset %d of the %s object)", ie.Byte-1, c)
+		} else if ie.Line > 0 {
+			ie.Msg += fmt.Sprintf(" (line %d starts at byte offset %d of the object)", ie.Line, ie.Byte-1)
+		}
+	}
+	if err != nil {
+		return Staged{}, err
+	}
+	return st, nil
+}
+
 // StageInput stages a batch's input object (in.InputURL) into the batch's
-// store, streaming it with bounded memory and heartbeating progress. Invalid
-// input fails with an error of type ErrTypeBadInput naming the object key
-// and line; nothing staged is left behind. A retry after a finished staging
-// returns what was staged.
+// store, streaming it with bounded memory and recording a StageCheckpoint
+// in its heartbeat details after every stored shard; a retried attempt
+// resumes from the last checkpoint (StageObject). Invalid input fails with
+// an error of type ErrTypeBadInput naming the object key, line and byte
+// offset; nothing staged is left behind, nor after the activity was
+// cancelled. A retry after a finished staging returns what was staged.
 func (a *Activities) StageInput(ctx context.Context, in BatchInput) (Staged, error) {
 	b, err := a.Stores.Open(ctx, in.Store)
 	if err != nil {
@@ -263,41 +532,35 @@ func (a *Activities) StageInput(ctx context.Context, in BatchInput) (Staged, err
 	if err != nil {
 		return Staged{}, err
 	}
-	var size int64
-	if in.Options.ShardSize <= 0 {
-		if attrs, err := src.Stat(ctx, key); err == nil {
-			size = attrs.Size
+	var resume *StageCheckpoint
+	if activity.HasHeartbeatDetails(ctx) {
+		var cp StageCheckpoint
+		// Details of another shape (an older worker's item count) decode
+		// with an error or no shard size: start over.
+		if err := activity.GetHeartbeatDetails(ctx, &cp); err == nil && cp.ShardSize > 0 {
+			resume = &cp
 		}
 	}
-	r, err := src.NewReader(ctx, key)
-	if errors.Is(err, blobstore.ErrNotFound) {
-		return Staged{}, temporal.NewNonRetryableApplicationError(fmt.Sprintf("%s: no such object in %s", key, src.URL()), ErrTypeBadInput, nil)
-	}
-	if err != nil {
-		return Staged{}, err
-	}
-	defer r.Close()
-	ir, err := inputs.NewReader(key, r, inputs.Options{Format: inputs.Format(in.InputFormat), MaxItemBytes: in.MaxItemBytes})
-	if err != nil {
-		return Staged{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeBadInput, nil)
-	}
-	defer ir.Close()
-	var items ItemSource = ir
-	shardSize := in.Options.ShardSize
-	if shardSize <= 0 {
-		shardSize, items, err = ChooseShardSize(ctx, ir, AutoSize{Slots: in.Options.Concurrency, InputBytes: size, Read: ir.BytesRead})
-		if err != nil {
-			return Staged{}, err
-		}
-	}
-	st, err := Stage(ctx, b, in.BatchID, "", blobstore.Redact(in.InputURL), items, shardSize, func(items int64) {
-		activity.RecordHeartbeat(ctx, items)
+	st, err := StageObject(ctx, b, in.BatchID, src, key, ObjectStaging{
+		Source: blobstore.Redact(in.InputURL), Format: inputs.Format(in.InputFormat), MaxItemBytes: in.MaxItemBytes,
+		ShardSize: in.Options.ShardSize, Slots: in.Options.Concurrency, Resume: resume,
+		Checkpoint: func(cp StageCheckpoint) { activity.RecordHeartbeat(ctx, cp) },
 	})
 	var ie *inputs.Error
 	if errors.As(err, &ie) && ie.Err == nil || errors.Is(err, inputs.ErrNoItems) {
 		return Staged{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeBadInput, nil)
 	}
 	if err != nil {
+		if ctx.Err() == context.Canceled && temporal.IsCanceledError(context.Cause(ctx)) {
+			// Cancelled by the server (the batch was cancelled): no retry
+			// will resume, so leave nothing behind. A worker shutting down
+			// or a heartbeat timeout keeps the shards for the retry.
+			cleanup, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			defer cancel()
+			if derr := layout.DeleteStaged(cleanup, b, in.BatchID, ""); derr != nil {
+				err = errors.Join(err, fmt.Errorf("cleaning up staged input: %w", derr))
+			}
+		}
 		return Staged{}, err
 	}
 	// Keep the start parameters, with the staged counts, for redrive.

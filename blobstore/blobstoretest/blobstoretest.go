@@ -108,6 +108,7 @@ func runAll(t *testing.T, h Harness, prefix string) {
 		{"RoundTripLargeStreamed", testRoundTripLarge},
 		{"Overwrite", testOverwrite},
 		{"RangedRead", testRangedRead},
+		{"RangedReadLarge", testRangedReadLarge},
 		{"Stat", testStat},
 		{"NotFound", testNotFound},
 		{"InvalidKeys", testInvalidKeys},
@@ -317,6 +318,8 @@ func testRangedRead(t *testing.T, e *env) {
 		{15, -1, "fghij"},
 		{18, 100, "ij"},
 		{3, 0, ""},
+		{20, -1, ""}, // from the very end (a resumed read of a whole object)
+		{25, -1, ""},
 	} {
 		r, err := e.b.NewRangeReader(ctx, "range", c.off, c.length)
 		if err != nil {
@@ -330,6 +333,48 @@ func testRangedRead(t *testing.T, e *env) {
 	}
 	if _, err := e.b.NewRangeReader(ctx, "missing-range", 0, 0); !errors.Is(err, blobstore.ErrNotFound) {
 		t.Errorf("empty range of a missing object = %v, want ErrNotFound", err)
+	}
+}
+
+// RangedLargeSize is the size of the object testRangedReadLarge reads
+// ranges of: several parts of every driver's multipart uploads.
+const RangedLargeSize = 40<<20 + 12345
+
+// testRangedReadLarge reads ranges of a streamed multipart object, from
+// offsets inside and across its parts to its end, as a resumed staging
+// does, and checks them against the bytes written.
+func testRangedReadLarge(t *testing.T, e *env) {
+	if err := e.b.Put(ctx, "large/ranged.bin", onlyReader{newPattern(7, RangedLargeSize)}); err != nil {
+		t.Fatalf("Put: %v", err)
+	}
+	for _, c := range []struct{ off, length int64 }{
+		{0, 100},
+		{5<<20 - 3, 10},  // across the s3 driver's first part boundary
+		{16<<20 - 1, 2},  // across the minio driver's
+		{17<<20 + 3, -1}, // the rest, from inside a part
+		{RangedLargeSize - 7, -1},
+		{RangedLargeSize - 7, 100},
+		{RangedLargeSize, -1},
+	} {
+		want := sha256.New()
+		p := newPattern(7, RangedLargeSize)
+		io.CopyN(io.Discard, p, c.off)
+		wantN := RangedLargeSize - c.off
+		if c.length >= 0 {
+			wantN = min(wantN, c.length)
+		}
+		io.CopyN(want, p, wantN)
+		r, err := e.b.NewRangeReader(ctx, "large/ranged.bin", c.off, c.length)
+		if err != nil {
+			t.Fatalf("NewRangeReader(%d, %d): %v", c.off, c.length, err)
+		}
+		got := sha256.New()
+		n, err := io.Copy(got, r)
+		r.Close()
+		if err != nil || n != wantN || !bytes.Equal(got.Sum(nil), want.Sum(nil)) {
+			t.Errorf("range(%d, %d): %d bytes (%v), want %d; same bytes: %v", c.off, c.length, n, err, wantN,
+				bytes.Equal(got.Sum(nil), want.Sum(nil)))
+		}
 	}
 }
 
