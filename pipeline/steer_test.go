@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
+	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/batchpipe/batchpipe"
@@ -45,6 +47,24 @@ func registerSteerProcessors(r *pipeline.Registry) {
 			return nil, ctx.Err()
 		}
 	}))
+}
+
+// newTestWorker starts a worker on tq as startWorker does, for a test
+// that stops it.
+func newTestWorker(t *testing.T, tq string) worker.Worker {
+	t.Helper()
+	if temporalClient == nil {
+		t.Skip("needs the Temporal server (not in -short mode)")
+	}
+	w := pipeline.NewWorker(temporalClient, tq, pipeline.WorkerOptions{
+		Processors: testProcessors(), Logger: quietLog,
+		Worker: worker.Options{MaxConcurrentActivityExecutionSize: 64},
+		Trust:  pipeline.Trust{Schemes: []string{"file"}},
+	})
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return w
 }
 
 func resetSteer() {
@@ -140,7 +160,10 @@ func TestPauseAndResume(t *testing.T) {
 	o := smallOpts("steer", 200, 4) // 4 s a shard: the pause stops them part way
 	o.Concurrency, o.ItemParallelism = 3, 2
 	const n = 1800
-	bt, wait := startBatchOn(t, startWorker(t), fileStore(t), "steer-pause", makeItems(n, nil), o)
+	tq := fmt.Sprintf("test-%s-%d", t.Name(), queueSeq.Add(1))
+	w1 := newTestWorker(t, tq)
+	defer w1.Stop()
+	bt, wait := startBatchOn(t, tq, fileStore(t), "steer-pause", makeItems(n, nil), o)
 	waitFor(t, time.Minute, "no items processed", func() bool { return steerCalls.Load() >= 120 })
 
 	paused := time.Now()
@@ -180,6 +203,14 @@ func TestPauseAndResume(t *testing.T) {
 	time.Sleep(30 * time.Second)
 	if c := steerCalls.Load(); c != stopped {
 		t.Fatalf("%d items handed out during the pause", c-stopped)
+	}
+	// The worker restarts (a new one replays the paused run, updates
+	// and all): the pause is the workflow's state, not a worker's.
+	w1.Stop()
+	w2 := newTestWorker(t, tq)
+	defer w2.Stop()
+	if p := progressOf(t, bt.id); !p.Paused {
+		t.Fatalf("not paused any more: %+v", p)
 	}
 
 	if p, err = pipeline.Resume(ctx, temporalClient, bt.id); err != nil || p.Paused {
