@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	commonpb "go.temporal.io/api/common/v1"
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
@@ -145,4 +146,26 @@ func steer(ctx context.Context, c client.Client, batchID, update string, args ..
 		return p, err
 	}
 	return p, h.Get(ctx, &p)
+}
+
+// MemoState reads what a batch workflow's memo says of its state, for a
+// running batch whose progress no worker answers: its status ("running",
+// "paused", or how it ended; "" when the memo has none) and, while
+// paused, since when and why.
+func MemoState(memo *commonpb.Memo) (status string, pausedSince *time.Time, pauseReason string) {
+	dc := converter.GetDefaultDataConverter()
+	f := memo.GetFields()
+	if p := f["status"]; p != nil {
+		_ = dc.FromPayload(p, &status)
+	}
+	if p := f["paused_since"]; p != nil {
+		var t time.Time
+		if dc.FromPayload(p, &t) == nil && !t.IsZero() {
+			pausedSince = &t
+		}
+	}
+	if p := f["pause_reason"]; p != nil {
+		_ = dc.FromPayload(p, &pauseReason)
+	}
+	return status, pausedSince, pauseReason
 }

@@ -193,6 +193,13 @@ func TestPauseAndResume(t *testing.T) {
 	if !pp.Paused || pp.PauseReason != "maintenance window" || pp.PausedSince == nil || pp.PausedSince.After(time.Now()) || pp.PausedSince.Before(paused.Add(-time.Second)) {
 		t.Fatalf("progress while paused %+v", pp)
 	}
+	d, err := temporalClient.DescribeWorkflowExecution(ctx, bt.id, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, since, why := pipeline.MemoState(d.GetWorkflowExecutionInfo().GetMemo()); st != "paused" || since == nil || !since.Equal(*pp.PausedSince) || why != "maintenance window" {
+		t.Fatalf("MemoState: %q %v %q", st, since, why)
+	}
 	memo := memoOf(t, bt.id)
 	if memo["status"] != "paused" || memo["paused"] != true || memo["pause_reason"] != "maintenance window" || memo["paused_since"] == nil {
 		t.Fatalf("memo while paused %v", memo)
