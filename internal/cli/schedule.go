@@ -394,7 +394,10 @@ func printNotStarted(ctx context.Context, o *IO, c client.Client, d *client.Sche
 	skipped, missed := info.NumActionsSkippedOverlap, info.NumActionsMissedCatchupWindow
 	fmt.Fprintf(o.Stdout, "runs not started: Temporal counts %d skipped because the previous batch was still running (overlap %s), %d that missed the catch-up window\n",
 		skipped, overlap, missed)
-	from := info.CreatedAt
+	// Temporal's scheduler starts counting when its workflow first runs,
+	// a moment after the schedule's creation (seconds on a loaded server):
+	// due times in that moment were never due for it.
+	from := info.CreatedAt.Add(dueGrace)
 	whole := info.NumActions <= len(runs)
 	if !whole && len(runs) > 0 {
 		from = runs[0].started // every run started after it is one of runs
