@@ -101,7 +101,8 @@ func start(ctx context.Context, opts Options) (client.Client, func(), error) {
 	if opts.Dir != "" {
 		dir = filepath.Join(opts.Dir, "embedded")
 	}
-	srv, err := devserver.Start(ctx, devserver.Options{Dir: dir, Logger: opts.Logger, LogLevel: serverLogLevel(opts.Logger)})
+	srv, err := devserver.Start(ctx, devserver.Options{Dir: dir, Logger: opts.Logger, LogLevel: serverLogLevel(opts.Logger),
+		SearchAttributes: pipeline.SearchAttributes()})
 	if err != nil {
 		if errors.Is(err, devserver.ErrStateDirInUse) {
 			return nil, nil, err

@@ -141,7 +141,8 @@ func runWorker(ctx context.Context, o *IO, f *workerFlags) error {
 		if f.noUI {
 			uiPort = 0
 		}
-		srv, err := devserver.Start(ctx, devserver.Options{Dir: dir, Host: f.devIP, Port: f.devPort, UIPort: uiPort, Logger: logger, LogLevel: serverLogLevel(logger)})
+		srv, err := devserver.Start(ctx, devserver.Options{Dir: dir, Host: f.devIP, Port: f.devPort, UIPort: uiPort, Logger: logger, LogLevel: serverLogLevel(logger),
+			SearchAttributes: pipeline.SearchAttributes()})
 		if err != nil {
 			return err
 		}

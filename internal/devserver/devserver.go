@@ -23,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 	sdklog "go.temporal.io/sdk/log"
@@ -98,6 +99,9 @@ type Options struct {
 	UIPort int
 	// UIHost is the IP address the Web UI listens on; default Host.
 	UIHost string
+	// SearchAttributes are custom search attributes (name → type) that
+	// Start registers in the namespace if it lacks them.
+	SearchAttributes map[string]enumspb.IndexedValueType
 }
 
 // Server is a running embedded Temporal server. Create one with Start and
@@ -190,6 +194,10 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	}
 	lock = nil // s.Stop releases it from now on
 	if err := s.waitReady(ctx); err != nil {
+		_ = s.Stop()
+		return nil, err
+	}
+	if err := s.registerSearchAttributes(ctx, opts.SearchAttributes); err != nil {
 		_ = s.Stop()
 		return nil, err
 	}
