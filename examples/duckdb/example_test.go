@@ -19,20 +19,6 @@ import (
 	"github.com/batchpipe/batchpipe/manifests"
 )
 
-// lookTool finds a tool the test needs: without it the test skips, except
-// under CI=true, where it fails.
-func lookTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is not on PATH (CI=true: the DuckDB recipe's test must run)", name)
-		}
-		t.Skipf("%s is not on PATH", name)
-	}
-	return p
-}
-
 // cleanEnv is the test's environment without batchpipe's and Temporal's
 // variables.
 func cleanEnv() []string {
@@ -76,8 +62,8 @@ func TestDuckDBRecipe(t *testing.T) {
 	if testing.Short() {
 		t.Skip("installs npm packages and runs a batch")
 	}
-	node := lookTool(t, "node")
-	npm := lookTool(t, "npm")
+	node := testinfra.LookPath(t, "node", "install Node.js (apt-get install nodejs npm)")
+	npm := testinfra.LookPath(t, "npm", "install npm (apt-get install npm)")
 	dir := t.TempDir()
 	const items, shardSize = 250, 50
 	var in bytes.Buffer

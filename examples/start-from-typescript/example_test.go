@@ -21,20 +21,6 @@ import (
 	"github.com/batchpipe/batchpipe/manifests"
 )
 
-// lookTool finds a tool the test needs: without it the test skips, except
-// under CI=true, where it fails.
-func lookTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is not on PATH (CI=true: the example's test must run)", name)
-		}
-		t.Skipf("%s is not on PATH", name)
-	}
-	return p
-}
-
 // cleanEnv is the test's environment without the variables start.mjs and the
 // worker read, so the developer's own settings do not leak in.
 func cleanEnv(extra ...string) []string {
@@ -138,8 +124,8 @@ func TestStartFromNode(t *testing.T) {
 	if testing.Short() {
 		t.Skip("installs npm packages, builds the worker and runs a Temporal server")
 	}
-	node := lookTool(t, "node")
-	npm := lookTool(t, "npm")
+	node := testinfra.LookPath(t, "node", "install Node.js (apt-get install nodejs npm)")
+	npm := testinfra.LookPath(t, "npm", "install npm (apt-get install npm)")
 	root, err := filepath.Abs(filepath.Join("..", ".."))
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package testinfra
 
 import (
 	"os"
+	"os/exec"
 	"strconv"
 	"testing"
 )
@@ -22,4 +23,15 @@ func Missing(tb testing.TB, what string, err error, hint string) {
 		tb.Fatalf("%s is required when CI=true but is unavailable: %v\n%s", what, err, hint)
 	}
 	tb.Skipf("%s unavailable (%v); %s", what, err, hint)
+}
+
+// LookPath finds the program a test needs on PATH, or ends tb as Missing
+// does (hint says how to get it).
+func LookPath(tb testing.TB, name, hint string) string {
+	tb.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		Missing(tb, name, err, hint)
+	}
+	return p
 }
