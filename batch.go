@@ -222,6 +222,14 @@ type Status struct {
 	Started    *time.Time `json:"started_at,omitempty"`
 	Finished   *time.Time `json:"finished_at,omitempty"`
 	Manifest   string     `json:"manifest,omitempty"`
+	// Paused, since when and why (status "paused"); the window, failure
+	// limit and rate the batch runs with now (submit update changes them).
+	Paused      bool       `json:"paused,omitempty"`
+	PausedSince *time.Time `json:"paused_since,omitempty"`
+	PauseReason string     `json:"pause_reason,omitempty"`
+	Concurrency int        `json:"concurrency,omitempty"`
+	MaxFailures string     `json:"max_failures,omitempty"`
+	RateLimit   float64    `json:"rate_limit,omitempty"`
 	// Error says why a batch's manifest could not be read (list).
 	Error string `json:"error,omitempty"`
 }
@@ -238,10 +246,18 @@ func StatusFromManifest(m manifests.Manifest, key string) Status {
 func StatusFromProgress(p Progress) Status {
 	st := Status{BatchID: p.BatchID, Status: "running", Items: p.Items, Done: p.Done, Succeeded: p.Succeeded,
 		Failed: p.Failed, Shards: p.Shards, InFlight: p.InFlight, Running: p.Running, Waiting: p.Waiting, Run: p.Run}
+	st.Paused, st.PausedSince, st.PauseReason = p.Paused, p.PausedSince, p.PauseReason
+	if p.Paused {
+		st.Status = "paused"
+	}
+	st.Concurrency, st.RateLimit = p.Concurrency, p.Rate
+	if p.MaxFailures != nil && p.MaxFailures.Set() {
+		st.MaxFailures = p.MaxFailures.String()
+	}
 	if !p.StartedAt.IsZero() {
 		s := p.StartedAt
 		st.Started = &s
-		if el := time.Since(s).Seconds(); el >= 5 && p.Done > 0 {
+		if el := time.Since(s).Seconds(); el >= 5 && p.Done > 0 && !p.Paused {
 			st.Rate = float64(p.Done) / el
 			st.ETASeconds = float64(p.Items-p.Done) / st.Rate
 		}
@@ -264,8 +280,13 @@ func (b *Batch) Status(ctx context.Context) (Status, error) {
 				return StatusFromProgress(withInFlight(qctx, tc, p, Progress{})), nil
 			}
 			// Started, but no worker answers (in embedded mode nothing runs
-			// a batch once its submit exited): running, progress unknown.
-			return Status{BatchID: b.id, Status: "running", Items: b.spec.Items, Shards: b.spec.Shards}, nil
+			// a batch once its submit exited): running (or paused, as its
+			// memo says), progress unknown.
+			st := Status{BatchID: b.id, Status: "running", Items: b.spec.Items, Shards: b.spec.Shards}
+			if status, since, reason := pipeline.MemoState(desc.WorkflowExecutionInfo.GetMemo()); status == "paused" {
+				st.Status, st.Paused, st.PausedSince, st.PauseReason = status, true, since, reason
+			}
+			return st, nil
 		}
 	}
 	store := b.c.store

@@ -121,7 +121,11 @@ func (c *Client) runningStates(ctx context.Context, states map[string]Status) er
 				cancel()
 				// No worker answers: keep the size the store knows.
 				prev := states[id]
-				states[id] = Status{BatchID: id, Status: "running", Items: prev.Items, Shards: prev.Shards}
+				st := Status{BatchID: id, Status: "running", Items: prev.Items, Shards: prev.Shards}
+				if status, since, reason := pipeline.MemoState(e.GetMemo()); status == "paused" {
+					st.Status, st.Paused, st.PausedSince, st.PauseReason = status, true, since, reason
+				}
+				states[id] = st
 				continue
 			}
 			states[id] = StatusFromProgress(withInFlight(qctx, tc, p, Progress{}))

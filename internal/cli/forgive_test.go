@@ -33,7 +33,7 @@ func TestUnknownCommand(t *testing.T) {
 		{args: []string{"lst"}, want: []string{`unknown command "lst" — did you mean "list"?`}, wantNot: []string{"no such file"}},
 		{args: []string{"resluts", "b1"}, want: []string{`did you mean "results"?`}},
 		{args: []string{"cancle", "b1"}, want: []string{`did you mean "cancel"?`}},
-		{args: []string{"re", "b1"}, want: []string{`did you mean "redrive" or "results"?`}},
+		{args: []string{"re", "b1"}, want: []string{`did you mean "redrive", "results" or "resume"?`}},
 		{args: []string{"--verbose", "stauts", "b1"}, want: []string{`did you mean "status"?`}},
 		// Not close to a command: an input file that is missing.
 		{args: []string{"x"}, want: []string{"x: no such file"}, wantNot: []string{"unknown command"}},

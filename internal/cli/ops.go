@@ -172,9 +172,21 @@ func newStatusCommand(o *IO) *cobra.Command {
 			}
 			fmt.Fprintf(o.Stdout, "batch %s: %s\n", st.BatchID, st.Status)
 			fmt.Fprintf(o.Stdout, "items: %d/%d done, %d succeeded, %d failed\n", st.Done, st.Items, st.Succeeded, st.Failed)
-			if st.Status == "running" && st.Run == 0 {
+			if st.Paused {
+				since := ""
+				if st.PausedSince != nil {
+					since = " since " + st.PausedSince.UTC().Format(time.RFC3339)
+				}
+				reason := ""
+				if st.PauseReason != "" {
+					reason = " (" + st.PauseReason + ")"
+				}
+				fmt.Fprintf(o.Stdout, "paused%s%s; submit resume %s continues it\n", since, reason, st.BatchID)
+			}
+			live := st.Status == "running" || st.Status == "paused"
+			if live && st.Run == 0 {
 				fmt.Fprintf(o.Stdout, "progress: unknown, no worker answered (is a worker running? with the embedded server a batch runs only while its submit runs: run submit again with --batch-id %s)\n", st.BatchID)
-			} else if st.Status == "running" {
+			} else if live {
 				shards := fmt.Sprintf("%d in flight", st.InFlight)
 				if st.Running+st.Waiting > 0 {
 					shards = fmt.Sprintf("%d running, %d waiting for a worker", st.Running, st.Waiting)

@@ -114,6 +114,7 @@ canceled, 2 bad usage or bad input.`,
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	setVersion(cmd)
 	cmd.AddCommand(newStatusCommand(o), newCancelCommand(o), newListCommand(o), newRedriveCommand(o), newResultsCommand(o), newScheduleCommand(o), newGCCommand(o), newUploadCommand(o), newDiffCommand(o))
+	cmd.AddCommand(newSteerCommands(o)...)
 	fl := cmd.Flags()
 	f.registerBatchFlags(cmd)
 	fl.StringVar(&f.batchID, "batch-id", "", "batch `ID` (default: input name + UTC time); reuse it to attach to or resume a batch")
