@@ -30,6 +30,9 @@ const (
 	activityStageInput      = "StageInput"
 	// ErrTypeBadInput marks an input that failed validation: no retry helps.
 	ErrTypeBadInput = "BadInput"
+	// ErrTypeBatchFailed is the failure of a batch workflow whose manifest
+	// (written before) says failed; its details are the BatchResult.
+	ErrTypeBatchFailed = "BatchFailed"
 	// errTypeBadShard marks a shard no retry can fix (unknown processor,
 	// corrupt input shard).
 	errTypeBadShard = "BadShard"

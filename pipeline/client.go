@@ -40,7 +40,7 @@ var ErrAlreadyStarted = errors.New("a batch with this id was started before")
 // or closed, nothing starts and Start returns ErrAlreadyStarted (the caller
 // compares that batch's input, StartedInput, with its own).
 func Start(ctx context.Context, c client.Client, taskQueue string, in BatchInput) (client.WorkflowRun, error) {
-	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+	run, err := startWithSearchAttributes(in.BatchID, client.StartWorkflowOptions{
 		ID:                       in.BatchID,
 		TaskQueue:                taskQueue,
 		WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
@@ -49,7 +49,9 @@ func Start(ctx context.Context, c client.Client, taskQueue string, in BatchInput
 		WorkflowExecutionErrorWhenAlreadyStarted: true,
 		Memo: map[string]any{"status": "running", "items": in.Items, "shards": in.Shards,
 			"processor": in.Options.Processor, "source": in.Source},
-	}, BatchWorkflowName, in)
+	}, func(o client.StartWorkflowOptions) (client.WorkflowRun, error) {
+		return c.ExecuteWorkflow(ctx, o, BatchWorkflowName, in)
+	})
 	var started *serviceerror.WorkflowExecutionAlreadyStarted
 	if errors.As(err, &started) {
 		return nil, ErrAlreadyStarted
@@ -95,12 +97,14 @@ func QueryProgress(ctx context.Context, c client.Client, batchID string) (Progre
 // It fails if the batch is running.
 func StartRedrive(ctx context.Context, c client.Client, taskQueue string, spec BatchInput, n int) (client.WorkflowRun, error) {
 	spec.Redrive, spec.Cursor = n, nil
-	return c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+	return startWithSearchAttributes(spec.BatchID, client.StartWorkflowOptions{
 		ID:                       spec.BatchID,
 		TaskQueue:                taskQueue,
 		WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
 		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
-	}, BatchWorkflowName, spec)
+	}, func(o client.StartWorkflowOptions) (client.WorkflowRun, error) {
+		return c.ExecuteWorkflow(ctx, o, BatchWorkflowName, spec)
+	})
 }
 
 // SaveSpec stores the batch's start parameters, so it can be redriven.

@@ -69,7 +69,8 @@ func runRemote(t *testing.T, store, inputURL, id string, opts pipeline.Options) 
 	bt := &batch{id: id, store: store, bucket: b, tq: tq, run: run}
 	wctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
-	return bt, run.Get(wctx, &bt.result)
+	bt.wait(t, wctx)
+	return bt, bt.err
 }
 
 func TestInputObjectOnMinIO(t *testing.T) {
@@ -97,6 +98,9 @@ func TestBadInputObjectFailsWithKeyAndLine(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := bt.manifest(t)
+	if !bt.failed {
+		t.Error("the workflow of a batch with a bad input did not fail")
+	}
 	if m.Status != manifests.StatusFailed || !strings.Contains(m.Error, "drop/bad.jsonl:3:") || len(m.Results) != 0 {
 		t.Fatalf("status %s error %q results %d", m.Status, m.Error, len(m.Results))
 	}

@@ -20,6 +20,7 @@ import (
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
+	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/worker"
 
 	"github.com/batchpipe/batchpipe"
@@ -189,6 +190,9 @@ type batch struct {
 	run    client.WorkflowRun
 	result pipeline.BatchResult
 	err    error
+	// failed: the workflow failed as a batch whose manifest says failed
+	// does (ErrTypeBatchFailed, its result in the details); err is nil then.
+	failed bool
 }
 
 // runBatch stages input into store and runs it to the end on a fresh
@@ -214,8 +218,23 @@ func runBatchOn(t *testing.T, tq, storeURL, id string, input []byte, opts pipeli
 	bt.run = temporalClient.GetWorkflow(ctx, id, "")
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	bt.err = bt.run.Get(wctx, &bt.result)
+	bt.wait(t, wctx)
 	return bt
+}
+
+// wait waits for the batch's workflow to end: bt.err is how it ended, nil
+// for a batch that failed as a batch (bt.failed, its result read from the
+// workflow's failure).
+func (bt *batch) wait(t *testing.T, ctx context.Context) {
+	t.Helper()
+	bt.err = bt.run.Get(ctx, &bt.result)
+	var appErr *temporal.ApplicationError
+	if errors.As(bt.err, &appErr) && appErr.Type() == pipeline.ErrTypeBatchFailed {
+		if err := appErr.Details(&bt.result); err != nil || bt.result.Status != manifests.StatusFailed {
+			t.Fatalf("batch %s failed with result %+v (%v), want a failed batch's", bt.id, bt.result, err)
+		}
+		bt.failed, bt.err = true, nil
+	}
 }
 
 // requestFor is the library request of a batch of input with opts.
@@ -513,6 +532,9 @@ func TestMaxFailuresStopsBatch(t *testing.T) {
 		t.Fatal(bt.err)
 	}
 	m := bt.manifest(t)
+	if !bt.failed {
+		t.Error("the workflow of a failed batch did not fail")
+	}
 	if m.Status != manifests.StatusFailed || !strings.Contains(m.Error, "over the limit") {
 		t.Fatalf("status %s error %q", m.Status, m.Error)
 	}
@@ -696,8 +718,8 @@ func checkStopped(t *testing.T, bt *batch, calls int64) manifests.Manifest {
 		t.Fatal(bt.err)
 	}
 	m := bt.manifest(t)
-	if m.Status != manifests.StatusFailed || m.StopReason != manifests.StopMaxFailures || !strings.Contains(m.Error, "over the limit") {
-		t.Fatalf("status %s stop reason %q error %q; want failed by max_failures", m.Status, m.StopReason, m.Error)
+	if m.Status != manifests.StatusFailed || m.StopReason != manifests.StopMaxFailures || !strings.Contains(m.Error, "over the limit") || !bt.failed {
+		t.Fatalf("status %s stop reason %q error %q, workflow failed %v; want failed by max_failures", m.Status, m.StopReason, m.Error, bt.failed)
 	}
 	ctx := context.Background()
 	mb, err := manifests.Open(ctx, bt.bucket, bt.id)

@@ -2,10 +2,13 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
@@ -37,14 +40,19 @@ func ScheduledBatchWorkflow(ctx workflow.Context, in BatchInput) (BatchResult, e
 	if err := in.Validate(); err != nil {
 		return BatchResult{}, temporal.NewNonRetryableApplicationError("invalid batch input: "+err.Error(), ErrTypeInvalidInput, nil)
 	}
-	cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
+	co := workflow.ChildWorkflowOptions{
 		WorkflowID:            in.BatchID,
 		TaskQueue:             workflow.GetInfo(ctx).TaskQueueName,
 		ParentClosePolicy:     enumspb.PARENT_CLOSE_POLICY_REQUEST_CANCEL,
 		WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
 		WaitForCancellation:   true,
 		Memo:                  map[string]any{"status": "running", "schedule": in.Schedule, "source": in.Source},
-	})
+	}
+	if _, ok := workflow.GetTypedSearchAttributes(ctx).GetKeyword(SearchAttrRole); ok {
+		co.TypedSearchAttributes = temporal.NewSearchAttributes(SearchAttrBatchID.ValueSet(in.BatchID),
+			SearchAttrStatus.ValueSet("running"), SearchAttrRole.ValueSet("batch"))
+	}
+	cctx := workflow.WithChildOptions(ctx, co)
 	var res BatchResult
 	err := workflow.ExecuteChildWorkflow(cctx, BatchWorkflowName, in).Get(ctx, &res)
 	return res, err
@@ -69,7 +77,7 @@ func ScheduleID(name string) string { return "batchpipe-" + name }
 func CreateSchedule(ctx context.Context, c client.Client, spec ScheduleSpec) (client.ScheduleHandle, error) {
 	in := spec.Batch
 	in.Schedule = spec.Name
-	return c.ScheduleClient().Create(ctx, client.ScheduleOptions{
+	o := client.ScheduleOptions{
 		ID: ScheduleID(spec.Name),
 		Spec: client.ScheduleSpec{
 			CronExpressions: []string{spec.Cron},
@@ -85,5 +93,17 @@ func CreateSchedule(ctx context.Context, c client.Client, spec ScheduleSpec) (cl
 		CatchupWindow: spec.CatchupWindow,
 		Memo: map[string]any{"cron": spec.Cron, "timezone": spec.TimeZone, "input": in.Source,
 			"store": in.Store, "processor": in.Options.Processor},
-	})
+	}
+	// With the role set, each night's batch gets its search attributes
+	// (ScheduledBatchWorkflow); a server without them gets none.
+	action := *o.Action.(*client.ScheduleWorkflowAction)
+	action.TypedSearchAttributes = temporal.NewSearchAttributes(SearchAttrRole.ValueSet("schedule"))
+	with := o
+	with.Action = &action
+	h, err := c.ScheduleClient().Create(ctx, with)
+	var invalid *serviceerror.InvalidArgument
+	if errors.As(err, &invalid) && strings.Contains(strings.ToLower(invalid.Message), "search attribute") {
+		return c.ScheduleClient().Create(ctx, o)
+	}
+	return h, err
 }

@@ -1,7 +1,12 @@
 package pipeline
 
 import (
+	"errors"
+	"strings"
+
 	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 )
 
@@ -14,7 +19,8 @@ var (
 	SearchAttrBatchID = temporal.NewSearchAttributeKeyKeyword("BatchpipeBatchId")
 	// SearchAttrStatus is the batch's status: running, then its manifest's.
 	SearchAttrStatus = temporal.NewSearchAttributeKeyKeyword("BatchpipeStatus")
-	// SearchAttrRole is "batch" or "shard".
+	// SearchAttrRole is "batch", "shard", or "schedule" (the workflow a
+	// schedule starts each night, which starts that night's batch).
 	SearchAttrRole = temporal.NewSearchAttributeKeyKeyword("BatchpipeRole")
 )
 
@@ -26,4 +32,21 @@ func SearchAttributes() map[string]enumspb.IndexedValueType {
 		SearchAttrStatus.GetName():  enumspb.INDEXED_VALUE_TYPE_KEYWORD,
 		SearchAttrRole.GetName():    enumspb.INDEXED_VALUE_TYPE_KEYWORD,
 	}
+}
+
+// startWithSearchAttributes starts a batch workflow with its search
+// attributes (batch id, status running, role batch), and again without
+// them when the server has them not registered: the batch runs there all
+// the same, and its workflow, seeing none, never upserts one (which would
+// fail its workflow task).
+func startWithSearchAttributes(batchID string, o client.StartWorkflowOptions, start func(client.StartWorkflowOptions) (client.WorkflowRun, error)) (client.WorkflowRun, error) {
+	with := o
+	with.TypedSearchAttributes = temporal.NewSearchAttributes(SearchAttrBatchID.ValueSet(batchID),
+		SearchAttrStatus.ValueSet("running"), SearchAttrRole.ValueSet("batch"))
+	run, err := start(with)
+	var invalid *serviceerror.InvalidArgument
+	if errors.As(err, &invalid) && strings.Contains(strings.ToLower(invalid.Message), "search attribute") {
+		return start(o)
+	}
+	return run, err
 }

@@ -323,6 +323,7 @@ func BatchWorkflow(ctx workflow.Context, in BatchInput) (BatchResult, error) {
 	// Pause, resume and live option updates (steer.go): runs started
 	// before them replay without (their updates are refused).
 	r.steer = workflow.GetVersion(ctx, "steer", workflow.DefaultVersion, 1) >= 1
+	_, r.searchAttrs = workflow.GetTypedSearchAttributes(ctx).GetKeyword(SearchAttrRole)
 	if err := workflow.SetQueryHandler(ctx, ProgressQuery, r.progress); err != nil {
 		return BatchResult{}, err
 	}
@@ -372,6 +373,10 @@ type batchRun struct {
 	in       BatchInput
 	cur      Cursor
 	inFlight int
+	// searchAttrs: the batch was started with batchpipe's search
+	// attributes (the server has them), so its shards get them too and it
+	// sets its status at the end.
+	searchAttrs bool
 	// stopping says why no more shards start ("" while they do), and
 	// stopReason classifies it (manifests.Stop*; see stopStatus).
 	stopping, stopReason string
@@ -469,6 +474,17 @@ func (r *batchRun) stage() error {
 
 // upsertProgress shows progress in the Web UI and `temporal workflow
 // describe`; called once per run and at the end, so it costs two events a run.
+// withShardSearchAttributes gives the shards started from ctx the batch
+// id and role "shard", when the batch has search attributes.
+func (r *batchRun) withShardSearchAttributes(ctx workflow.Context) workflow.Context {
+	if !r.searchAttrs {
+		return ctx
+	}
+	o := workflow.GetChildWorkflowOptions(ctx)
+	o.TypedSearchAttributes = temporal.NewSearchAttributes(SearchAttrBatchID.ValueSet(r.in.BatchID), SearchAttrRole.ValueSet("shard"))
+	return workflow.WithChildOptions(ctx, o)
+}
+
 func (r *batchRun) upsertProgress(ctx workflow.Context, status string) {
 	if !r.memoProgress && !r.steer {
 		return
@@ -521,6 +537,7 @@ func (r *batchRun) fanOut() {
 		// replay without it).
 		WaitForCancellation: r.waitForCancellation,
 	})
+	childCtx = r.withShardSearchAttributes(childCtx)
 	var allowed int64 // the failure limit in items (promptFailureStop)
 	if r.promptFailureStop {
 		var limited bool
@@ -648,9 +665,19 @@ func (r *batchRun) finalize() (BatchResult, error) {
 	}
 	res.Runs = r.cur.Run
 	r.upsertProgress(fctx, res.Status)
+	if r.searchAttrs {
+		if err := workflow.UpsertTypedSearchAttributes(fctx, SearchAttrStatus.ValueSet(res.Status)); err != nil {
+			return res, err
+		}
+	}
 	if r.stopReason == manifests.StopCanceled {
 		// Report the cancellation to Temporal as such, after the manifest is written.
 		return res, temporal.NewCanceledError(res)
+	}
+	// A failed batch is a failed workflow (the Web UI's "Failed" filter),
+	// after the manifest is written; runs before this completed.
+	if res.Status == manifests.StatusFailed && workflow.GetVersion(fctx, "failed-batch-fails", workflow.DefaultVersion, 1) >= 1 {
+		return res, temporal.NewNonRetryableApplicationError(fmt.Sprintf("batch %s failed: %s", r.in.BatchID, r.stopping), ErrTypeBatchFailed, nil, res)
 	}
 	return res, nil
 }
@@ -829,6 +856,7 @@ func (r *batchRun) fanOutSteered() {
 		WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
 		WaitForCancellation:   r.waitForCancellation,
 	})
+	childCtx = r.withShardSearchAttributes(childCtx)
 	if r.promptFailureStop {
 		childCtx, r.cancelShards = workflow.WithCancel(childCtx)
 	}

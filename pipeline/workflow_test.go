@@ -116,9 +116,7 @@ func TestWorkflowStopsAtFailureLimit(t *testing.T) {
 	in := stagedInput(20, 10, 100, 2)
 	in.Options.MaxFailures = pipeline.MaxFailedItems(0)
 	e.ExecuteWorkflow(pipeline.BatchWorkflowName, in)
-	if err := e.GetWorkflowError(); err != nil {
-		t.Fatal(err)
-	}
+	wantBatchFailed(t, e.GetWorkflowError())
 	if len(e.started) != 2 {
 		t.Errorf("started %v; want the window of 2 and no more", e.started)
 	}
@@ -135,9 +133,7 @@ func TestWorkflowFailedShardFailsBatch(t *testing.T) {
 		return okShard(in)
 	})
 	e.ExecuteWorkflow(pipeline.BatchWorkflowName, stagedInput(6, 10, 100, 1))
-	if err := e.GetWorkflowError(); err != nil {
-		t.Fatal(err)
-	}
+	wantBatchFailed(t, e.GetWorkflowError())
 	if !slices.Equal(e.started, []int{0, 1}) {
 		t.Errorf("started %v, want 0 and 1 (window 1), then stop", e.started)
 	}
@@ -197,9 +193,7 @@ func TestWorkflowBadStagingInput(t *testing.T) {
 	e.OnActivity("StageInput", mock.Anything, mock.Anything).Return(pipeline.Staged{},
 		temporal.NewNonRetryableApplicationError("in.jsonl:3: invalid JSON", pipeline.ErrTypeBadInput, nil))
 	e.ExecuteWorkflow(pipeline.BatchWorkflowName, remoteInput())
-	if err := e.GetWorkflowError(); err != nil {
-		t.Fatal(err)
-	}
+	wantBatchFailed(t, e.GetWorkflowError())
 	if len(e.started) != 0 || e.finalized.Status != manifests.StatusFailed || e.finalized.Error != "bad input: in.jsonl:3: invalid JSON" {
 		t.Fatalf("started %v, finalize %q %q", e.started, e.finalized.Status, e.finalized.Error)
 	}
@@ -281,9 +275,7 @@ func TestWorkflowPromptFailureStop(t *testing.T) {
 	in.Options.MaxFailures = pipeline.MaxFailedItems(5)
 	began := time.Now()
 	env.ExecuteWorkflow(pipeline.BatchWorkflowName, in)
-	if err := env.GetWorkflowError(); err != nil {
-		t.Fatal(err)
-	}
+	wantBatchFailed(t, env.GetWorkflowError())
 	if took := time.Since(began); took > 30*time.Second {
 		t.Errorf("batch took %v; the running shards were waited for to their end", took)
 	}
@@ -312,9 +304,7 @@ func TestWorkflowFailureBudgetShrinks(t *testing.T) {
 	in := stagedInput(10, 10, 100, 1)
 	in.Options.MaxFailures = pipeline.MaxFailedItems(5)
 	e.ExecuteWorkflow(pipeline.BatchWorkflowName, in)
-	if err := e.GetWorkflowError(); err != nil {
-		t.Fatal(err)
-	}
+	wantBatchFailed(t, e.GetWorkflowError())
 	var budgets []int64
 	for _, si := range e.inputs {
 		budgets = append(budgets, *si.FailureBudget)
@@ -371,5 +361,14 @@ func TestFailureLimitAllowed(t *testing.T) {
 		if ok && (c.l.Exceeded(got, c.total) || !c.l.Exceeded(got+1, c.total)) {
 			t.Errorf("%+v of %d: Allowed %d disagrees with Exceeded", c.l, c.total, got)
 		}
+	}
+}
+
+// wantBatchFailed checks that a workflow ended as a failed batch does.
+func wantBatchFailed(t *testing.T, err error) {
+	t.Helper()
+	var appErr *temporal.ApplicationError
+	if !errors.As(err, &appErr) || appErr.Type() != pipeline.ErrTypeBatchFailed {
+		t.Fatalf("workflow error %v, want one of type %s", err, pipeline.ErrTypeBatchFailed)
 	}
 }
