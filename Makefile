@@ -13,7 +13,8 @@ help:
 	@echo "test-short  unit tests only (no MinIO, no Temporal server)"
 	@echo "bench       micro benchmarks, then naive vs batchpipe vs direct at 1,000 and 20,000 items, a sweep, a Python function"
 	@echo "            (plain multiprocessing vs submit exec:, 200,000 items) and an I/O-bound processor (60,000 items) (~6 min; bench-results/)"
-	@echo "bench-large the same at 100,000 and 1,000,000 items (bench-results/large/)"
+	@echo "bench-large the same at 100,000 and 1,000,000 items, then the whole submit at 10,000,000 (bench-results/large/)"
+	@echo "bench-100m  the whole submit at 100,000,000 items (a 6.4 GB input; ~10 min; bench-results/100m/)"
 	@echo "test-faults the fault suite (kills, outages, bad input); rewrites RELIABILITY.md's table"
 	@echo "cluster-test PostgreSQL + Temporal (4 service processes) + MinIO + 3 workers: 100,000 items over s3://, a worker"
 	@echo "            killed and the history service restarted mid-batch (needs apt-get install postgresql; ~2 min)"
@@ -53,7 +54,15 @@ bench: bench-micro
 bench-large: $(MINIO)
 	$(GO) build -o bin/ ./cmd/bench ./cmd/submit
 	bin/bench -submit-bin bin/submit -minio-bin $(MINIO) -items 1000,100000,1000000 \
-		-sweep-items 1000000 -sweep-shard-sizes 1000,4000 -sweep-concurrency 32 -python-items 0 -io-items 0 -out bench-results/large
+		-sweep-items 1000000 -sweep-shard-sizes 1000,4000 -sweep-concurrency 32 -python-items 0 -io-items 0 -failstop-items 0 -out bench-results/large
+	bin/bench -submit-bin bin/submit -minio-bin $(MINIO) -items 10000000 -scenarios submit \
+		-sweep-shard-sizes '' -sweep-concurrency '' -python-items 0 -io-items 0 -failstop-items 0 -out bench-results/10m
+
+.PHONY: bench-100m
+bench-100m: $(MINIO)
+	$(GO) build -o bin/ ./cmd/bench ./cmd/submit
+	bin/bench -submit-bin bin/submit -minio-bin $(MINIO) -items 100000000 -scenarios submit \
+		-sweep-shard-sizes '' -sweep-concurrency '' -python-items 0 -io-items 0 -failstop-items 0 -out bench-results/100m
 
 bench-micro: $(MINIO)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./blobstore/ ./zjsonl/ ./inputs/
