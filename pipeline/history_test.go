@@ -142,17 +142,7 @@ func recordHistories(t *testing.T, dir string) {
 
 	// A redrive of that batch.
 	ctx := context.Background()
-	spec, err := pipeline.ReadSpec(ctx, bt.bucket, bt.id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	run, err := pipeline.StartRedrive(ctx, temporalClient, bt.tq, spec, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := run.Get(ctx, nil); err != nil {
-		t.Fatal(err)
-	}
+	run := redrive(t, bt, nil)
 	writeHistory(t, filepath.Join(dir, historyGeneration+"-redrive.json"), fetchHistory(t, bt.id, run.GetRunID()))
 
 	// A batch staging its own input object, started by hand through the

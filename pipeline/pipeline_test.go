@@ -205,6 +205,14 @@ func runBatch(t *testing.T, storeURL, id string, input []byte, opts pipeline.Opt
 // runBatchOn is runBatch on the task queue of a worker the caller started.
 func runBatchOn(t *testing.T, tq, storeURL, id string, input []byte, opts pipeline.Options) *batch {
 	t.Helper()
+	_, wait := startBatchOn(t, tq, storeURL, id, input, opts)
+	return wait()
+}
+
+// startBatchOn submits a batch on the worker of tq and returns at once;
+// wait() runs it to its end.
+func startBatchOn(t *testing.T, tq, storeURL, id string, input []byte, opts pipeline.Options) (*batch, func() *batch) {
+	t.Helper()
 	ctx := context.Background()
 	c, err := batchpipe.NewClient(ctx, batchpipe.Config{Store: storeURL, TaskQueue: tq, Temporal: temporalClient})
 	if err != nil {
@@ -216,10 +224,34 @@ func runBatchOn(t *testing.T, tq, storeURL, id string, input []byte, opts pipeli
 	}
 	bt := &batch{id: id, store: storeURL, bucket: c.Store(), input: input, opts: opts, tq: tq}
 	bt.run = temporalClient.GetWorkflow(ctx, id, "")
-	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-	defer cancel()
-	bt.wait(t, wctx)
-	return bt
+	return bt, func() *batch {
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+		defer cancel()
+		bt.wait(t, wctx)
+		return bt
+	}
+}
+
+// redrive runs redrive 1 of the finished batch to its end, with the spec
+// Submit saved (changed by edit, if not nil).
+func redrive(t *testing.T, bt *batch, edit func(*pipeline.BatchInput)) client.WorkflowRun {
+	t.Helper()
+	ctx := context.Background()
+	spec, err := pipeline.ReadSpec(ctx, bt.bucket, bt.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if edit != nil {
+		edit(&spec)
+	}
+	run, err := pipeline.StartRedrive(ctx, temporalClient, bt.tq, spec, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := run.Get(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	return run
 }
 
 // wait waits for the batch's workflow to end: bt.err is how it ended, nil
@@ -599,7 +631,6 @@ func TestCancelWritesCanceledManifest(t *testing.T) {
 }
 
 func TestRedriveRerunsOnlyFailedItems(t *testing.T) {
-	ctx := context.Background()
 	gateClosed.Store(true)
 	defer gateClosed.Store(false)
 	input := makeItems(300, func(i int) string {
@@ -617,18 +648,8 @@ func TestRedriveRerunsOnlyFailedItems(t *testing.T) {
 	if m1.Status != manifests.StatusCompletedWithFailures || m1.Counts.Failed != 8 {
 		t.Fatalf("first run: %s %+v", m1.Status, m1.Counts)
 	}
-	spec, err := pipeline.ReadSpec(ctx, bt.bucket, bt.id) // saved by Submit
-	if err != nil {
-		t.Fatal(err)
-	}
 	gateClosed.Store(false)
-	run, err := pipeline.StartRedrive(ctx, temporalClient, bt.tq, spec, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := run.Get(ctx, nil); err != nil {
-		t.Fatal(err)
-	}
+	redrive(t, bt, nil)
 	m2 := bt.manifest(t)
 	if m2.Status != manifests.StatusSucceeded || m2.Redrives != 1 || m2.Failures != nil {
 		t.Fatalf("after redrive: %s, redrives %d, failures %+v", m2.Status, m2.Redrives, m2.Failures)
@@ -689,18 +710,7 @@ func TestCancelThenRedriveCoversEveryItem(t *testing.T) {
 		t.Fatalf("after cancel: %s %+v", m1.Status, m1.Counts)
 	}
 	o.Concurrency, o.ItemParallelism = 8, 8
-	spec, err := pipeline.ReadSpec(ctx, bt.bucket, bt.id) // saved by Submit
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec.Options = o
-	run, err := pipeline.StartRedrive(ctx, temporalClient, bt.tq, spec, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := run.Get(ctx, nil); err != nil {
-		t.Fatal(err)
-	}
+	redrive(t, bt, func(spec *pipeline.BatchInput) { spec.Options = o })
 	m2 := bt.manifest(t)
 	if m2.Status != manifests.StatusSucceeded {
 		t.Fatalf("after redrive: %s %+v", m2.Status, m2.Counts)
@@ -779,19 +789,8 @@ func TestMaxFailuresStopsPromptly(t *testing.T) {
 		t.Fatalf("counts %+v, want more than 100 failed and none succeeded", m.Counts)
 	}
 
-	ctx := context.Background()
 	alwaysFailFixed.Store(true)
-	spec, err := pipeline.ReadSpec(ctx, bt.bucket, bt.id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	run, err := pipeline.StartRedrive(ctx, temporalClient, bt.tq, spec, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := run.Get(ctx, nil); err != nil {
-		t.Fatal(err)
-	}
+	redrive(t, bt, nil)
 	m2 := bt.manifest(t)
 	if m2.Status != manifests.StatusSucceeded {
 		t.Fatalf("after redrive: %s %+v", m2.Status, m2.Counts)

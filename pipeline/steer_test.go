@@ -18,7 +18,6 @@ import (
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 
-	"github.com/batchpipe/batchpipe"
 	"github.com/batchpipe/batchpipe/manifests"
 	"github.com/batchpipe/batchpipe/pipeline"
 )
@@ -73,29 +72,6 @@ func resetSteer() {
 	steerMu.Lock()
 	steerSeen = map[int]int{}
 	steerMu.Unlock()
-}
-
-// startBatchOn submits a batch on the worker of tq and returns at once;
-// wait() runs it to its end.
-func startBatchOn(t *testing.T, tq, storeURL, id string, input []byte, opts pipeline.Options) (*batch, func() *batch) {
-	t.Helper()
-	ctx := context.Background()
-	c, err := batchpipe.NewClient(ctx, batchpipe.Config{Store: storeURL, TaskQueue: tq, Temporal: temporalClient})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	if _, err := c.Submit(ctx, requestFor(id, input, opts)); err != nil {
-		t.Fatal(err)
-	}
-	bt := &batch{id: id, store: storeURL, bucket: c.Store(), input: input, opts: opts, tq: tq}
-	bt.run = temporalClient.GetWorkflow(ctx, id, "")
-	return bt, func() *batch {
-		wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-		defer cancel()
-		bt.err = bt.run.Get(wctx, &bt.result)
-		return bt
-	}
 }
 
 // waitFor polls cond every 50 ms until it holds, failing after d.
@@ -462,17 +438,7 @@ func TestPauseCancelRedrive(t *testing.T) {
 	if m.Counts.Items != steerCalls.Load() {
 		t.Fatalf("canceled manifest lists %d items, %d were processed", m.Counts.Items, steerCalls.Load())
 	}
-	spec, err := pipeline.ReadSpec(ctx, bt.bucket, bt.id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	run, err := pipeline.StartRedrive(ctx, temporalClient, bt.tq, spec, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := run.Get(ctx, nil); err != nil {
-		t.Fatal(err)
-	}
+	redrive(t, bt, nil)
 	m = bt.manifest(t)
 	if m.Status != manifests.StatusSucceeded {
 		t.Fatalf("after redrive: %s %+v", m.Status, m.Counts)
