@@ -40,7 +40,7 @@ func cleanEnv(extra ...string) []string {
 // test ends.
 func startWorker(t *testing.T, bin, dir, store string) string {
 	t.Helper()
-	port := testinfra.FreeTCPPort(t)
+	port := testinfra.FreeDevServerPort(t)
 	var out testinfra.Buffer
 	cmd := exec.Command(bin, "--dev", "--no-ui", "--dev-dir", filepath.Join(dir, "dev"),
 		"--dev-port", strconv.Itoa(port), "--store", store)

@@ -109,7 +109,7 @@ func TestWorkerTrust(t *testing.T) {
 	plantSecrets(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	srv := temporaltest.New(ctx, t, devserver.Options{Port: testinfra.FreeTCPPort(t)})
+	srv := temporaltest.New(ctx, t, devserver.Options{Port: testinfra.FreeDevServerPort(t)})
 	addr := srv.FrontendAddr()
 	dir := t.TempDir()
 	writeLines(t, filepath.Join(dir, "in.jsonl"), exampleItems(30, "tr"))

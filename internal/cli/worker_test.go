@@ -28,7 +28,7 @@ import (
 // the Temporal address; the worker stops when the test ends.
 func startDevWorker(t *testing.T, dir string, extra ...string) (addr string, stderr *testinfra.Buffer) {
 	t.Helper()
-	port := testinfra.FreeTCPPort(t)
+	port := testinfra.FreeDevServerPort(t)
 	if !slices.Contains(extra, "--ui-port") && !slices.Contains(extra, "--no-ui") {
 		extra = append(extra, "--no-ui")
 	}
@@ -206,7 +206,7 @@ func TestSubmitCustomWorkerProcessor(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	srv := temporaltest.New(ctx, t, devserver.Options{Port: testinfra.FreeTCPPort(t)})
+	srv := temporaltest.New(ctx, t, devserver.Options{Port: testinfra.FreeDevServerPort(t)})
 	c := srv.Client
 	custom := &pipeline.Registry{}
 	custom.Register("shout", pipeline.ProcessorFunc(func(_ context.Context, in json.RawMessage) (json.RawMessage, error) {

@@ -162,3 +162,20 @@ func Main(m *testing.M) {
 	StopMinIO()
 	os.Exit(code)
 }
+
+// DevServerSpan is how many consecutive ports a Temporal dev server takes
+// from its frontend port (devserver.PortSpan, which this package cannot
+// import: devserver's own tests use it).
+const DevServerSpan = 8
+
+// FreeDevServerPort returns a frontend port for a dev server whose whole
+// span of ports was free a moment ago, outside the ephemeral range (a single
+// free port there leaves the ports after it to outgoing connections).
+func FreeDevServerPort(tb testing.TB) int {
+	tb.Helper()
+	p, err := FreePortSpan(DevServerSpan)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}
