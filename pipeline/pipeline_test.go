@@ -46,7 +46,7 @@ func TestMain(m *testing.M) {
 		if testing.Short() {
 			return m.Run()
 		}
-		srv, err := temporaltest.Start(context.Background(), devserver.Options{})
+		srv, err := temporaltest.Start(context.Background(), devserver.Options{SearchAttributes: pipeline.SearchAttributes()})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "starting Temporal:", err)
 			return 1

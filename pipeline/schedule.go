@@ -48,7 +48,8 @@ func ScheduledBatchWorkflow(ctx workflow.Context, in BatchInput) (BatchResult, e
 		WaitForCancellation:   true,
 		Memo:                  map[string]any{"status": "running", "schedule": in.Schedule, "source": in.Source},
 	}
-	if _, ok := workflow.GetTypedSearchAttributes(ctx).GetKeyword(SearchAttrRole); ok {
+	if _, ok := workflow.GetTypedSearchAttributes(ctx).GetKeyword(SearchAttrRole); ok &&
+		workflow.GetVersion(ctx, "search-attributes", workflow.DefaultVersion, 1) >= 1 {
 		co.TypedSearchAttributes = temporal.NewSearchAttributes(SearchAttrBatchID.ValueSet(in.BatchID),
 			SearchAttrStatus.ValueSet("running"), SearchAttrRole.ValueSet("batch"))
 	}

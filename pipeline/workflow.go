@@ -323,7 +323,9 @@ func BatchWorkflow(ctx workflow.Context, in BatchInput) (BatchResult, error) {
 	// Pause, resume and live option updates (steer.go): runs started
 	// before them replay without (their updates are refused).
 	r.steer = workflow.GetVersion(ctx, "steer", workflow.DefaultVersion, 1) >= 1
-	_, r.searchAttrs = workflow.GetTypedSearchAttributes(ctx).GetKeyword(SearchAttrRole)
+	if _, ok := workflow.GetTypedSearchAttributes(ctx).GetKeyword(SearchAttrRole); ok {
+		r.searchAttrs = workflow.GetVersion(ctx, "search-attributes", workflow.DefaultVersion, 1) >= 1
+	}
 	if err := workflow.SetQueryHandler(ctx, ProgressQuery, r.progress); err != nil {
 		return BatchResult{}, err
 	}
