@@ -89,11 +89,17 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) time.
 
 func progressOf(t *testing.T, id string) pipeline.Progress {
 	t.Helper()
-	p, err := pipeline.QueryProgress(context.Background(), temporalClient, id)
-	if err != nil {
-		t.Fatal(err)
+	// A query can meet a worker that is stopping (it answers "context
+	// canceled"); the next one goes to a worker that is not.
+	var err error
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		var p pipeline.Progress
+		if p, err = pipeline.QueryProgress(context.Background(), temporalClient, id); err == nil {
+			return p
+		}
 	}
-	return p
+	t.Fatal(err)
+	return pipeline.Progress{}
 }
 
 // memoOf reads the batch workflow's memo.
