@@ -336,6 +336,9 @@ func BatchWorkflow(ctx workflow.Context, in BatchInput) (BatchResult, error) {
 		return BatchResult{}, err
 	}
 	r.memoProgress = workflow.GetVersion(ctx, "memo-progress", workflow.DefaultVersion, 1) >= 1
+	if r.steer {
+		r.memoRefresh = workflow.GetVersion(ctx, "memo-refresh", workflow.DefaultVersion, 1) >= 1
+	}
 	r.upsertProgress(ctx, r.runStatus())
 	r.waitForCancellation = workflow.GetVersion(ctx, "wait-for-cancellation", workflow.DefaultVersion, 1) >= 1
 	// Shards get a failure budget and stop themselves; the batch cancels
@@ -395,6 +398,14 @@ type batchRun struct {
 	finishing bool
 	// childCtx starts the shards (fanOutSteered).
 	childCtx workflow.Context
+	// memoRefresh: the memo shows the running shards' items (refreshMemo,
+	// gated); inFlightItems is what they reported at the last refresh, and
+	// memoDone the memo's last "done", which never goes back.
+	memoRefresh   bool
+	inFlightItems int64
+	memoDone      int64
+	stopRefresh   workflow.CancelFunc
+	final         *manifests.Counts // the manifest's, once written
 }
 
 func (r *batchRun) progress() (Progress, error) {
@@ -491,9 +502,17 @@ func (r *batchRun) upsertProgress(ctx workflow.Context, status string) {
 	if !r.memoProgress && !r.steer {
 		return
 	}
+	done, failed := r.cur.Succeeded+r.cur.Failed, r.cur.Failed
+	if r.memoRefresh {
+		done = max(r.memoDone, min(r.in.Items, done+r.inFlightItems))
+		if r.final != nil { // the manifest's counts: a redrive's cursor has only its own shards
+			done, failed = r.final.Succeeded+r.final.Failed, r.final.Failed
+		}
+		r.memoDone = done
+	}
 	memo := map[string]any{
-		"status": status, "items": r.in.Items, "done": r.cur.Succeeded + r.cur.Failed,
-		"failed": r.cur.Failed, "shards": r.in.Shards, "shards_done": r.cur.ShardsDone, "run": r.cur.Run,
+		"status": status, "items": r.in.Items, "done": done,
+		"failed": failed, "shards": r.in.Shards, "shards_done": r.cur.ShardsDone, "run": r.cur.Run,
 	}
 	if r.steer {
 		// The pause count is also what running shards watch (pauseWatch).
@@ -666,6 +685,7 @@ func (r *batchRun) finalize() (BatchResult, error) {
 		return BatchResult{}, err
 	}
 	res.Runs = r.cur.Run
+	r.final = &res.Counts
 	r.upsertProgress(fctx, res.Status)
 	if r.searchAttrs {
 		if err := workflow.UpsertTypedSearchAttributes(fctx, SearchAttrStatus.ValueSet(res.Status)); err != nil {
@@ -863,6 +883,11 @@ func (r *batchRun) fanOutSteered() {
 		childCtx, r.cancelShards = workflow.WithCancel(childCtx)
 	}
 	r.childCtx = childCtx
+	if r.memoRefresh {
+		var rctx workflow.Context
+		rctx, r.stopRefresh = workflow.WithCancel(ctx)
+		workflow.Go(rctx, r.refreshMemo)
+	}
 	started := 0
 	for r.stopping == "" && r.hasWork() {
 		if started >= r.in.Options.ShardsPerRun || workflow.GetInfo(ctx).GetContinueAsNewSuggested() {
@@ -955,6 +980,7 @@ func (r *batchRun) startNext() bool {
 // the batch is not over) joins the Partial list with what it committed.
 func (r *batchRun) shardDoneSteered(sin ShardInput, resume *PartialShard, limit string, res ShardResult, err error) {
 	r.inFlight--
+	r.inFlightItems = 0 // counted twice until the next refresh otherwise
 	if err != nil {
 		if temporal.IsCanceledError(err) || r.ctx.Err() != nil {
 			r.stop("canceled", manifests.StopCanceled)
@@ -1006,6 +1032,9 @@ func (r *batchRun) shardDoneSteered(sin ShardInput, resume *PartialShard, limit 
 func (r *batchRun) drainSteered() {
 	dctx, _ := workflow.NewDisconnectedContext(r.ctx)
 	_ = workflow.Await(dctx, func() bool { return r.inFlight == 0 })
+	if r.stopRefresh != nil {
+		r.stopRefresh()
+	}
 	if r.ctx.Err() != nil {
 		r.stop("canceled", manifests.StopCanceled)
 	}
