@@ -139,10 +139,16 @@ type itemRunner struct {
 	// because of halt (and whose line is therefore not final), -1 when
 	// every item was; set by stream's reader, read after its wait.
 	stoppedAt int64
+	// calls hands a call to an idle caller goroutine (dispatch); closed
+	// ends the idle ones (close).
+	calls     chan *callReq
+	closed    chan struct{}
+	closeOnce sync.Once
 }
 
 func newItemRunner(proc Processor, in ShardInput) *itemRunner {
-	r := &itemRunner{proc: proc, o: in.Options, batchID: in.BatchID, shard: in.Shard, perCall: 1, halted: make(chan struct{}), stoppedAt: -1}
+	r := &itemRunner{proc: proc, o: in.Options, batchID: in.BatchID, shard: in.Shard, perCall: 1, halted: make(chan struct{}), stoppedAt: -1,
+		calls: make(chan *callReq), closed: make(chan struct{})}
 	if _, ok := proc.(BatchProcessor); ok {
 		r.perCall = max(1, in.Options.ItemsPerCall)
 	}
@@ -305,6 +311,7 @@ func (r *itemRunner) stream(ctx context.Context, in ShardInput, input, prev *lin
 			for range ordered { // let a blocked reader go
 			}
 			wg.Wait()
+			r.close()
 		})
 		return readErr
 	}
@@ -396,18 +403,12 @@ type callOutcome struct {
 	retryAfter time.Duration
 }
 
-// callOnce makes one call with items. A panic becomes an error of every
-// item; a processor that ignores its context past the timeout is abandoned
-// (its goroutine finishes on its own) and the call's items fail as timed
-// out.
+// callOnce makes one call with items on a caller goroutine (dispatch). A
+// panic becomes an error of every item; a processor that ignores its
+// context past the timeout is abandoned (its goroutine finishes on its own)
+// and the call's items fail as timed out.
 func (r *itemRunner) callOnce(ctx context.Context, items []Item) []callOutcome {
-	all := func(o callOutcome) []callOutcome {
-		outs := make([]callOutcome, len(items))
-		for i := range outs {
-			outs[i] = o
-		}
-		return outs
-	}
+	all := func(o callOutcome) []callOutcome { return sameOutcome(len(items), o) }
 	proc, release := r.proc, func() {}
 	if pool, ok := proc.(Pool); ok {
 		// Wait for a free place before the call's clock starts: time
@@ -423,37 +424,90 @@ func (r *itemRunner) callOnce(ctx context.Context, items []Item) []callOutcome {
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	ch := make(chan []callOutcome, 1)
-	go func() {
-		defer release() // when the call ends, even past the timeout
-		defer func() {
-			if v := recover(); v != nil {
-				ch <- all(callOutcome{err: &manifests.ItemError{Type: ItemErrorPanic, Message: fmt.Sprint(v)}})
-			}
-		}()
-		if bp, ok := proc.(BatchProcessor); ok && r.perCall > 1 {
-			got := bp.ProcessBatch(ctx, items)
-			if len(got) != len(items) {
-				ch <- all(callOutcome{err: &manifests.ItemError{Type: ItemErrorOutput,
-					Message: fmt.Sprintf("processor returned %d outcomes for a call of %d items", len(got), len(items))}})
-				return
-			}
-			outs := make([]callOutcome, len(items))
-			for i, o := range got {
-				outs[i] = classify(ctx, o.Output, o.Err, timeout)
-			}
-			ch <- outs
-			return
-		}
-		out, err := proc.Process(WithItem(ctx, items[0]), items[0].Input)
-		ch <- []callOutcome{classify(ctx, out, err, timeout)}
-	}()
+	req := &callReq{ctx: ctx, proc: proc, items: items, timeout: timeout, release: release, out: make(chan []callOutcome, 1)}
+	r.dispatch(req)
+	ch := req.out
 	select {
 	case outs := <-ch:
 		return outs
 	case <-ctx.Done():
 		return all(callOutcome{err: &manifests.ItemError{Type: ItemErrorTimeout, Message: fmt.Sprintf("no result within %v", timeout)}})
 	}
+}
+
+// sameOutcome is o for each of n items.
+func sameOutcome(n int, o callOutcome) []callOutcome {
+	outs := make([]callOutcome, n)
+	for i := range outs {
+		outs[i] = o
+	}
+	return outs
+}
+
+// callReq is one call for a caller goroutine; its outcomes go to out.
+type callReq struct {
+	ctx     context.Context
+	proc    Processor
+	items   []Item
+	timeout time.Duration
+	release func()
+	out     chan []callOutcome
+}
+
+// dispatch hands req to an idle caller goroutine, or starts one. Callers
+// are kept between calls, so a call costs no goroutine start nor the growth
+// of a new stack (a fifth of the runner's CPU for a processor that does
+// little). A caller stuck in a call past its timeout is abandoned to
+// finish on its own; the next call finds another.
+func (r *itemRunner) dispatch(req *callReq) {
+	select {
+	case r.calls <- req:
+	default:
+		go r.caller(req)
+	}
+}
+
+// caller makes req, then the calls dispatch hands it, until close.
+func (r *itemRunner) caller(req *callReq) {
+	for {
+		r.call(req)
+		select {
+		case req = <-r.calls:
+		case <-r.closed:
+			return
+		}
+	}
+}
+
+// close ends the idle callers; calls still running end on their own.
+func (r *itemRunner) close() { r.closeOnce.Do(func() { close(r.closed) }) }
+
+// call makes one call: a panic becomes an error of every item.
+func (r *itemRunner) call(req *callReq) {
+	ctx, items, timeout := req.ctx, req.items, req.timeout
+	all := func(o callOutcome) []callOutcome { return sameOutcome(len(items), o) }
+	defer req.release() // when the call ends, even past the timeout
+	defer func() {
+		if v := recover(); v != nil {
+			req.out <- all(callOutcome{err: &manifests.ItemError{Type: ItemErrorPanic, Message: fmt.Sprint(v)}})
+		}
+	}()
+	if bp, ok := req.proc.(BatchProcessor); ok && r.perCall > 1 {
+		got := bp.ProcessBatch(ctx, items)
+		if len(got) != len(items) {
+			req.out <- all(callOutcome{err: &manifests.ItemError{Type: ItemErrorOutput,
+				Message: fmt.Sprintf("processor returned %d outcomes for a call of %d items", len(got), len(items))}})
+			return
+		}
+		outs := make([]callOutcome, len(items))
+		for i, o := range got {
+			outs[i] = classify(ctx, o.Output, o.Err, timeout)
+		}
+		req.out <- outs
+		return
+	}
+	out, err := req.proc.Process(WithItem(ctx, items[0]), items[0].Input)
+	req.out <- []callOutcome{classify(ctx, out, err, timeout)}
 }
 
 // classify turns what a processor returned for one item into its outcome.
@@ -468,12 +522,11 @@ func classify(ctx context.Context, out json.RawMessage, err error, timeout time.
 		return callOutcome{err: &manifests.ItemError{Type: ItemErrorRetryable, Message: err.Error()}, retryAfter: ra}
 	case len(out) == 0:
 		return callOutcome{out: json.RawMessage("null")}
-	case !json.Valid(out):
+	}
+	// One pass validates and compacts (a result line holds one line).
+	buf := bytes.NewBuffer(make([]byte, 0, len(out)))
+	if json.Compact(buf, out) != nil {
 		return callOutcome{err: &manifests.ItemError{Type: ItemErrorOutput, Message: "processor returned invalid JSON"}}
 	}
-	var buf bytes.Buffer
-	if json.Compact(&buf, out) == nil {
-		out = buf.Bytes()
-	}
-	return callOutcome{out: out}
+	return callOutcome{out: buf.Bytes()}
 }
