@@ -306,7 +306,7 @@ func stageShards(ctx context.Context, b blobstore.Bucket, st *Staged, r ItemSour
 		}
 		if zw == nil {
 			bw = blobstore.NewWriter(ctx, b, manifests.InputShardKey(st.BatchID, st.Dir, st.Shards))
-			zw = zjsonl.NewWriter(bw)
+			zw = zjsonl.NewBackgroundWriter(bw)
 		}
 		if err := zw.WriteRaw(it.JSON); err != nil {
 			readErr = err

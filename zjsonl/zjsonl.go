@@ -46,20 +46,31 @@ func (p *pool[T]) put(c T) {
 	}
 }
 
-var encoders = &pool[*zstd.Encoder]{
-	ch: make(chan *zstd.Encoder, 4*runtime.GOMAXPROCS(0)),
-	newFn: func() *zstd.Encoder {
-		// A 1 MiB window keeps each pooled encoder small (a worker holds one
-		// per shard in flight); objects are shards, so little ratio is lost.
-		e, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedDefault),
-			zstd.WithWindowSize(1<<20), zstd.WithLowerEncoderMem(true))
-		if err != nil {
-			panic(err) // only on invalid options
-		}
-		return e
-	},
-	closeFn: func(e *zstd.Encoder) { e.Close() },
+// encoderPool pools encoders of the given concurrency: 1 encodes in the
+// writer's goroutine, 2 encodes each block in the background while the
+// writer fills the next.
+func encoderPool(concurrency int) *pool[*zstd.Encoder] {
+	return &pool[*zstd.Encoder]{
+		ch: make(chan *zstd.Encoder, 4*runtime.GOMAXPROCS(0)),
+		newFn: func() *zstd.Encoder {
+			// A 1 MiB window keeps each pooled encoder small (a worker holds
+			// one per shard in flight); objects are shards, so little ratio is
+			// lost.
+			e, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(concurrency), zstd.WithEncoderLevel(zstd.SpeedDefault),
+				zstd.WithWindowSize(1<<20), zstd.WithLowerEncoderMem(true))
+			if err != nil {
+				panic(err) // only on invalid options
+			}
+			return e
+		},
+		closeFn: func(e *zstd.Encoder) { e.Close() },
+	}
 }
+
+var (
+	encoders           = encoderPool(1)
+	backgroundEncoders = encoderPool(2)
+)
 
 var decoders = &pool[*zstd.Decoder]{
 	ch: make(chan *zstd.Decoder, 4*runtime.GOMAXPROCS(0)),
@@ -76,16 +87,25 @@ var decoders = &pool[*zstd.Decoder]{
 // Writer encodes JSON lines into a zstd stream.
 type Writer struct {
 	enc   *zstd.Encoder
+	pool  *pool[*zstd.Encoder]
 	buf   bytes.Buffer
 	lines int
 }
 
 // NewWriter starts a zstd stream on w. Close ends the stream (it does not
 // close w).
-func NewWriter(w io.Writer) *Writer {
-	enc := encoders.get()
+func NewWriter(w io.Writer) *Writer { return newWriter(w, encoders) }
+
+// NewBackgroundWriter is NewWriter for one long stream written by one
+// goroutine (staging an input): each block is compressed on another
+// goroutine while the caller fills the next, so the writer uses a second
+// core. The output is a valid stream like NewWriter's.
+func NewBackgroundWriter(w io.Writer) *Writer { return newWriter(w, backgroundEncoders) }
+
+func newWriter(w io.Writer, p *pool[*zstd.Encoder]) *Writer {
+	enc := p.get()
 	enc.Reset(w)
-	return &Writer{enc: enc}
+	return &Writer{enc: enc, pool: p}
 }
 
 // Write appends v, encoded as JSON, as one line.
@@ -133,7 +153,7 @@ func (w *Writer) Close() error {
 	}
 	err := w.enc.Close()
 	w.enc.Reset(nil)
-	encoders.put(w.enc)
+	w.pool.put(w.enc)
 	w.enc = nil
 	return err
 }
