@@ -110,7 +110,7 @@ func start(ctx context.Context, opts Options) (client.Client, func(), error) {
 		return nil, nil, fmt.Errorf("starting the embedded Temporal server: %w", err)
 	}
 	c, err := client.DialContext(ctx, client.Options{HostPort: srv.FrontendAddr(), Namespace: srv.Namespace(),
-		Logger: sdklog.NewStructuredLogger(opts.Logger)})
+		Logger: sdklog.NewStructuredLogger(slog.New(withoutCancelNoise{opts.Logger.Handler()}))})
 	if err != nil {
 		srv.Stop()
 		return nil, nil, err
