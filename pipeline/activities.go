@@ -262,7 +262,10 @@ groups:
 			if l.Status == "" {
 				break groups // never handed out (halt): the results end here
 			}
-			l.Index = g.first + int64(i)
+			l.Index, l.Input = g.first+int64(i), nil // a redrive's kept line may carry one
+			if in.Options.ResultsIncludeInput {
+				l.Input = g.items[i]
+			}
 			if err := results.write(l); err != nil {
 				return ShardResult{}, err
 			}
@@ -657,7 +660,49 @@ func (a *Activities) Finalize(ctx context.Context, in FinalizeInput) (BatchResul
 			return BatchResult{}, err
 		}
 	}
+	if in.Status == "" && !bin.Options.KeepSuperseded {
+		// Every shard committed and none runs: what the manifest and the
+		// receipts do not name, no redrive reads.
+		a.deleteSuperseded(ctx, b, m, receipts)
+	}
 	return BatchResult{ManifestKey: prefix + manifests.ManifestKey(bin.BatchID), Status: status, Counts: m.Counts}, nil
+}
+
+// deleteSuperseded deletes the objects of m's batch that layout.Superseded
+// finds superseded (the result objects a redrive replaced, say), once m is
+// written, so that a glob over results/ reads each item once. A failure is
+// logged, never returned: gc collects what is left.
+func (a *Activities) deleteSuperseded(ctx context.Context, b blobstore.Bucket, m manifests.Manifest, receipts []layout.Receipt) {
+	log := a.Logger.With("batch_id", m.BatchID)
+	bo := layout.BatchObjects{ID: m.BatchID}
+	for _, p := range []string{manifests.BatchPrefix(m.BatchID) + "results/", manifests.ShardReceiptsPrefix(m.BatchID)} {
+		for o, err := range b.List(ctx, p) {
+			if err != nil {
+				log.Warn("superseded objects not deleted: listing failed (gc collects them)", "error", err)
+				return
+			}
+			bo.Objects = append(bo.Objects, o)
+		}
+	}
+	var g errgroup.Group
+	g.SetLimit(16)
+	var deleted atomic.Int64
+	for _, o := range layout.Superseded(bo, m, receipts, blobstore.Prefix(b)) {
+		g.Go(func() error {
+			if err := b.Delete(ctx, o.Key); err != nil {
+				log.Warn("superseded object not deleted (gc collects it)", "key", o.Key, "error", err)
+				return nil
+			}
+			if n := deleted.Add(1); n%100 == 0 {
+				activity.RecordHeartbeat(ctx, n)
+			}
+			return nil
+		})
+	}
+	g.Wait()
+	if n := deleted.Load(); n > 0 {
+		log.Debug("deleted superseded objects", "objects", n)
+	}
 }
 
 // concatObjects writes the bytes of parts, one after another, to key. zstd
