@@ -266,7 +266,7 @@ groups:
 			if in.Options.ResultsIncludeInput {
 				l.Input = g.items[i]
 			}
-			if err := results.write(l); err != nil {
+			if err := results.writeResult(l); err != nil {
 				return ShardResult{}, err
 			}
 			rec.Items++
@@ -449,8 +449,9 @@ func workerClient(ctx context.Context) (c client.Client) {
 
 // objectWriter writes zstd JSON lines to one object.
 type objectWriter struct {
-	bw *blobstore.Writer
-	zw *zjsonl.Writer
+	bw  *blobstore.Writer
+	zw  *zjsonl.Writer
+	buf []byte // writeResult's line
 }
 
 func newObjectWriter(ctx context.Context, b blobstore.Bucket, key string) *objectWriter {
@@ -459,6 +460,12 @@ func newObjectWriter(ctx context.Context, b blobstore.Bucket, key string) *objec
 }
 
 func (w *objectWriter) write(v any) error { return w.zw.Write(v) }
+
+// writeResult writes a result line, encoded by appendResultLine.
+func (w *objectWriter) writeResult(l manifests.ResultLine) error {
+	w.buf = appendResultLine(w.buf[:0], l)
+	return w.zw.WriteRaw(w.buf)
+}
 
 func (w *objectWriter) close() error {
 	if err := w.zw.Close(); err != nil {
