@@ -337,11 +337,15 @@ func (b *Batch) Cancel(ctx context.Context) error {
 type RedriveOptions struct {
 	// Concurrency is the shards in flight; 0 keeps the batch's.
 	Concurrency int
+	// KeepSuperseded keeps the result objects the redrive's manifest
+	// replaces; by default they are deleted once it is written.
+	KeepSuperseded bool
 }
 
 // Redrive re-runs, in place, only the failed items of a finished batch and
 // the shards that a cancel or failure left unfinished; succeeded items'
-// objects are kept. It returns the number of the redrive (1 for the first)
+// objects are kept, and the objects its new ones replace are deleted when
+// it finishes (unless o.KeepSuperseded). It returns the number of the redrive (1 for the first)
 // and, with nothing to redrive (the batch succeeded), 0. Wait follows it.
 func (b *Batch) Redrive(ctx context.Context, o RedriveOptions) (int, error) {
 	store := b.c.store
@@ -367,6 +371,7 @@ func (b *Batch) Redrive(ctx context.Context, o RedriveOptions) (int, error) {
 	if o.Concurrency > 0 {
 		spec.Options.Concurrency = o.Concurrency
 	}
+	spec.Options.KeepSuperseded = o.KeepSuperseded
 	tc, err := b.c.Temporal(ctx)
 	if err != nil {
 		return 0, err

@@ -75,6 +75,9 @@ type Request struct {
 	// ItemContext sends exec processors each item in an envelope with
 	// its batch id, index, attempt and key (see execproc.Pool).
 	ItemContext bool
+	// ResultsIncludeInput has each result line carry its item's input,
+	// as "input".
+	ResultsIncludeInput bool
 	// Rate is the most items per second handed to processors across the
 	// whole batch; 0 means no limit, otherwise at least 1. Each of the
 	// Concurrency shards in flight gets Rate/Concurrency, so set
@@ -136,6 +139,7 @@ func (c *Client) specFor(r Request) (pipeline.BatchInput, error) {
 	setIf(&o.ItemBackoff, r.ItemBackoff)
 	setIf(&o.ShardsPerRun, r.ShardsPerRun)
 	o.ItemsPerCall, o.ItemContext, o.Rate = r.ItemsPerCall, r.ItemContext, r.Rate
+	o.ResultsIncludeInput = r.ResultsIncludeInput
 	o.MaxFailures = r.MaxFailures
 	switch {
 	case r.ShardSize < 0:
@@ -406,6 +410,9 @@ func optionConflicts(r Request, have pipeline.Options) []string {
 	}
 	if r.ItemContext && !have.ItemContext {
 		add("item context", "on", "off")
+	}
+	if r.ResultsIncludeInput && !have.ResultsIncludeInput {
+		add("results include input", "on", "off")
 	}
 	if r.Rate != 0 && r.Rate != have.Rate {
 		add("rate", r.Rate, orNone(rateString(have.Rate)))

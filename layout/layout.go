@@ -258,6 +258,63 @@ func (bo BatchObjects) Rel(o blobstore.Attributes) string {
 	return strings.TrimPrefix(o.Key, manifests.BatchPrefix(bo.ID))
 }
 
+// Superseded returns the objects of bo under its results/ and shards/
+// that are neither receipts nor named by its manifest m or by any of its
+// committed receipts: the result objects a redrive (or a shard continued
+// after a pause) replaced, and what a shard attempt wrote without
+// committing. A redrive reads each shard's receipt, re-runs the shards
+// whose receipt has failed items or that have none, reading the results
+// the receipt names, and assembles its manifest from the receipts, with
+// their failure parts: so the receipts, the objects they name and the
+// manifest's keys are live, and nothing else there is. prefix is the
+// store's (blobstore.Prefix), which the manifest's and receipts' keys
+// carry and bo's do not.
+func Superseded(bo BatchObjects, m manifests.Manifest, receipts []Receipt, prefix string) []blobstore.Attributes {
+	live := map[string]bool{}
+	for _, r := range m.Results {
+		live[strings.TrimPrefix(r.Key, prefix)] = true
+	}
+	if m.Failures != nil {
+		live[strings.TrimPrefix(m.Failures.Key, prefix)] = true
+	}
+	for _, r := range receipts {
+		live[strings.TrimPrefix(r.Key, prefix)] = true
+		if r.FailuresKey != "" {
+			live[r.FailuresKey] = true
+		}
+	}
+	shards := manifests.ShardReceiptsPrefix(bo.ID)
+	results := manifests.BatchPrefix(bo.ID) + "results/"
+	var out []blobstore.Attributes
+	for _, a := range bo.Objects {
+		rel, isShard := strings.CutPrefix(a.Key, shards)
+		if _, receipt := ReceiptShard(rel); (isShard && receipt) || live[a.Key] {
+			continue
+		}
+		if isShard || strings.HasPrefix(a.Key, results) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// ReceiptShard returns the shard of a receipt's name under shards/
+// (NNNNNN.json), and false for any other name.
+func ReceiptShard(name string) (int, bool) {
+	digits, ok := strings.CutSuffix(name, ".json")
+	if !ok || digits == "" {
+		return 0, false
+	}
+	n := 0
+	for _, c := range digits {
+		if c < '0' || c > '9' || n > 1<<30 {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n, true
+}
+
 // DeletePrefix deletes every object under prefix.
 func DeletePrefix(ctx context.Context, b blobstore.Bucket, prefix string) error {
 	var keys []string

@@ -102,12 +102,18 @@ type ItemError struct {
 	Message string `json:"message"`
 }
 
-// ResultLine is one line of a result object.
+// ResultLine is one line of a result object. Every line has the keys
+// output and error, whatever its status: a succeeded item's error is
+// null, a failed item's output is null (lines written before this have
+// only the one that applies; they read the same). Input, the item as it
+// was submitted, is there only in batches run with
+// Options.ResultsIncludeInput.
 type ResultLine struct {
 	Index      int64           `json:"index"`
 	Status     string          `json:"status"`
-	Output     json.RawMessage `json:"output,omitempty"`
-	Error      *ItemError      `json:"error,omitempty"`
+	Input      json.RawMessage `json:"input,omitempty"`
+	Output     json.RawMessage `json:"output"`
+	Error      *ItemError      `json:"error"`
 	Attempts   int             `json:"attempts"`
 	DurationMS int64           `json:"duration_ms"`
 }

@@ -197,6 +197,9 @@ func (b *Batch) Results(ctx context.Context) iter.Seq2[ResultLine, error] {
 				if err := zr.Decode(&line); err != nil {
 					return err
 				}
+				if line.Status != ItemSucceeded && string(line.Output) == "null" {
+					line.Output = nil // as a line without the key reads
+				}
 				if n >= r.Items {
 					return fmt.Errorf("line %d: more lines than the %d the manifest lists", zr.Line(), r.Items)
 				}

@@ -1,8 +1,11 @@
 package manifests_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"reflect"
 	"runtime"
 	"slices"
 	"strings"
@@ -389,5 +392,63 @@ func TestIterationMemoryBoundedLargeStore(t *testing.T) {
 	t.Logf("%d lines from %d MB of stored objects; heap in use grew by %d KB at most", lines, stored>>20, growth>>10)
 	if lines != objects*per || growth > 16<<20 {
 		t.Fatalf("%d lines; heap grew by %d MB", lines, growth>>20)
+	}
+}
+
+// TestLinesWithAndWithoutNullKeys: lines written before output and error
+// were on every line (only the one that applies, as omitempty left them)
+// read and verify as the lines written now do.
+func TestLinesWithAndWithoutNullKeys(t *testing.T) {
+	ctx := context.Background()
+	b, _ := memBucket(t, "pre")
+	s := spec{items: 40, objects: 2, failEvery: 5}
+	m := writeBatch(t, b, s)
+	type oldLine struct { // ResultLine before the keys were always there
+		Index      int64                `json:"index"`
+		Status     string               `json:"status"`
+		Output     json.RawMessage      `json:"output,omitempty"`
+		Error      *manifests.ItemError `json:"error,omitempty"`
+		Attempts   int                  `json:"attempts"`
+		DurationMS int64                `json:"duration_ms"`
+	}
+	var old []string
+	for i := range m.Results[0].Items {
+		l := s.lineFor(int(i))
+		data, _ := json.Marshal(oldLine{l.Index, l.Status, l.Output, l.Error, l.Attempts, l.DurationMS})
+		old = append(old, string(data))
+	}
+	if strings.Contains(strings.Join(old, "\n"), "null") {
+		t.Fatal("setup: old lines hold null")
+	}
+	data := compress(t, old...)
+	if err := b.Put(ctx, rel(t, b, m.Results[0].Key), bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	m.Results[0].Size, m.Results[0].SHA256 = sizeSum(data)
+	putManifest(t, b, m)
+	if new := readLines[map[string]json.RawMessage](t, b, rel(t, b, m.Results[1].Key)); string(new[3]["output"]) != "null" || string(new[0]["error"]) != "null" {
+		t.Fatalf("setup: new lines %v", new[:4])
+	}
+
+	batch, err := manifests.Open(ctx, b, "batch-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer batch.Close()
+	n := 0
+	for line, err := range batch.Results(ctx) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := s.lineFor(n); !reflect.DeepEqual(line, want) {
+			t.Fatalf("line %d = %+v, want %+v", n, line, want)
+		}
+		n++
+	}
+	if n != s.items {
+		t.Fatalf("%d lines, want %d", n, s.items)
+	}
+	if err := batch.Verify(ctx); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -262,8 +262,11 @@ groups:
 			if l.Status == "" {
 				break groups // never handed out (halt): the results end here
 			}
-			l.Index = g.first + int64(i)
-			if err := results.write(l); err != nil {
+			l.Index, l.Input = g.first+int64(i), nil // a redrive's kept line may carry one
+			if in.Options.ResultsIncludeInput {
+				l.Input = g.items[i]
+			}
+			if err := results.writeResult(l); err != nil {
 				return ShardResult{}, err
 			}
 			rec.Items++
@@ -446,8 +449,9 @@ func workerClient(ctx context.Context) (c client.Client) {
 
 // objectWriter writes zstd JSON lines to one object.
 type objectWriter struct {
-	bw *blobstore.Writer
-	zw *zjsonl.Writer
+	bw  *blobstore.Writer
+	zw  *zjsonl.Writer
+	buf []byte // writeResult's line
 }
 
 func newObjectWriter(ctx context.Context, b blobstore.Bucket, key string) *objectWriter {
@@ -456,6 +460,12 @@ func newObjectWriter(ctx context.Context, b blobstore.Bucket, key string) *objec
 }
 
 func (w *objectWriter) write(v any) error { return w.zw.Write(v) }
+
+// writeResult writes a result line, encoded by appendResultLine.
+func (w *objectWriter) writeResult(l manifests.ResultLine) error {
+	w.buf = appendResultLine(w.buf[:0], l)
+	return w.zw.WriteRaw(w.buf)
+}
 
 func (w *objectWriter) close() error {
 	if err := w.zw.Close(); err != nil {
@@ -657,7 +667,49 @@ func (a *Activities) Finalize(ctx context.Context, in FinalizeInput) (BatchResul
 			return BatchResult{}, err
 		}
 	}
+	if in.Status == "" && !bin.Options.KeepSuperseded {
+		// Every shard committed and none runs: what the manifest and the
+		// receipts do not name, no redrive reads.
+		a.deleteSuperseded(ctx, b, m, receipts)
+	}
 	return BatchResult{ManifestKey: prefix + manifests.ManifestKey(bin.BatchID), Status: status, Counts: m.Counts}, nil
+}
+
+// deleteSuperseded deletes the objects of m's batch that layout.Superseded
+// finds superseded (the result objects a redrive replaced, say), once m is
+// written, so that a glob over results/ reads each item once. A failure is
+// logged, never returned: gc collects what is left.
+func (a *Activities) deleteSuperseded(ctx context.Context, b blobstore.Bucket, m manifests.Manifest, receipts []layout.Receipt) {
+	log := a.Logger.With("batch_id", m.BatchID)
+	bo := layout.BatchObjects{ID: m.BatchID}
+	for _, p := range []string{manifests.BatchPrefix(m.BatchID) + "results/", manifests.ShardReceiptsPrefix(m.BatchID)} {
+		for o, err := range b.List(ctx, p) {
+			if err != nil {
+				log.Warn("superseded objects not deleted: listing failed (gc collects them)", "error", err)
+				return
+			}
+			bo.Objects = append(bo.Objects, o)
+		}
+	}
+	var g errgroup.Group
+	g.SetLimit(16)
+	var deleted atomic.Int64
+	for _, o := range layout.Superseded(bo, m, receipts, blobstore.Prefix(b)) {
+		g.Go(func() error {
+			if err := b.Delete(ctx, o.Key); err != nil {
+				log.Warn("superseded object not deleted (gc collects it)", "key", o.Key, "error", err)
+				return nil
+			}
+			if n := deleted.Add(1); n%100 == 0 {
+				activity.RecordHeartbeat(ctx, n)
+			}
+			return nil
+		})
+	}
+	g.Wait()
+	if n := deleted.Load(); n > 0 {
+		log.Debug("deleted superseded objects", "objects", n)
+	}
 }
 
 // concatObjects writes the bytes of parts, one after another, to key. zstd

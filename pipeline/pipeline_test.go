@@ -275,7 +275,7 @@ func requestFor(id string, input []byte, opts pipeline.Options) batchpipe.Reques
 		Processor: opts.Processor, ShardSize: opts.ShardSize, Concurrency: opts.Concurrency, ShardsPerRun: opts.ShardsPerRun,
 		MaxFailures: opts.MaxFailures, ItemTimeout: opts.ItemTimeout, ItemAttempts: opts.ItemAttempts,
 		ItemParallelism: opts.ItemParallelism, ItemBackoff: opts.ItemBackoff,
-		ItemsPerCall: opts.ItemsPerCall, ItemContext: opts.ItemContext, Rate: opts.Rate}
+		ItemsPerCall: opts.ItemsPerCall, ItemContext: opts.ItemContext, Rate: opts.Rate, ResultsIncludeInput: opts.ResultsIncludeInput}
 }
 
 func (bt *batch) manifest(t *testing.T) manifests.Manifest {

@@ -50,6 +50,13 @@ type Options struct {
 	// Rate is the most items per second handed to processors across the
 	// whole batch (every shard and worker together); 0 means no limit.
 	Rate float64 `json:"rate,omitempty"`
+	// ResultsIncludeInput has each result line carry its item's input,
+	// as "input".
+	ResultsIncludeInput bool `json:"results_include_input,omitempty"`
+	// KeepSuperseded keeps the result objects a finished batch's manifest
+	// no longer lists (those a redrive replaced), which its finalize
+	// otherwise deletes once the manifest is written.
+	KeepSuperseded bool `json:"keep_superseded,omitempty"`
 
 	invalid string // why the JSON it was read from is refused (Validate)
 }

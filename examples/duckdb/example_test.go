@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"github.com/batchpipe/batchpipe/internal/cli"
 	"github.com/batchpipe/batchpipe/internal/testinfra"
 	"github.com/batchpipe/batchpipe/manifests"
+	"github.com/batchpipe/batchpipe/zjsonl"
 )
 
 // cleanEnv is the test's environment without batchpipe's and Temporal's
@@ -53,11 +55,12 @@ type recipeResult struct {
 
 // TestDuckDBRecipe installs @duckdb/node-api (npm ci), runs a real batch of
 // 250 items, 7 of which fail, in shards of 50 with the embedded default,
-// redrives it (so results/ holds the superseded objects beside the live
-// ones, as a redriven batch's does until gc), and reads it with the
-// recipe: every item once, by status as the manifest counts them, and the
-// failures object's lines — where a glob over results/ would read each
-// item twice.
+// and redrives it: the redrive deletes the objects it replaced, so
+// results/*.jsonl.zst holds every item once. A second redrive with
+// --keep-superseded leaves the replaced objects beside the live ones (as
+// gc finds them), and the recipe still reads every item once, by status
+// as the manifest counts them, and the failures object's lines — where a
+// glob over results/ would read each item twice.
 func TestDuckDBRecipe(t *testing.T) {
 	if testing.Short() {
 		t.Skip("installs npm packages and runs a batch")
@@ -100,6 +103,20 @@ func TestDuckDBRecipe(t *testing.T) {
 	if code, out = submit(t, dir, "redrive", "duck"); code != cli.ExitWithFailures {
 		t.Errorf("redrive: exit %d, want %d\n%s", code, cli.ExitWithFailures, out)
 	}
+	root := filepath.Join(dir, ".batchpipe", "blobs")
+	glob := filepath.Join(root, "batches", "duck", "results", "*.jsonl.zst")
+	if seen, objects := globIndexes(t, glob); len(objects) != items/shardSize || len(seen) != items {
+		t.Errorf("after redrive 1: results/ holds %d objects (%v) with %d distinct items, want %d objects, %d items", len(objects), objects, len(seen), items/shardSize, items)
+	} else {
+		for i, n := range seen {
+			if n != 1 {
+				t.Errorf("after redrive 1: item %d is %d times in results/*.jsonl.zst", i, n)
+			}
+		}
+	}
+	if code, out = submit(t, dir, "redrive", "--keep-superseded", "duck"); code != cli.ExitWithFailures {
+		t.Errorf("redrive --keep-superseded: exit %d, want %d\n%s", code, cli.ExitWithFailures, out)
+	}
 	wg.Wait()
 	if npmErr != nil {
 		t.Fatalf("npm ci: %v\n%s", npmErr, npmOut)
@@ -107,17 +124,16 @@ func TestDuckDBRecipe(t *testing.T) {
 	if t.Failed() {
 		t.FailNow()
 	}
-	root := filepath.Join(dir, ".batchpipe", "blobs")
 	manifestPath := filepath.Join(root, filepath.FromSlash(manifests.ManifestKey("duck")))
 	var m manifests.Manifest
 	if data, err := os.ReadFile(manifestPath); err != nil || json.Unmarshal(data, &m) != nil {
 		t.Fatalf("manifest: %v", err)
 	}
-	if m.Redrives != 1 || m.Counts != (manifests.Counts{Items: items, Succeeded: items - int64(len(failing)), Failed: int64(len(failing))}) ||
+	if m.Redrives != 2 || m.Counts != (manifests.Counts{Items: items, Succeeded: items - int64(len(failing)), Failed: int64(len(failing))}) ||
 		m.Failures == nil || len(m.Results) != items/shardSize {
 		t.Fatalf("setup: manifest redrives %d, counts %+v, failures %+v, %d results", m.Redrives, m.Counts, m.Failures, len(m.Results))
 	}
-	objects, err := filepath.Glob(filepath.Join(root, "batches", "duck", "results", "*.jsonl.zst"))
+	objects, err := filepath.Glob(glob)
 	if err != nil || len(objects) != 2*len(m.Results) {
 		t.Fatalf("setup: results/ holds %d objects (%v), want the %d live ones and as many superseded", len(objects), err, len(m.Results))
 	}
@@ -158,4 +174,37 @@ func TestDuckDBRecipe(t *testing.T) {
 	} else if ee := (*exec.ExitError)(nil); !errors.As(err, &ee) {
 		t.Errorf("results.mjs over a missing manifest: %v", err)
 	}
+}
+
+// globIndexes reads every result object matching glob and counts the
+// lines of each index.
+func globIndexes(t *testing.T, glob string) (map[int64]int, []string) {
+	t.Helper()
+	objects, err := filepath.Glob(glob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int64]int{}
+	for _, o := range objects {
+		f, err := os.Open(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		zr, err := zjsonl.NewReader(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			var l manifests.ResultLine
+			if err := zr.Decode(&l); err == io.EOF {
+				break
+			} else if err != nil {
+				t.Fatalf("%s: %v", o, err)
+			}
+			seen[l.Index]++
+		}
+		zr.Close()
+		f.Close()
+	}
+	return seen, objects
 }

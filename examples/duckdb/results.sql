@@ -1,7 +1,8 @@
--- A batch's results in DuckDB, read from the keys its manifest lists — never
--- a glob over results/: until gc collects them, a redriven batch keeps the
--- objects its redrive superseded beside the live ones, and a glob would read
--- both. Set two variables first:
+-- A batch's results in DuckDB, read from the keys its manifest lists. (A glob
+-- over results/*.jsonl.zst reads each item once only for a batch that ran to
+-- its end: a redrive run with --keep-superseded, or a stopped run's
+-- leftovers until gc collects them, sit beside the live objects, and a glob
+-- would read both.) Set two variables first:
 --
 --   root      what the manifest's keys are relative to: a file:// store's
 --             directory ('/data/batchpipe'), or the bucket ('s3://bucket')
@@ -21,7 +22,9 @@ SET VARIABLE results = (
   FROM (SELECT unnest(results) AS r FROM read_json(getvariable('manifest')))
 );
 
--- One row per item: {"index","status","output","error","attempts","duration_ms"}.
+-- One row per item: {"index","status","output","error","attempts","duration_ms"};
+-- output and error are on every line, one of them null (add input: 'JSON'
+-- for a batch run with --results-include-input).
 CREATE OR REPLACE VIEW results AS
 SELECT * FROM read_json(getvariable('results'),
   format = 'newline_delimited', compression = 'zstd',

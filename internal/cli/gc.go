@@ -376,53 +376,31 @@ func gcCandidates(ctx context.Context, o *IO, f *opsFlags, b blobstore.Bucket, c
 	return plan, nil
 }
 
-// gcSuperseded returns the objects under a finished batch's results/ and
-// shards/ last written before cutoff that neither its manifest lists nor
-// a later redrive needs. A redrive reads each shard's receipt
-// (shards/<n>.json: kept), re-runs the shards whose receipt has failed
-// items or that have none, reading the results the receipt names, and
-// assembles its manifest from the receipts, with their failure parts: so
-// the receipts, the objects they name and the manifest's keys are live,
-// and anything else there — the results a redrive replaced, the objects
-// of a shard attempt that never committed — is not. ok is false when a
-// receipt cannot be read (nothing is then known to be superseded).
+// gcSuperseded returns the objects of a finished batch that
+// layout.Superseded finds superseded (neither its manifest nor a receipt
+// names them, so no later redrive needs them), last written before
+// cutoff. ok is false when a receipt cannot be read (nothing is then
+// known to be superseded).
 func gcSuperseded(ctx context.Context, b blobstore.Bucket, bo layout.BatchObjects, m manifests.Manifest, cutoff time.Time) (_ []gcLeftover, ok bool, _ error) {
-	prefix := blobstore.Prefix(b)
-	live := map[string]bool{}
-	for _, r := range m.Results {
-		live[strings.TrimPrefix(r.Key, prefix)] = true
-	}
-	if m.Failures != nil {
-		live[strings.TrimPrefix(m.Failures.Key, prefix)] = true
-	}
-	receipts := manifests.ShardReceiptsPrefix(bo.ID)
-	results := manifests.BatchPrefix(bo.ID) + "results/"
-	var candidates []blobstore.Attributes
+	var receipts []layout.Receipt
 	for _, a := range bo.Objects {
-		rel, isShard := strings.CutPrefix(a.Key, receipts)
-		switch {
-		case isShard && isReceiptName(rel):
-			live[a.Key] = true
-			var shard int
-			fmt.Sscanf(rel, "%d.json", &shard)
-			rec, err := layout.ReadReceipt(ctx, b, bo.ID, shard)
-			if errors.Is(err, layout.ErrCorrupt) {
-				return nil, false, nil
-			}
-			if err != nil {
-				return nil, false, err
-			}
-			live[strings.TrimPrefix(rec.Key, prefix)] = true
-			if rec.FailuresKey != "" {
-				live[rec.FailuresKey] = true
-			}
-		case isShard, strings.HasPrefix(a.Key, results):
-			candidates = append(candidates, a)
+		rel, isShard := strings.CutPrefix(a.Key, manifests.ShardReceiptsPrefix(bo.ID))
+		shard, isReceipt := layout.ReceiptShard(rel)
+		if !isShard || !isReceipt {
+			continue
 		}
+		rec, err := layout.ReadReceipt(ctx, b, bo.ID, shard)
+		if errors.Is(err, layout.ErrCorrupt) {
+			return nil, false, nil
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		receipts = append(receipts, rec)
 	}
 	var out []gcLeftover
-	for _, a := range candidates {
-		if live[a.Key] || !a.ModTime.Before(cutoff) {
+	for _, a := range layout.Superseded(bo, m, receipts, blobstore.Prefix(b)) {
+		if !a.ModTime.Before(cutoff) {
 			continue
 		}
 		why := "not in the manifest, named by no receipt"
@@ -433,21 +411,6 @@ func gcSuperseded(ctx context.Context, b blobstore.Bucket, bo layout.BatchObject
 			keys: []blobstore.Attributes{a}, size: a.Size})
 	}
 	return out, true, nil
-}
-
-// isReceiptName reports whether name (under shards/) is a receipt,
-// NNNNNN.json.
-func isReceiptName(name string) bool {
-	digits, ok := strings.CutSuffix(name, ".json")
-	if !ok || digits == "" {
-		return false
-	}
-	for _, c := range digits {
-		if c < '0' || c > '9' {
-			return false
-		}
-	}
-	return true
 }
 
 // stagingDir matches the staging directories submit makes (s-<hex>).

@@ -497,10 +497,11 @@ func TestGCLeftovers(t *testing.T) {
 	root := blobsDir(dir)
 
 	// rd: three shards of one item; item 1 fails, so two redrives rewrite
-	// shard 1 as .r1 and then .r2. It finished just now: gc keeps it.
+	// shard 1 as .r1 and then .r2, keeping what they replace. It finished
+	// just now: gc keeps it.
 	runBatch(t, dir, "rd", 3, 1, 1)
 	for n := 1; n <= 2; n++ {
-		r := submit(t, dir, nil, "redrive", "rd")
+		r := submit(t, dir, nil, "redrive", "--keep-superseded", "rd")
 		wantExit(t, fmt.Sprintf("redrive %d", n), r, cli.ExitWithFailures, fmt.Sprintf("redrive %d", n))
 	}
 	m := readManifest(t, dir, "rd")

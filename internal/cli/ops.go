@@ -295,6 +295,7 @@ func newRedriveCommand(o *IO) *cobra.Command {
 	f := &opsFlags{}
 	wait := true
 	concurrency := 0
+	keepSuperseded := false
 	cmd := subcommand("redrive ID", "Re-run only the failed (and never-finished) items of a finished batch, in place", cobra.ExactArgs(1),
 		func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -322,7 +323,7 @@ func newRedriveCommand(o *IO) *cobra.Command {
 			if err != nil {
 				return inUse(o, err)
 			}
-			n, err := b.Redrive(ctx, batchpipe.RedriveOptions{Concurrency: concurrency})
+			n, err := b.Redrive(ctx, batchpipe.RedriveOptions{Concurrency: concurrency, KeepSuperseded: keepSuperseded})
 			if err != nil {
 				return inUse(o, err)
 			}
@@ -349,6 +350,7 @@ func newRedriveCommand(o *IO) *cobra.Command {
 	f.register(cmd, false)
 	cmd.Flags().BoolVar(&wait, "wait", true, "wait for the redrive to finish, showing progress")
 	cmd.Flags().IntVar(&concurrency, "concurrency", 0, "shards in flight (default: as the batch was started)")
+	cmd.Flags().BoolVar(&keepSuperseded, "keep-superseded", false, "keep the result objects the redrive replaces (default: deleted once its manifest is written; gc collects kept ones)")
 	registerProcessorEnv(cmd, &f.processorEnv)
 	return cmd
 }

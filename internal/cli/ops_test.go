@@ -426,6 +426,13 @@ func TestOpsRedrive(t *testing.T) {
 			t.Errorf("result %d was redriven: key %q, want %q", i, res.Key, want)
 		}
 	}
+	// The objects the redrive replaced are gone (--keep-superseded keeps them).
+	for i, old := range m0.Results {
+		_, err := os.Stat(filepath.Join(blobsDir(dir), filepath.FromSlash(old.Key)))
+		if gone := os.IsNotExist(err); gone != (old.Failed > 0) {
+			t.Errorf("after redrive: %s gone %v, want %v (shard %d had %d failed)", old.Key, gone, old.Failed > 0, i, old.Failed)
+		}
+	}
 	after := checkResults(t, dir, m1, items)
 	for i, l := range after {
 		if slices.Contains(missing, i) {
@@ -690,6 +697,34 @@ func TestOpsCancelRunning(t *testing.T) {
 // TestOpsRedriveMissingObject: a redrive whose shard's earlier result object
 // was deleted fails that shard at once, naming the key, instead of retrying
 // it forever.
+// TestOpsResultsIncludeInput: with --results-include-input every line
+// that results prints carries its item's input, beside output and error.
+func TestOpsResultsIncludeInput(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	items := exampleItems(6, "in", 4)
+	writeLines(t, filepath.Join(dir, "in.jsonl"), items)
+	r := submit(t, dir, nil, "--batch-id", "in", "--shard-size", "3", "--results-include-input", "in.jsonl")
+	wantExit(t, "submit --results-include-input", r, cli.ExitWithFailures)
+	r = submit(t, dir, nil, "results", "in")
+	wantExit(t, "results", r, cli.ExitOK)
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if len(lines) != len(items) {
+		t.Fatalf("results: %d lines, want %d\n%s", len(lines), len(items), r)
+	}
+	for i, line := range lines {
+		var l map[string]json.RawMessage
+		if err := json.Unmarshal([]byte(line), &l); err != nil {
+			t.Fatalf("line %d: %v: %s", i, err, line)
+		}
+		_, hasOutput := l["output"]
+		_, hasError := l["error"]
+		if !bytes.Equal(l["input"], items[i]) || !hasOutput || !hasError {
+			t.Errorf("line %d: %s; want input %s, output and error", i, line, items[i])
+		}
+	}
+}
+
 func TestOpsRedriveMissingObject(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()

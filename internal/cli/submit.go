@@ -41,6 +41,7 @@ type submitFlags struct {
 	itemPar      int
 	itemsPerCall int
 	itemContext  bool
+	withInput    bool
 	rate         float64
 	verbose      bool
 	fromFailures bool
@@ -142,6 +143,7 @@ func (f *submitFlags) registerBatchFlags(cmd *cobra.Command) {
 	fl.IntVar(&f.itemPar, "item-parallelism", d.ItemParallelism, "calls to the processor at once within a shard")
 	fl.IntVar(&f.itemsPerCall, "items-per-call", 1, "items per call for processors that take many (exec: one JSON array per line, answered by one array)")
 	fl.BoolVar(&f.itemContext, "item-context", false, `exec processors get each item as {"batch_id","shard","index","attempt","key","input"}, to key side effects`)
+	fl.BoolVar(&f.withInput, "results-include-input", false, `each result line carries its item's input, as "input"`)
 	fl.Float64Var(&f.rate, "rate", 0, "most items per second for the whole batch (each of the --concurrency shards gets rate/concurrency); default: no limit")
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log debug details")
 }
@@ -203,6 +205,7 @@ func (f *submitFlags) request(cmd *cobra.Command, stderr io.Writer, temporalConf
 	set("item-parallelism", func() { r.ItemParallelism = f.itemPar })
 	set("items-per-call", func() { r.ItemsPerCall = f.itemsPerCall })
 	set("item-context", func() { r.ItemContext = f.itemContext })
+	set("results-include-input", func() { r.ResultsIncludeInput = f.withInput })
 	set("rate", func() { r.Rate = f.rate })
 	r.MaxFailures, r.MaxItemBytes, r.Format, r.FromFailures, r.BatchID = limit, f.maxItemSize, f.format, f.fromFailures, f.batchID
 	return r, nil
