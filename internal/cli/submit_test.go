@@ -659,12 +659,7 @@ func TestQuickStart(t *testing.T) {
 		t.Errorf("the README's quick start is no longer `go run ./cmd/submit examples/inputs.jsonl`; update this test")
 	}
 	tmp := t.TempDir()
-	bin := filepath.Join(tmp, "submit")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/submit")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/submit: %v\n%s", err, out)
-	}
+	bin := buildSubmit(t)
 
 	work := filepath.Join(tmp, "work")
 	if err := os.MkdirAll(filepath.Join(work, "examples"), 0o755); err != nil {
