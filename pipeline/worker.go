@@ -82,4 +82,5 @@ func RegisterAll(w worker.Registry, a *Activities) {
 	w.RegisterActivityWithOptions(a.Finalize, activity.RegisterOptions{Name: activityFinalize})
 	w.RegisterActivityWithOptions(a.ShardsToRedrive, activity.RegisterOptions{Name: activityShardsToRedrive})
 	w.RegisterActivityWithOptions(a.StageInput, activity.RegisterOptions{Name: activityStageInput})
+	w.RegisterActivityWithOptions(a.CanaryErrors, activity.RegisterOptions{Name: activityCanaryErrors})
 }

@@ -1,0 +1,304 @@
+package pipeline_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/worker"
+
+	"github.com/batchpipe/batchpipe/manifests"
+	"github.com/batchpipe/batchpipe/pipeline"
+)
+
+// The "canary" processor counts its calls per batch and index and fails
+// items marked "fail" permanently; "timed" records when each shard of each
+// batch got its first item (then takes 25 ms an item).
+var (
+	canaryMu    sync.Mutex
+	canaryCalls = map[string]map[int64]int{} // batch id → index → calls
+	shardStarts []shardStart
+)
+
+type shardStart struct {
+	batch string
+	shard int
+	at    time.Time
+}
+
+func registerCanaryProcessors(r *pipeline.Registry) {
+	r.Register("canary", pipeline.ProcessorFunc(func(ctx context.Context, in json.RawMessage) (json.RawMessage, error) {
+		it, _ := pipeline.ItemFrom(ctx)
+		canaryMu.Lock()
+		if canaryCalls[it.BatchID] == nil {
+			canaryCalls[it.BatchID] = map[int64]int{}
+		}
+		canaryCalls[it.BatchID][it.Index]++
+		canaryMu.Unlock()
+		var v struct{ Fail bool }
+		json.Unmarshal(in, &v)
+		if v.Fail {
+			return nil, pipeline.Permanent(fmt.Errorf("item %d is marked to fail", it.Index))
+		}
+		return in, nil
+	}))
+	r.Register("timed", pipeline.ProcessorFunc(func(ctx context.Context, in json.RawMessage) (json.RawMessage, error) {
+		it, _ := pipeline.ItemFrom(ctx)
+		canaryMu.Lock()
+		if it.Index == int64(it.Shard)*timedShardSize {
+			shardStarts = append(shardStarts, shardStart{it.BatchID, it.Shard, time.Now()})
+		}
+		canaryMu.Unlock()
+		select {
+		case <-time.After(25 * time.Millisecond):
+			return in, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}))
+}
+
+// timedShardSize is the shard size of the batches run by "timed".
+const timedShardSize = 4
+
+func canaryCallsOf(id string) map[int64]int {
+	canaryMu.Lock()
+	defer canaryMu.Unlock()
+	out := map[int64]int{}
+	for k, v := range canaryCalls[id] {
+		out[k] = v
+	}
+	return out
+}
+
+// A canary that passes: shard 0 (one failed item, within
+// --canary-max-failures 1) runs alone, then the rest of the batch; every
+// index is processed once, and the memo says the canary passed.
+func TestCanaryPasses(t *testing.T) {
+	input := makeItems(120, func(i int) string {
+		if i == 3 {
+			return `,"fail":true`
+		}
+		return ""
+	})
+	o := smallOpts("canary", 10, 5) // across continue-as-new
+	o.Canary, o.CanaryMaxFailures = true, pipeline.MaxFailedItems(1)
+	bt := runBatch(t, fileStore(t), "canary-pass", input, o)
+	if bt.err != nil || bt.failed {
+		t.Fatalf("batch ended with %v (failed %v)", bt.err, bt.failed)
+	}
+	m := bt.manifest(t)
+	if m.Status != manifests.StatusCompletedWithFailures || m.Counts.Items != 120 || m.Counts.Failed != 1 {
+		t.Fatalf("status %s counts %+v", m.Status, m.Counts)
+	}
+	calls := canaryCallsOf(bt.id)
+	for i := range int64(120) {
+		if calls[i] != 1 {
+			t.Errorf("index %d processed %d times", i, calls[i])
+		}
+	}
+	if memo := memoOf(t, bt.id); memo["canary"] != pipeline.CanaryPassed {
+		t.Errorf("memo canary %v, want passed", memo["canary"])
+	}
+	// Shard 0 ran alone: it finished before any other shard started.
+	hist := fetchHistory(t, bt.id, historyRuns(t, bt.id)[0].runID)
+	var started []string
+	for _, e := range hist.Events {
+		if a := e.GetStartChildWorkflowExecutionInitiatedEventAttributes(); a != nil {
+			started = append(started, a.GetWorkflowId())
+		}
+		if a := e.GetChildWorkflowExecutionCompletedEventAttributes(); a != nil && len(started) == 1 {
+			started = append(started, "done:"+a.GetWorkflowExecution().GetWorkflowId())
+		}
+	}
+	if len(started) < 3 || started[0] != bt.id+"/shard-0" || started[1] != "done:"+bt.id+"/shard-0" {
+		t.Fatalf("children of the first run: %v; want shard 0 started and done before any other", started)
+	}
+}
+
+// A canary that fails: shard 0 has two failed items, the default
+// --canary-max-failures is 0; only shard 0 is processed (it stops at its
+// first failure), and the batch fails with the canary's errors in its
+// message and manifest.
+func TestCanaryFails(t *testing.T) {
+	input := makeItems(100, func(i int) string {
+		if i == 2 || i == 5 {
+			return `,"fail":true`
+		}
+		return ""
+	})
+	o := smallOpts("canary", 10, 50)
+	o.Canary = true
+	o.ItemParallelism = 1
+	bt := runBatch(t, fileStore(t), "canary-fail", input, o)
+	if bt.err != nil || !bt.failed {
+		t.Fatalf("batch ended with %v (failed %v), want a failed batch", bt.err, bt.failed)
+	}
+	calls := canaryCallsOf(bt.id)
+	for i, n := range calls {
+		if i >= 10 {
+			t.Errorf("index %d (not in shard 0) processed %d times", i, n)
+		}
+	}
+	if len(calls) < 3 || len(calls) > 4 { // items 0..2, stopped at the first failure
+		t.Errorf("%d items processed, want 3 (shard 0 up to its first failure): %v", len(calls), calls)
+	}
+	m := bt.manifest(t)
+	if m.Status != manifests.StatusFailed || m.StopReason != manifests.StopMaxFailures ||
+		!strings.Contains(m.Error, "canary (shard 0) failed") || !strings.Contains(m.Error, "item 2: item 2 is marked to fail") {
+		t.Fatalf("status %s stop reason %s error %q", m.Status, m.StopReason, m.Error)
+	}
+	err := bt.run.Get(context.Background(), nil)
+	if err == nil || !strings.Contains(err.Error(), "canary (shard 0) failed") || !strings.Contains(err.Error(), "first errors: item 2") {
+		t.Fatalf("workflow error %v, want the canary's", err)
+	}
+	t.Logf("failed as: %v", m.Error)
+	if memo := memoOf(t, bt.id); memo["canary"] != pipeline.CanaryFailed {
+		t.Errorf("memo canary %v, want failed", memo["canary"])
+	}
+	// A redrive of it runs the canary again (shard 0 has failed items):
+	// still failing, it fails again before the rest runs.
+	ctx := context.Background()
+	spec, err := pipeline.ReadSpec(ctx, bt.bucket, bt.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run, err := pipeline.StartRedrive(ctx, temporalClient, bt.tq, spec, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = run.Get(ctx, nil)
+	var appErr *temporal.ApplicationError
+	if !errors.As(err, &appErr) || appErr.Type() != pipeline.ErrTypeBatchFailed || !strings.Contains(err.Error(), "canary (shard 0) failed") {
+		t.Fatalf("redrive ended with %v, want the canary failed again", err)
+	}
+	for i := range canaryCallsOf(bt.id) {
+		if i >= 10 {
+			t.Errorf("the redrive processed index %d, beyond the canary", i)
+		}
+	}
+}
+
+// startOneSlotWorker starts a worker that runs one activity at a time on a
+// fresh task queue, so that shards queue up in Temporal's matching.
+func startOneSlotWorker(t *testing.T) string {
+	t.Helper()
+	if temporalClient == nil {
+		t.Skip("needs the Temporal server (not in -short mode)")
+	}
+	tq := fmt.Sprintf("test-%s-%d", t.Name(), queueSeq.Add(1))
+	w := pipeline.NewWorker(temporalClient, tq, pipeline.WorkerOptions{
+		Processors: testProcessors(), Logger: quietLog,
+		Worker: worker.Options{MaxConcurrentActivityExecutionSize: 1},
+		Trust:  pipeline.Trust{Schemes: []string{"file"}},
+	})
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Stop)
+	return tq
+}
+
+// startsOf returns the shard starts recorded for the batches ids, in order.
+func startsOf(ids ...string) []shardStart {
+	canaryMu.Lock()
+	defer canaryMu.Unlock()
+	var out []shardStart
+	for _, s := range shardStarts {
+		for _, id := range ids {
+			if s.batch == id {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+func timedOpts(shards, priority int) pipeline.Options {
+	o := smallOpts("timed", timedShardSize, 50)
+	o.Concurrency, o.ItemParallelism, o.Priority = shards, 1, priority
+	return o
+}
+
+// Two batches on one worker that runs one shard at a time: a nightly one
+// (priority 5) with its shards queued, then an interactive one (priority
+// 1). Once the interactive batch's first shard runs, every one of its
+// shards runs before the nightly batch's next.
+func TestPriorityOvertakes(t *testing.T) {
+	tq := startOneSlotWorker(t)
+	low, waitLow := startBatchOn(t, tq, fileStore(t), "prio-nightly", makeItems(8*timedShardSize, nil), timedOpts(8, 5))
+	waitFor(t, 30*time.Second, "nightly batch not started", func() bool { return len(startsOf(low.id)) >= 1 })
+	high, waitHigh := startBatchOn(t, tq, fileStore(t), "prio-interactive", makeItems(3*timedShardSize, nil), timedOpts(3, 1))
+	if p := progressOf(t, high.id); p.Priority != 1 || p.FairnessKey != high.id {
+		t.Errorf("progress says priority %d fairness key %q", p.Priority, p.FairnessKey)
+	}
+	for _, bt := range []*batch{waitHigh(), waitLow()} {
+		if bt.err != nil || bt.failed {
+			t.Fatalf("batch %s: %v (failed %v)", bt.id, bt.err, bt.failed)
+		}
+	}
+	starts := startsOf(low.id, high.id)
+	var order []string
+	first, last := -1, -1
+	for i, s := range starts {
+		order = append(order, fmt.Sprintf("%s/%d", strings.TrimPrefix(s.batch, "prio-"), s.shard))
+		if s.batch == high.id {
+			last = i
+			if first < 0 {
+				first = i
+			}
+		}
+	}
+	t.Logf("shard starts: %v", order)
+	if len(starts) != 11 || first < 0 {
+		t.Fatalf("%d shard starts, want 11", len(starts))
+	}
+	if last-first != 2 {
+		t.Errorf("nightly shards ran between the interactive ones: %v", order)
+	}
+	if first > 3 {
+		t.Errorf("the interactive batch waited for %d nightly shards: %v", first, order)
+	}
+}
+
+// Two batches at the same priority on one worker that runs one shard at a
+// time, the second submitted with the first's 12 shards queued: they
+// share the worker (fairness by batch id), so the second's shards run
+// while the first's are still queued, not after all of them.
+func TestFairnessShares(t *testing.T) {
+	tq := startOneSlotWorker(t)
+	a, waitA := startBatchOn(t, tq, fileStore(t), "fair-a", makeItems(12*timedShardSize, nil), timedOpts(12, 0))
+	waitFor(t, 30*time.Second, "first batch not started", func() bool { return len(startsOf(a.id)) >= 1 })
+	b, waitB := startBatchOn(t, tq, fileStore(t), "fair-b", makeItems(4*timedShardSize, nil), timedOpts(4, 0))
+	for _, bt := range []*batch{waitB(), waitA()} {
+		if bt.err != nil || bt.failed {
+			t.Fatalf("batch %s: %v (failed %v)", bt.id, bt.err, bt.failed)
+		}
+	}
+	starts := startsOf(a.id, b.id)
+	var order []string
+	lastB, aBefore := -1, 0
+	for i, s := range starts {
+		order = append(order, fmt.Sprintf("%s/%d", strings.TrimPrefix(s.batch, "fair-"), s.shard))
+		if s.batch == b.id {
+			lastB = i
+		}
+	}
+	for _, s := range starts[:lastB+1] {
+		if s.batch == a.id {
+			aBefore++
+		}
+	}
+	t.Logf("shard starts: %v", order)
+	// Alternating, b's 4 shards are done by about the 9th start; first in
+	// first out, they would come after all 12 of a's.
+	if lastB < 0 || aBefore > 7 {
+		t.Errorf("%d of the first batch's shards ran before the second's last: %v", aBefore, order)
+	}
+}
