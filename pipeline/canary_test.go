@@ -185,6 +185,56 @@ func TestCanaryFails(t *testing.T) {
 	}
 }
 
+// A pause while the canary runs stops shard 0 part way; the canary is
+// still running (status and memo say so, and paused), nothing else starts;
+// resume runs the rest of shard 0 alone, then the batch. Every index is
+// processed once.
+func TestCanaryPausedAndResumed(t *testing.T) {
+	resetSteer()
+	o := smallOpts("steer", 100, 50) // 4 s a shard
+	o.Concurrency, o.ItemParallelism, o.Canary = 3, 1, true
+	tq := startWorker(t)
+	bt, wait := startBatchOn(t, tq, fileStore(t), "canary-pause", makeItems(300, nil), o)
+	waitFor(t, 30*time.Second, "no items processed", func() bool { return steerCalls.Load() >= 3 })
+	if p := progressOf(t, bt.id); p.Canary != pipeline.CanaryRunning || p.InFlight != 1 {
+		t.Fatalf("progress %+v, want the canary running alone", p)
+	}
+	if _, err := pipeline.Pause(context.Background(), temporalClient, bt.id, "look at the canary"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, "canary still running", func() bool { return progressOf(t, bt.id).InFlight == 0 })
+	p := progressOf(t, bt.id)
+	if p.Canary != pipeline.CanaryRunning || !p.Paused || p.ShardsDone != 0 {
+		t.Fatalf("paused canary: progress %+v", p)
+	}
+	if memo := memoOf(t, bt.id); memo["canary"] != pipeline.CanaryRunning || memo["paused"] != true {
+		t.Errorf("memo %v, want the canary running and paused", memo)
+	}
+	steerMu.Lock()
+	for n := range steerSeen {
+		if n >= 100 {
+			t.Errorf("index %d (beyond shard 0) processed during the canary", n)
+		}
+	}
+	steerMu.Unlock()
+	if _, err := pipeline.Resume(context.Background(), temporalClient, bt.id); err != nil {
+		t.Fatal(err)
+	}
+	if bt = wait(); bt.err != nil || bt.failed {
+		t.Fatalf("batch: %v (failed %v)", bt.err, bt.failed)
+	}
+	steerMu.Lock()
+	defer steerMu.Unlock()
+	for i := range 300 {
+		if steerSeen[i] != 1 {
+			t.Errorf("index %d processed %d times", i, steerSeen[i])
+		}
+	}
+	if m := bt.manifest(t); m.Status != manifests.StatusSucceeded || m.Counts.Succeeded != 300 {
+		t.Fatalf("manifest %s %+v", m.Status, m.Counts)
+	}
+}
+
 // startOneSlotWorker starts a worker that runs one activity at a time on a
 // fresh task queue, so that shards queue up in Temporal's matching.
 func startOneSlotWorker(t *testing.T) string {
