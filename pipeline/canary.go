@@ -138,7 +138,18 @@ func (r *batchRun) canaryBudget(sin *ShardInput, resume *PartialShard) {
 func (r *batchRun) canaryDone(sin ShardInput, res ShardResult) bool {
 	limit := r.in.Options.CanaryLimit()
 	total := int64(sin.Items)
-	if !limit.Exceeded(res.Failed, total) && !(res.Stopped && strings.HasSuffix(sin.BatchRun, "/canary")) {
+	ownStop := res.Stopped && strings.HasSuffix(sin.BatchRun, "/canary")
+	if res.Stopped && !ownStop && !limit.Exceeded(res.Failed, total) {
+		// Stopped at the batch's budget: over the batch's limit (the
+		// caller stops the batch), or at a limit changed since (the rest
+		// of shard 0 runs later, still as the canary).
+		if r.in.Options.MaxFailures.Exceeded(r.cur.Failed, r.in.Items) {
+			r.cur.Canary = CanaryFailed
+			r.canaryVerdict = maxFailuresText(r.cur.Failed)
+		}
+		return false
+	}
+	if !limit.Exceeded(res.Failed, total) && !ownStop {
 		r.cur.Canary = CanaryPassed
 		r.upsertProgress(r.ctx, r.runStatus())
 		return false

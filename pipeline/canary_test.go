@@ -19,7 +19,7 @@ import (
 
 // The "canary" processor counts its calls per batch and index and fails
 // items marked "fail" permanently; "timed" records when each shard of each
-// batch got its first item (then takes 25 ms an item).
+// batch got its first item (then takes "ms" milliseconds, 25 by default).
 var (
 	canaryMu    sync.Mutex
 	canaryCalls = map[string]map[int64]int{} // batch id → index → calls
@@ -55,8 +55,10 @@ func registerCanaryProcessors(r *pipeline.Registry) {
 			shardStarts = append(shardStarts, shardStart{it.BatchID, it.Shard, time.Now()})
 		}
 		canaryMu.Unlock()
+		var v struct{ MS int }
+		json.Unmarshal(in, &v)
 		select {
-		case <-time.After(25 * time.Millisecond):
+		case <-time.After(time.Duration(max(v.MS, 25)) * time.Millisecond):
 			return in, nil
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -270,6 +272,11 @@ func startsOf(ids ...string) []shardStart {
 	return out
 }
 
+// slowItems are n items that "timed" takes 150 ms each for: 600 ms a shard.
+func slowItems(n int) []byte {
+	return makeItems(n, func(int) string { return `,"ms":150` })
+}
+
 func timedOpts(shards, priority int) pipeline.Options {
 	o := smallOpts("timed", timedShardSize, 50)
 	o.Concurrency, o.ItemParallelism, o.Priority = shards, 1, priority
@@ -282,7 +289,7 @@ func timedOpts(shards, priority int) pipeline.Options {
 // shards runs before the nightly batch's next.
 func TestPriorityOvertakes(t *testing.T) {
 	tq := startOneSlotWorker(t)
-	low, waitLow := startBatchOn(t, tq, fileStore(t), "prio-nightly", makeItems(8*timedShardSize, nil), timedOpts(8, 5))
+	low, waitLow := startBatchOn(t, tq, fileStore(t), "prio-nightly", slowItems(8*timedShardSize), timedOpts(8, 5))
 	waitFor(t, 30*time.Second, "nightly batch not started", func() bool { return len(startsOf(low.id)) >= 1 })
 	high, waitHigh := startBatchOn(t, tq, fileStore(t), "prio-interactive", makeItems(3*timedShardSize, nil), timedOpts(3, 1))
 	if p := progressOf(t, high.id); p.Priority != 1 || p.FairnessKey != high.id {
@@ -312,18 +319,18 @@ func TestPriorityOvertakes(t *testing.T) {
 	if last-first != 2 {
 		t.Errorf("nightly shards ran between the interactive ones: %v", order)
 	}
-	if first > 3 {
+	if first > 4 {
 		t.Errorf("the interactive batch waited for %d nightly shards: %v", first, order)
 	}
 }
 
 // Two batches at the same priority on one worker that runs one shard at a
-// time, the second submitted with the first's 12 shards queued: they
+// time, the second submitted with the first's 10 shards queued: they
 // share the worker (fairness by batch id), so the second's shards run
 // while the first's are still queued, not after all of them.
 func TestFairnessShares(t *testing.T) {
 	tq := startOneSlotWorker(t)
-	a, waitA := startBatchOn(t, tq, fileStore(t), "fair-a", makeItems(12*timedShardSize, nil), timedOpts(12, 0))
+	a, waitA := startBatchOn(t, tq, fileStore(t), "fair-a", slowItems(10*timedShardSize), timedOpts(10, 0))
 	waitFor(t, 30*time.Second, "first batch not started", func() bool { return len(startsOf(a.id)) >= 1 })
 	b, waitB := startBatchOn(t, tq, fileStore(t), "fair-b", makeItems(4*timedShardSize, nil), timedOpts(4, 0))
 	for _, bt := range []*batch{waitB(), waitA()} {
@@ -347,7 +354,7 @@ func TestFairnessShares(t *testing.T) {
 	}
 	t.Logf("shard starts: %v", order)
 	// Alternating, b's 4 shards are done by about the 9th start; first in
-	// first out, they would come after all 12 of a's.
+	// first out, they would come after all 10 of a's.
 	if lastB < 0 || aBefore > 7 {
 		t.Errorf("%d of the first batch's shards ran before the second's last: %v", aBefore, order)
 	}
