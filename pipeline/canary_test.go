@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/mock"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/worker"
 
@@ -357,5 +359,71 @@ func TestFairnessShares(t *testing.T) {
 	// first out, they would come after all 10 of a's.
 	if lastB < 0 || aBefore > 7 {
 		t.Errorf("%d of the first batch's shards ran before the second's last: %v", aBefore, order)
+	}
+}
+
+// With the SDK's test environment: a canary over its limit is the only
+// shard started, with the canary's budget (none failed allowed), and the
+// batch fails naming the errors CanaryErrors read.
+func TestWorkflowCanaryFailsAlone(t *testing.T) {
+	e := newWFEnv(t, func(in pipeline.ShardInput) (pipeline.ShardResult, error) {
+		return pipeline.ShardResult{Items: 3, Failed: 1, Succeeded: 2, Stopped: true}, nil
+	})
+	e.OnActivity("CanaryErrors", mock.Anything, mock.Anything).Return([]string{"item 2: boom"}, nil)
+	in := stagedInput(20, 10, 100, 4)
+	in.Options.Canary = true
+	e.ExecuteWorkflow(pipeline.BatchWorkflowName, in)
+	wantBatchFailed(t, e.GetWorkflowError())
+	if !slices.Equal(e.started, []int{0}) {
+		t.Fatalf("started %v, want the canary alone", e.started)
+	}
+	if b := e.inputs[0].FailureBudget; b == nil || *b != 0 || !strings.HasSuffix(e.inputs[0].BatchRun, "/canary") {
+		t.Errorf("canary budget %v run %q, want 0 of its own", b, e.inputs[0].BatchRun)
+	}
+	want := "canary (shard 0) failed: 1 of the first 3 of its 10 items failed, over its limit of 0 (--canary-max-failures); the rest of the batch did not run; first errors: item 2: boom"
+	if e.finalized.Status != manifests.StatusFailed || e.finalized.Error != want || e.finalized.StopReason != manifests.StopMaxFailures {
+		t.Fatalf("finalize %q %q %q, want failed: %q", e.finalized.Status, e.finalized.StopReason, e.finalized.Error, want)
+	}
+}
+
+// A canary within its percent limit (10% of its 10 items: one) passes:
+// shard 0 runs alone, then the others in the window; the batch's own
+// limit gives the later shards their budgets as usual.
+func TestWorkflowCanaryPercentPasses(t *testing.T) {
+	e := newWFEnv(t, func(in pipeline.ShardInput) (pipeline.ShardResult, error) {
+		if in.Shard == 0 {
+			return pipeline.ShardResult{Items: 10, Failed: 1, Succeeded: 9}, nil
+		}
+		return okShard(in)
+	})
+	var firstOthers time.Time
+	var canaryDone time.Time
+	e.shardTime = func(in pipeline.ShardInput) time.Duration {
+		if in.Shard == 0 {
+			canaryDone = e.Now().Add(time.Second)
+		} else if firstOthers.IsZero() {
+			firstOthers = e.Now()
+		}
+		return time.Second
+	}
+	in := stagedInput(6, 10, 100, 4)
+	in.Options.Canary, in.Options.CanaryMaxFailures = true, pipeline.MaxFailedPercent(10)
+	in.Options.MaxFailures = pipeline.MaxFailedItems(5)
+	e.ExecuteWorkflow(pipeline.BatchWorkflowName, in)
+	if err := e.GetWorkflowError(); err != nil {
+		t.Fatal(err)
+	}
+	if len(e.started) != 6 || e.started[0] != 0 || firstOthers.Before(canaryDone) {
+		t.Fatalf("started %v (others from %v, canary done %v), want shard 0 alone first", e.started, firstOthers, canaryDone)
+	}
+	if b := e.inputs[0].FailureBudget; b == nil || *b != 1 {
+		t.Errorf("canary budget %v, want 1 (10%% of 10)", b)
+	}
+	if b := e.inputs[1].FailureBudget; b == nil || *b != 4 || strings.HasSuffix(e.inputs[1].BatchRun, "/canary") {
+		t.Errorf("shard 1 budget %v run %q, want the batch's: 5 less the canary's 1", b, e.inputs[1].BatchRun)
+	}
+	var p pipeline.Progress
+	if v, err := e.QueryWorkflow(pipeline.ProgressQuery); err != nil || v.Get(&p) != nil || p.Canary != pipeline.CanaryPassed {
+		t.Errorf("progress canary %q (%v), want passed", p.Canary, err)
 	}
 }
