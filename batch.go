@@ -290,6 +290,7 @@ func (b *Batch) Status(ctx context.Context) (Status, error) {
 			// a batch once its submit exited): running (or paused, as its
 			// memo says), progress unknown.
 			st := Status{BatchID: b.id, Status: "running", Items: b.spec.Items, Shards: b.spec.Shards}
+			st.Canary = pipeline.MemoCanary(desc.WorkflowExecutionInfo.GetMemo())
 			if status, since, reason := pipeline.MemoState(desc.WorkflowExecutionInfo.GetMemo()); status == "paused" {
 				st.Status, st.Paused, st.PausedSince, st.PauseReason = status, true, since, reason
 			}

@@ -177,3 +177,13 @@ func MemoState(memo *commonpb.Memo) (status string, pausedSince *time.Time, paus
 	}
 	return status, pausedSince, pauseReason
 }
+
+// MemoCanary reads where a batch's canary is (CanaryRunning…) from its
+// workflow memo; "" for a batch without one.
+func MemoCanary(memo *commonpb.Memo) string {
+	var c string
+	if p := memo.GetFields()["canary"]; p != nil {
+		_ = converter.GetDefaultDataConverter().FromPayload(p, &c)
+	}
+	return c
+}
