@@ -230,6 +230,12 @@ type Status struct {
 	Concurrency int        `json:"concurrency,omitempty"`
 	MaxFailures string     `json:"max_failures,omitempty"`
 	RateLimit   float64    `json:"rate_limit,omitempty"`
+	// Canary is running (shard 0 alone; the rest waits), passed or failed,
+	// for a batch with a canary; Priority (0: the default, 3) and
+	// FairnessKey are what its shards run with.
+	Canary      string `json:"canary,omitempty"`
+	Priority    int    `json:"priority,omitempty"`
+	FairnessKey string `json:"fairness_key,omitempty"`
 	// Error says why a batch's manifest could not be read (list).
 	Error string `json:"error,omitempty"`
 }
@@ -251,6 +257,7 @@ func StatusFromProgress(p Progress) Status {
 		st.Status = "paused"
 	}
 	st.Concurrency, st.RateLimit = p.Concurrency, p.Rate
+	st.Canary, st.Priority, st.FairnessKey = p.Canary, p.Priority, p.FairnessKey
 	if p.MaxFailures != nil && p.MaxFailures.Set() {
 		st.MaxFailures = p.MaxFailures.String()
 	}
@@ -283,6 +290,7 @@ func (b *Batch) Status(ctx context.Context) (Status, error) {
 			// a batch once its submit exited): running (or paused, as its
 			// memo says), progress unknown.
 			st := Status{BatchID: b.id, Status: "running", Items: b.spec.Items, Shards: b.spec.Shards}
+			st.Canary = pipeline.MemoCanary(desc.WorkflowExecutionInfo.GetMemo())
 			if status, since, reason := pipeline.MemoState(desc.WorkflowExecutionInfo.GetMemo()); status == "paused" {
 				st.Status, st.Paused, st.PausedSince, st.PauseReason = status, true, since, reason
 			}

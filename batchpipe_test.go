@@ -263,6 +263,9 @@ func TestSubmitRefusesBadRequestsWritingNothing(t *testing.T) {
 		{"bad id", batchpipe.Request{Input: good, BatchID: "../x"}, "batch_id"},
 		{"no input", batchpipe.Request{BatchID: "none"}, "no input"},
 		{"missing file", batchpipe.Request{Input: "/nonexistent/in.jsonl", BatchID: "missing"}, "nonexistent"},
+		{"priority 9", batchpipe.Request{Input: good, BatchID: "prio", Priority: 9}, "options.priority"},
+		{"fairness weight", batchpipe.Request{Input: good, BatchID: "fw", FairnessWeight: -1}, "options.fairness_weight"},
+		{"canary limit without canary", batchpipe.Request{Input: good, BatchID: "cl", CanaryMaxFailures: pipeline.MaxFailedItems(2)}, "options.canary_max_failures needs options.canary"},
 	}
 	for _, tc := range cases {
 		_, err := c.Submit(ctx, tc.r)

@@ -83,6 +83,23 @@ type Request struct {
 	// Concurrency shards in flight gets Rate/Concurrency, so set
 	// Concurrency to the shards the workers run at once.
 	Rate float64
+	// Canary runs shard 0 alone first: the rest of the batch starts only
+	// if no more of its items failed than CanaryMaxFailures allows (a
+	// count, or a percent of shard 0's items; the zero value allows
+	// none), and the batch ends failed otherwise, naming the canary's
+	// first errors.
+	Canary            bool
+	CanaryMaxFailures FailureLimit
+	// Priority is the Temporal task priority of the batch's shards, 1
+	// (highest) to 5; 0 means Temporal's default, 3. Batches of a higher
+	// priority on the same task queue run their shards first.
+	Priority int
+	// FairnessKey groups batches that share the workers evenly with the
+	// other keys of their priority (Temporal fairness, on a server that
+	// enables it, as the embedded one does); "" is the batch's own id.
+	// FairnessWeight weighs the key's share; 0 means 1.
+	FairnessKey    string
+	FairnessWeight float64
 	// ShardsPerRun is the shards one workflow run starts before it
 	// continues as new; 0 means 500. Tests lower it to see many runs.
 	ShardsPerRun int
@@ -141,6 +158,8 @@ func (c *Client) specFor(r Request) (pipeline.BatchInput, error) {
 	o.ItemsPerCall, o.ItemContext, o.Rate = r.ItemsPerCall, r.ItemContext, r.Rate
 	o.ResultsIncludeInput = r.ResultsIncludeInput
 	o.MaxFailures = r.MaxFailures
+	o.Canary, o.CanaryMaxFailures = r.Canary, r.CanaryMaxFailures
+	o.Priority, o.FairnessKey, o.FairnessWeight = r.Priority, r.FairnessKey, r.FairnessWeight
 	switch {
 	case r.ShardSize < 0:
 		return pipeline.BatchInput{}, invalidf("shard size must be at least 1, got %d", r.ShardSize)
@@ -417,6 +436,21 @@ func optionConflicts(r Request, have pipeline.Options) []string {
 	if r.Rate != 0 && r.Rate != have.Rate {
 		add("rate", r.Rate, orNone(rateString(have.Rate)))
 	}
+	if r.Canary && !have.Canary {
+		add("canary", "on", "off")
+	}
+	if r.CanaryMaxFailures.Set() && r.CanaryMaxFailures.String() != have.CanaryLimit().String() {
+		add("canary max failures", r.CanaryMaxFailures.String(), have.CanaryLimit().String())
+	}
+	if r.Priority != 0 && r.Priority != have.Priority {
+		add("priority", r.Priority, orDefault(have.Priority))
+	}
+	if r.FairnessKey != "" && r.FairnessKey != have.FairnessKey {
+		add("fairness key", r.FairnessKey, orNone(have.FairnessKey))
+	}
+	if r.FairnessWeight != 0 && r.FairnessWeight != have.FairnessWeight {
+		add("fairness weight", r.FairnessWeight, max(1, have.FairnessWeight))
+	}
 	return diff
 }
 
@@ -425,6 +459,14 @@ func rateString(r float64) string {
 		return ""
 	}
 	return strconv.FormatFloat(r, 'g', -1, 64) + "/s"
+}
+
+// orDefault is a priority as the batch runs with it: 0 is the default, 3.
+func orDefault(p int) string {
+	if p == 0 {
+		return "3 (the default)"
+	}
+	return strconv.Itoa(p)
 }
 
 func orNone(s string) string {

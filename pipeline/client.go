@@ -49,6 +49,9 @@ func Start(ctx context.Context, c client.Client, taskQueue string, in BatchInput
 		WorkflowExecutionErrorWhenAlreadyStarted: true,
 		Memo: map[string]any{"status": "running", "items": in.Items, "shards": in.Shards,
 			"processor": in.Options.Processor, "source": in.Source},
+		// The batch's own workflow tasks come before those of batches of
+		// a lower priority too (its shards get it from BatchWorkflow).
+		Priority: in.Options.TaskPriority(in.BatchID),
 	}, func(o client.StartWorkflowOptions) (client.WorkflowRun, error) {
 		return c.ExecuteWorkflow(ctx, o, BatchWorkflowName, in)
 	})
@@ -102,6 +105,7 @@ func StartRedrive(ctx context.Context, c client.Client, taskQueue string, spec B
 		TaskQueue:                taskQueue,
 		WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
 		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
+		Priority:                 spec.Options.TaskPriority(spec.BatchID),
 	}, func(o client.StartWorkflowOptions) (client.WorkflowRun, error) {
 		return c.ExecuteWorkflow(ctx, o, BatchWorkflowName, spec)
 	})
@@ -172,4 +176,14 @@ func MemoState(memo *commonpb.Memo) (status string, pausedSince *time.Time, paus
 		_ = dc.FromPayload(p, &pauseReason)
 	}
 	return status, pausedSince, pauseReason
+}
+
+// MemoCanary reads where a batch's canary is (CanaryRunning…) from its
+// workflow memo; "" for a batch without one.
+func MemoCanary(memo *commonpb.Memo) string {
+	var c string
+	if p := memo.GetFields()["canary"]; p != nil {
+		_ = converter.GetDefaultDataConverter().FromPayload(p, &c)
+	}
+	return c
 }

@@ -116,7 +116,7 @@ func TestReplayRecordedHistories(t *testing.T) {
 // historyGeneration names the files recordHistories writes; bump it when
 // the workflows change (behind workflow.GetVersion), so the histories of
 // every earlier generation keep being replayed.
-const historyGeneration = "g7-failed"
+const historyGeneration = "g8-canary"
 
 // recordHistories runs a small batch with failures across several
 // continue-as-new runs and writes each run's history, and one shard's.
@@ -240,6 +240,67 @@ func recordHistories(t *testing.T, dir string) {
 		writeHistory(t, filepath.Join(dir, fmt.Sprintf("%s-steer-run%d.json", historyGeneration, i+1)), fetchHistory(t, sb.id, r.runID))
 	}
 	writeHistory(t, filepath.Join(dir, historyGeneration+"-steer-shard.json"), fetchHistory(t, sb.id+"/shard-0", ""))
+
+	// A canary that passes, paused while it runs (shard 0 stops part way,
+	// then runs the rest of its items alone), across continue-as-new.
+	resetSteer()
+	po := smallOpts("steer", 100, 2) // 4 s a shard: the pause stops the canary part way
+	po.Concurrency, po.ItemParallelism = 2, 1
+	po.Canary = true
+	pb, pwait := startBatchOn(t, startWorker(t), fileStore(t), "replay-canary-pass", makeItems(300, nil), po)
+	waitFor(t, time.Minute, "no items processed", func() bool { return steerCalls.Load() >= 5 })
+	if _, err := pipeline.Pause(ctx, temporalClient, pb.id, "canary"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, "canary still running", func() bool { return progressOf(t, pb.id).InFlight == 0 })
+	if p := progressOf(t, pb.id); p.Canary != pipeline.CanaryRunning || p.ShardsDone != 0 {
+		t.Fatalf("paused canary: progress %+v, want the canary running part way", p)
+	}
+	if _, err := pipeline.Resume(ctx, temporalClient, pb.id); err != nil {
+		t.Fatal(err)
+	}
+	if pb = pwait(); pb.err != nil || pb.failed {
+		t.Fatalf("canary batch: %v (failed %v)", pb.err, pb.failed)
+	}
+	for i, r := range historyRuns(t, pb.id) {
+		writeHistory(t, filepath.Join(dir, fmt.Sprintf("%s-canary-pass-run%d.json", historyGeneration, i+1)), fetchHistory(t, pb.id, r.runID))
+	}
+
+	// A canary that fails (shard 0 stops at its first failure), and a
+	// redrive of it that runs the canary again.
+	fco := smallOpts("canary", 10, 50)
+	fco.Canary, fco.ItemParallelism = true, 1
+	cf := runBatch(t, fileStore(t), "replay-canary-fail", makeItems(100, func(i int) string {
+		if i == 2 {
+			return `,"fail":true`
+		}
+		return ""
+	}), fco)
+	if !cf.failed {
+		t.Fatalf("canary batch did not fail: %v", cf.err)
+	}
+	writeHistory(t, filepath.Join(dir, historyGeneration+"-canary-fail.json"), fetchHistory(t, cf.id, ""))
+	writeHistory(t, filepath.Join(dir, historyGeneration+"-canary-fail-shard.json"), fetchHistory(t, cf.id+"/shard-0", ""))
+	cspec, err := pipeline.ReadSpec(ctx, cf.bucket, cf.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crun, err := pipeline.StartRedrive(ctx, temporalClient, cf.tq, cspec, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = crun.Get(ctx, nil) // fails again: its canary still fails
+	writeHistory(t, filepath.Join(dir, historyGeneration+"-canary-redrive.json"), fetchHistory(t, cf.id, crun.GetRunID()))
+
+	// A batch with a priority, a fairness key and weight of its own.
+	pro := smallOpts("echo", 10, 50)
+	pro.Priority, pro.FairnessKey, pro.FairnessWeight = 1, "interactive", 2
+	pr := runBatch(t, fileStore(t), "replay-priority", makeItems(30, nil), pro)
+	if pr.err != nil {
+		t.Fatal(pr.err)
+	}
+	writeHistory(t, filepath.Join(dir, historyGeneration+"-priority.json"), fetchHistory(t, pr.id, ""))
+	writeHistory(t, filepath.Join(dir, historyGeneration+"-priority-shard.json"), fetchHistory(t, pr.id+"/shard-0", ""))
 }
 
 func writeHistory(t *testing.T, path string, h *historypb.History) {

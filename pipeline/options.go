@@ -32,6 +32,16 @@ const MaxItemAttempts = 100
 // MaxItemsPerCall bounds Options.ItemsPerCall.
 const MaxItemsPerCall = 10000
 
+// Bounds of Options.Priority (Temporal's priority keys: 1 is the highest,
+// 3 the default), Options.FairnessKey (Temporal's limit) and
+// Options.FairnessWeight (the range Temporal clamps weights to).
+const (
+	MaxPriority         = 5
+	MaxFairnessKeyBytes = 64
+	MinFairnessWeight   = 0.001
+	MaxFairnessWeight   = 1000
+)
+
 // WithDefaults returns o with every zero knob set from DefaultOptions, except
 // ShardSize (0 means "size it from the input" for a batch that stages its
 // own input) and Processor (which must be named).
@@ -84,6 +94,17 @@ func (o Options) Validate() error {
 		return fmt.Errorf("options.items_per_call must be 1 to %d (0 means 1), got %d", MaxItemsPerCall, o.ItemsPerCall)
 	case math.IsNaN(o.Rate) || math.IsInf(o.Rate, 0) || o.Rate < 0 || (o.Rate > 0 && o.Rate < 1):
 		return fmt.Errorf("options.rate must be at least 1 item per second (0 means no limit), got %v", o.Rate)
+	case o.Priority < 0 || o.Priority > MaxPriority:
+		return fmt.Errorf("options.priority must be 1 (highest) to %d (0 means the default, 3), got %d", MaxPriority, o.Priority)
+	case len(o.FairnessKey) > MaxFairnessKeyBytes:
+		return fmt.Errorf("options.fairness_key must be at most %d bytes, got %d", MaxFairnessKeyBytes, len(o.FairnessKey))
+	case math.IsNaN(o.FairnessWeight) || o.FairnessWeight < 0 || (o.FairnessWeight > 0 && o.FairnessWeight < MinFairnessWeight) || o.FairnessWeight > MaxFairnessWeight:
+		return fmt.Errorf("options.fairness_weight must be %g to %g (0 means 1), got %v", MinFairnessWeight, float64(MaxFairnessWeight), o.FairnessWeight)
+	case !o.Canary && o.CanaryMaxFailures.Set():
+		return errors.New("options.canary_max_failures needs options.canary")
+	}
+	if err := o.CanaryMaxFailures.Validate(); err != nil {
+		return fmt.Errorf("options.canary_max_failures%s", strings.TrimPrefix(err.Error(), "options.max_failures"))
 	}
 	return o.MaxFailures.Validate()
 }

@@ -36,6 +36,11 @@ func TestBatchInputValidateNamesTheField(t *testing.T) {
 		{`{"batch_id":"b","store":"s4://x","input_url":"mem://x/in.jsonl","options":{"processor":"echo"}}`, `store "s4://x": unknown scheme "s4"`},
 		{`{"batch_id":"b","store":"mem://x","input_url":"ftp://x/in.jsonl","options":{"processor":"echo"}}`, `input_url "ftp://x/in.jsonl": unknown scheme "ftp"`},
 		{`{"batch_id":"b","store":"mem://x","input_url":"mem://x/in.jsonl","options":{"processor":"echo","concurrency":"8"}}`, `options.concurrency: want a JSON number`},
+		{`{"batch_id":"b","store":"mem://x","input_url":"mem://x/in.jsonl","options":{"processor":"echo","priority":6}}`, `options.priority must be 1 (highest) to 5`},
+		{`{"batch_id":"b","store":"mem://x","input_url":"mem://x/in.jsonl","options":{"processor":"echo","fairness_weight":5000}}`, `options.fairness_weight`},
+		{`{"batch_id":"b","store":"mem://x","input_url":"mem://x/in.jsonl","options":{"processor":"echo","fairness_key":"` + strings.Repeat("k", 65) + `"}}`, `options.fairness_key must be at most 64 bytes`},
+		{`{"batch_id":"b","store":"mem://x","input_url":"mem://x/in.jsonl","options":{"processor":"echo","canary_max_failures":{"count":1}}}`, `options.canary_max_failures needs options.canary`},
+		{`{"batch_id":"b","store":"mem://x","input_url":"mem://x/in.jsonl","options":{"processor":"echo","canary":true,"canary_max_failures":{"percent":101}}}`, `options.canary_max_failures.percent must be 0 to 100`},
 	}
 	for _, c := range cases {
 		in := decodeInput(t, c.json)

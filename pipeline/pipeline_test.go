@@ -133,6 +133,7 @@ func testProcessors() *pipeline.Registry {
 	}))
 	registerContextProcessors(r)
 	registerSteerProcessors(r)
+	registerCanaryProcessors(r)
 	return r
 }
 
@@ -275,7 +276,9 @@ func requestFor(id string, input []byte, opts pipeline.Options) batchpipe.Reques
 		Processor: opts.Processor, ShardSize: opts.ShardSize, Concurrency: opts.Concurrency, ShardsPerRun: opts.ShardsPerRun,
 		MaxFailures: opts.MaxFailures, ItemTimeout: opts.ItemTimeout, ItemAttempts: opts.ItemAttempts,
 		ItemParallelism: opts.ItemParallelism, ItemBackoff: opts.ItemBackoff,
-		ItemsPerCall: opts.ItemsPerCall, ItemContext: opts.ItemContext, Rate: opts.Rate, ResultsIncludeInput: opts.ResultsIncludeInput}
+		ItemsPerCall: opts.ItemsPerCall, ItemContext: opts.ItemContext, Rate: opts.Rate, ResultsIncludeInput: opts.ResultsIncludeInput,
+		Canary: opts.Canary, CanaryMaxFailures: opts.CanaryMaxFailures,
+		Priority: opts.Priority, FairnessKey: opts.FairnessKey, FairnessWeight: opts.FairnessWeight}
 }
 
 func (bt *batch) manifest(t *testing.T) manifests.Manifest {

@@ -83,4 +83,5 @@ func RegisterAll(w worker.Registry, a *Activities) {
 	w.RegisterActivityWithOptions(a.ShardsToRedrive, activity.RegisterOptions{Name: activityShardsToRedrive})
 	w.RegisterActivityWithOptions(a.StageInput, activity.RegisterOptions{Name: activityStageInput})
 	w.RegisterActivityWithOptions(a.InFlightItems, activity.RegisterOptions{Name: activityInFlightItems})
+	w.RegisterActivityWithOptions(a.CanaryErrors, activity.RegisterOptions{Name: activityCanaryErrors})
 }

@@ -57,8 +57,36 @@ type Options struct {
 	// no longer lists (those a redrive replaced), which its finalize
 	// otherwise deletes once the manifest is written.
 	KeepSuperseded bool `json:"keep_superseded,omitempty"`
+	// Canary runs shard 0 alone first; the rest of the batch starts only
+	// if no more of its items failed than CanaryMaxFailures allows (a
+	// count, or a percent of shard 0's items; the zero value allows none),
+	// otherwise the batch ends failed.
+	Canary            bool         `json:"canary,omitempty"`
+	CanaryMaxFailures FailureLimit `json:"canary_max_failures,omitzero"`
+	// Priority is the Temporal task priority of the batch's shards and
+	// their activities: 1 (highest) to 5; 0 is Temporal's default, 3.
+	Priority int `json:"priority,omitempty"`
+	// FairnessKey groups batches that share the workers evenly (Temporal
+	// fairness, weighted by FairnessWeight); "" is the batch id, so two
+	// batches on one task queue share it. FairnessWeight 0 means 1.
+	FairnessKey    string  `json:"fairness_key,omitempty"`
+	FairnessWeight float64 `json:"fairness_weight,omitempty"`
 
 	invalid string // why the JSON it was read from is refused (Validate)
+}
+
+// TaskPriority is the Temporal priority of a batch's shard workflows and
+// their activities: its Priority, and its FairnessKey (batchID when
+// unset) with its weight.
+func (o Options) TaskPriority(batchID string) temporal.Priority {
+	key := o.FairnessKey
+	if key == "" {
+		key = batchID
+	}
+	if len(key) > MaxFairnessKeyBytes { // a long batch id: its first 64 bytes
+		key = key[:MaxFairnessKeyBytes]
+	}
+	return temporal.Priority{PriorityKey: o.Priority, FairnessKey: key, FairnessWeight: float32(o.FairnessWeight)}
 }
 
 // FailureLimit stops a batch once more items failed than it allows: more
@@ -156,7 +184,19 @@ type Cursor struct {
 	// committed its first items, and runs the rest on resume. At most the
 	// batch's concurrency of them.
 	Partial []PartialShard `json:"partial,omitempty"`
+	// Canary is where the batch's canary (Options.Canary) is: running
+	// (shard 0 runs alone), passed, or failed; "" for a batch or a
+	// redrive without one.
+	Canary string `json:"canary,omitempty"`
 }
+
+// States of a batch's canary (Cursor.Canary, Progress.Canary, the memo's
+// "canary").
+const (
+	CanaryRunning = "running"
+	CanaryPassed  = "passed"
+	CanaryFailed  = "failed"
+)
 
 // PartialShard is a shard that stopped at a pause: its results up to From
 // are committed (counted in the cursor already), the rest still to run.
@@ -264,6 +304,14 @@ type Progress struct {
 	Concurrency int           `json:"concurrency,omitempty"`
 	MaxFailures *FailureLimit `json:"max_failures,omitempty"`
 	Rate        float64       `json:"rate,omitempty"`
+	// Canary: running, passed or failed (CanaryRunning…), for a batch with
+	// a canary; the rest of the batch waits while it runs.
+	Canary string `json:"canary,omitempty"`
+	// The Temporal priority and fairness key its shards run with
+	// (Options.TaskPriority): 0 is the default priority, 3.
+	Priority       int     `json:"priority,omitempty"`
+	FairnessKey    string  `json:"fairness_key,omitempty"`
+	FairnessWeight float64 `json:"fairness_weight,omitempty"`
 }
 
 // PauseRequest is PauseUpdate's argument.
@@ -330,6 +378,14 @@ func BatchWorkflow(ctx workflow.Context, in BatchInput) (BatchResult, error) {
 	// Pause, resume and live option updates (steer.go): runs started
 	// before them replay without (their updates are refused).
 	r.steer = workflow.GetVersion(ctx, "steer", workflow.DefaultVersion, 1) >= 1
+	// Shards with the batch's priority and fairness key; a canary (only
+	// batches that ask for one mark it). Both need the steered fan-out.
+	if r.steer {
+		r.priority = workflow.GetVersion(ctx, "priority", workflow.DefaultVersion, 1) >= 1
+		if in.Options.Canary {
+			r.canary = workflow.GetVersion(ctx, "canary", workflow.DefaultVersion, 1) >= 1
+		}
+	}
 	if _, ok := workflow.GetTypedSearchAttributes(ctx).GetKeyword(SearchAttrRole); ok {
 		r.searchAttrs = workflow.GetVersion(ctx, "search-attributes", workflow.DefaultVersion, 1) >= 1
 	}
@@ -400,7 +456,10 @@ type batchRun struct {
 	// cancelShards cancels the children in flight (promptFailureStop).
 	cancelShards workflow.CancelFunc
 
-	memoProgress, waitForCancellation, promptFailureStop, steer bool // version gates
+	memoProgress, waitForCancellation, promptFailureStop, steer, priority, canary bool // version gates
+	// canaryVerdict says how the canary failed (Cursor.Canary failed),
+	// for canaryFailed to stop the batch with.
+	canaryVerdict string
 	// finishing is set once the run writes the manifest: too late to steer.
 	finishing bool
 	// childCtx starts the shards (fanOutSteered).
@@ -428,6 +487,11 @@ func (r *batchRun) progress() (Progress, error) {
 		if o.MaxFailures.Set() {
 			l := o.MaxFailures
 			p.MaxFailures = &l
+		}
+		p.Canary = r.cur.Canary
+		if r.priority {
+			tp := o.TaskPriority(r.in.BatchID)
+			p.Priority, p.FairnessKey, p.FairnessWeight = tp.PriorityKey, tp.FairnessKey, o.FairnessWeight
 		}
 	}
 	return p, nil
@@ -521,9 +585,9 @@ func (r *batchRun) upsertProgress(ctx workflow.Context, status string) {
 		"status": status, "items": r.in.Items, "done": done,
 		"failed": failed, "shards": r.in.Shards, "shards_done": r.cur.ShardsDone, "run": r.cur.Run,
 	}
+	o := r.in.Options
 	if r.steer {
 		// The pause count is also what running shards watch (pauseWatch).
-		o := r.in.Options
 		paused := r.cur.Paused && !r.finishing
 		memo["paused"], memo["pauses"] = paused, r.cur.Pauses
 		memo["paused_since"], memo["pause_reason"] = nil, nil // nil removes the key
@@ -531,6 +595,12 @@ func (r *batchRun) upsertProgress(ctx workflow.Context, status string) {
 			memo["paused_since"], memo["pause_reason"] = r.cur.PausedSince, r.cur.PauseReason
 		}
 		memo["concurrency"], memo["rate"], memo["max_failures"] = o.Concurrency, o.Rate, o.MaxFailures.String()
+	}
+	if r.canary {
+		memo["canary"] = r.cur.Canary
+	}
+	if r.priority {
+		memo["priority"], memo["fairness_key"] = o.Priority, o.TaskPriority(r.in.BatchID).FairnessKey
 	}
 	_ = workflow.UpsertMemo(ctx, memo)
 }
@@ -730,6 +800,13 @@ func ShardWorkflow(ctx workflow.Context, in ShardInput) (ShardResult, error) {
 			NonRetryableErrorTypes: []string{errTypeBadShard},
 		},
 	})
+	if workflow.GetVersion(ctx, "priority", workflow.DefaultVersion, 1) >= 1 {
+		// The batch's priority and fairness key (the child has them from
+		// its parent already; said again for shards started otherwise).
+		o := workflow.GetActivityOptions(actx)
+		o.Priority = in.Options.TaskPriority(in.BatchID)
+		actx = workflow.WithActivityOptions(actx, o)
+	}
 	var r ShardResult
 	err := workflow.ExecuteActivity(actx, activityProcessShard, in).Get(ctx, &r)
 	return r, err
@@ -886,6 +963,11 @@ func (r *batchRun) fanOutSteered() {
 		WaitForCancellation:   r.waitForCancellation,
 	})
 	childCtx = r.withShardSearchAttributes(childCtx)
+	if r.priority {
+		o := workflow.GetChildWorkflowOptions(childCtx)
+		o.Priority = r.in.Options.TaskPriority(r.in.BatchID)
+		childCtx = workflow.WithChildOptions(childCtx, o)
+	}
 	if r.promptFailureStop {
 		childCtx, r.cancelShards = workflow.WithCancel(childCtx)
 	}
@@ -895,19 +977,20 @@ func (r *batchRun) fanOutSteered() {
 		rctx, r.stopRefresh = workflow.WithCancel(ctx)
 		workflow.Go(rctx, r.refreshMemo)
 	}
+	r.startCanary()
 	started := 0
 	for r.stopping == "" && r.hasWork() {
 		if started >= r.in.Options.ShardsPerRun || workflow.GetInfo(ctx).GetContinueAsNewSuggested() {
 			break
 		}
 		err := workflow.Await(ctx, func() bool {
-			return r.stopping != "" || (!r.cur.Paused && r.inFlight < r.in.Options.Concurrency)
+			return r.stopping != "" || r.cur.Canary == CanaryFailed || (!r.cur.Paused && r.inFlight < r.window())
 		})
 		if err != nil {
 			r.stop("canceled", manifests.StopCanceled)
 			break
 		}
-		if r.stopping != "" {
+		if r.stopping != "" || r.cur.Canary == CanaryFailed {
 			break
 		}
 		if !r.startNext() {
@@ -971,6 +1054,9 @@ func (r *batchRun) startNext() bool {
 		budget := max(0, allowed-r.cur.Failed)
 		sin.FailureBudget, sin.BatchRun = &budget, workflow.GetInfo(r.ctx).FirstRunID+"/"+limit
 	}
+	if r.isCanary(shard) {
+		r.canaryBudget(&sin, resume)
+	}
 	cctx := workflow.WithWorkflowID(r.childCtx, fmt.Sprintf("%s/shard-%d", r.in.BatchID, shard))
 	f := workflow.ExecuteChildWorkflow(cctx, ShardWorkflowName, sin)
 	r.inFlight++
@@ -1008,6 +1094,9 @@ func (r *batchRun) shardDoneSteered(sin ShardInput, resume *PartialShard, limit 
 		r.cur.Failed += res.Failed
 	}
 	o := r.in.Options
+	if r.isCanary(sin.Shard) && !(res.Paused && !res.Stopped) && r.canaryDone(sin, res) {
+		return // failed: canaryFailed stops the batch
+	}
 	over := o.MaxFailures.Exceeded(r.cur.Failed, r.in.Items)
 	staleStop := res.Stopped && !over && limit != o.MaxFailures.String()
 	switch {
@@ -1044,6 +1133,9 @@ func (r *batchRun) drainSteered() {
 	}
 	if r.ctx.Err() != nil {
 		r.stop("canceled", manifests.StopCanceled)
+	}
+	if r.cur.Canary == CanaryFailed {
+		r.canaryFailed()
 	}
 	if r.in.Redrive > 0 && r.stopping == "" && len(r.redo) == 0 && r.cur.NextShard < r.chunkEnd {
 		r.cur.NextShard = r.chunkEnd

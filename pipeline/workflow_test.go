@@ -42,6 +42,7 @@ func newWFEnv(t *testing.T, shard func(in pipeline.ShardInput) (pipeline.ShardRe
 	e.RegisterActivityWithOptions(a.Finalize, activity.RegisterOptions{Name: "FinalizeBatch"})
 	e.RegisterActivityWithOptions(a.StageInput, activity.RegisterOptions{Name: "StageInput"})
 	e.RegisterActivityWithOptions(a.ShardsToRedrive, activity.RegisterOptions{Name: "ShardsToRedrive"})
+	e.RegisterActivityWithOptions(a.CanaryErrors, activity.RegisterOptions{Name: "CanaryErrors"})
 	e.OnWorkflow(pipeline.ShardWorkflowName, mock.Anything, mock.Anything).Return(
 		func(ctx workflow.Context, in pipeline.ShardInput) (pipeline.ShardResult, error) {
 			e.mu.Lock()

@@ -167,7 +167,7 @@ func TestSchemaMatchesGoTypes(t *testing.T) {
 		{file: "batch-input.json", typ: reflect.TypeFor[pipeline.BatchInput](), strict: true,
 			nested: map[string]string{"options": "options", "cursor": "cursor"}},
 		{file: "batch-input.json", pointer: "options", typ: reflect.TypeFor[pipeline.Options](), strict: true,
-			nested: map[string]string{"max_failures": "failure_limit"}},
+			nested: map[string]string{"max_failures": "failure_limit", "canary_max_failures": "failure_limit"}},
 		{file: "batch-input.json", pointer: "failure_limit", typ: reflect.TypeFor[pipeline.FailureLimit](), strict: true},
 		{file: "batch-input.json", pointer: "cursor", typ: reflect.TypeFor[pipeline.Cursor](), strict: true},
 		{file: "progress.json", typ: reflect.TypeFor[pipeline.Progress]()},

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -196,6 +197,21 @@ func newStatusCommand(o *IO) *cobra.Command {
 					speed = fmt.Sprintf("%.0f items/s since the start, ETA %s", st.Rate, (time.Duration(st.ETASeconds) * time.Second).Round(time.Second))
 				}
 				fmt.Fprintf(o.Stdout, "shards: %s, of %d; run %d; %s\n", shards, st.Shards, st.Run, speed)
+				if st.FairnessKey != "" {
+					prio := "3 (default)"
+					if st.Priority != 0 {
+						prio = strconv.Itoa(st.Priority)
+					}
+					fmt.Fprintf(o.Stdout, "priority: %s, fairness key %s\n", prio, st.FairnessKey)
+				}
+			}
+			if live {
+				switch st.Canary {
+				case pipeline.CanaryRunning:
+					fmt.Fprintln(o.Stdout, "canary: running (shard 0 alone; the rest of the batch starts once it passes)")
+				case pipeline.CanaryPassed, pipeline.CanaryFailed:
+					fmt.Fprintf(o.Stdout, "canary: %s\n", st.Canary)
+				}
 			}
 			if st.Manifest != "" {
 				fmt.Fprintf(o.Stdout, "manifest: %s\n", st.Manifest)

@@ -43,6 +43,11 @@ type submitFlags struct {
 	itemContext  bool
 	withInput    bool
 	rate         float64
+	canary       bool
+	canaryMax    string
+	priority     int
+	fairnessKey  string
+	fairnessW    float64
 	verbose      bool
 	fromFailures bool
 	processorEnv []string
@@ -145,6 +150,11 @@ func (f *submitFlags) registerBatchFlags(cmd *cobra.Command) {
 	fl.BoolVar(&f.itemContext, "item-context", false, `exec processors get each item as {"batch_id","shard","index","attempt","key","input"}, to key side effects`)
 	fl.BoolVar(&f.withInput, "results-include-input", false, `each result line carries its item's input, as "input"`)
 	fl.Float64Var(&f.rate, "rate", 0, "most items per second for the whole batch (each of the --concurrency shards gets rate/concurrency); default: no limit")
+	fl.BoolVar(&f.canary, "canary", false, "run shard 0 alone first; the rest of the batch starts only if its failed items stay within --canary-max-failures, else the batch fails")
+	fl.StringVar(&f.canaryMax, "canary-max-failures", "", "failed items the canary may have: `N`, or N% of shard 0's items (default 0: none)")
+	fl.IntVar(&f.priority, "priority", 0, "Temporal task priority of the batch's shards, `1..5` (1 highest; default 3): a higher one's shards run first on the same task queue")
+	fl.StringVar(&f.fairnessKey, "fairness-key", "", "batches with the same `KEY` share the workers as one, evenly with the other keys of their priority (default: the batch id; at most 64 bytes)")
+	fl.Float64Var(&f.fairnessW, "fairness-weight", 0, "share of the workers for --fairness-key against the other keys, `W` from 0.001 to 1000 (default 1)")
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log debug details")
 }
 
@@ -186,10 +196,24 @@ func (f *submitFlags) request(cmd *cobra.Command, stderr io.Writer, temporalConf
 		return r, usagef("--rate must be at least 1 item per second, got %v", f.rate)
 	case f.format != "" && f.format != "jsonl" && f.format != "csv":
 		return r, usagef("--format %q: want jsonl or csv", f.format)
+	case cmd.Flags().Changed("priority") && (f.priority < 1 || f.priority > pipeline.MaxPriority):
+		return r, usagef("--priority must be 1 (highest) to %d (default 3), got %d", pipeline.MaxPriority, f.priority)
+	case cmd.Flags().Changed("fairness-key") && f.fairnessKey == "":
+		return r, usagef("--fairness-key is empty (an unset variable?); leave the flag out to use the batch id")
+	case len(f.fairnessKey) > pipeline.MaxFairnessKeyBytes:
+		return r, usagef("--fairness-key must be at most %d bytes, got %d", pipeline.MaxFairnessKeyBytes, len(f.fairnessKey))
+	case cmd.Flags().Changed("fairness-weight") && !(f.fairnessW >= pipeline.MinFairnessWeight && f.fairnessW <= pipeline.MaxFairnessWeight):
+		return r, usagef("--fairness-weight must be %g to %g, got %v", pipeline.MinFairnessWeight, float64(pipeline.MaxFairnessWeight), f.fairnessW)
+	case cmd.Flags().Changed("canary-max-failures") && !f.canary:
+		return r, usagef("--canary-max-failures needs --canary")
 	}
 	limit, err := pipeline.ParseFailureLimit(f.maxFailures)
 	if err != nil {
 		return r, usagef("--max-failures %v", err)
+	}
+	canaryLimit, err := pipeline.ParseFailureLimit(f.canaryMax)
+	if err != nil {
+		return r, usagef("--canary-max-failures %v", err)
 	}
 	changed := cmd.Flags().Changed
 	set := func(flag string, apply func()) {
@@ -207,6 +231,11 @@ func (f *submitFlags) request(cmd *cobra.Command, stderr io.Writer, temporalConf
 	set("item-context", func() { r.ItemContext = f.itemContext })
 	set("results-include-input", func() { r.ResultsIncludeInput = f.withInput })
 	set("rate", func() { r.Rate = f.rate })
+	set("canary", func() { r.Canary = f.canary })
+	set("priority", func() { r.Priority = f.priority })
+	set("fairness-key", func() { r.FairnessKey = f.fairnessKey })
+	set("fairness-weight", func() { r.FairnessWeight = f.fairnessW })
+	r.CanaryMaxFailures = canaryLimit
 	r.MaxFailures, r.MaxItemBytes, r.Format, r.FromFailures, r.BatchID = limit, f.maxItemSize, f.format, f.fromFailures, f.batchID
 	return r, nil
 }

@@ -390,6 +390,14 @@ func dynamicConfig() dynamicconfig.StaticClient {
 		dynamicconfig.EnableParentClosePolicyWorker.Key(): false,
 		dynamicconfig.TaskQueueScannerEnabled.Key():       false,
 		dynamicconfig.HistoryScannerEnabled.Key():         false,
+		// Batches share the workers by fairness key (the batch id unless
+		// --fairness-key groups them) within each priority level
+		// (--priority). Both order the tasks of one partition, and one
+		// process gains nothing from spreading a queue over four: one
+		// partition, so that they order the whole queue.
+		dynamicconfig.MatchingEnableFairness.Key():              true,
+		dynamicconfig.MatchingNumTaskqueueReadPartitions.Key():  1,
+		dynamicconfig.MatchingNumTaskqueueWritePartitions.Key(): 1,
 	}
 }
 
