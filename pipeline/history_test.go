@@ -116,7 +116,7 @@ func TestReplayRecordedHistories(t *testing.T) {
 // historyGeneration names the files recordHistories writes; bump it when
 // the workflows change (behind workflow.GetVersion), so the histories of
 // every earlier generation keep being replayed.
-const historyGeneration = "g8-canary"
+const historyGeneration = "g9-memo"
 
 // recordHistories runs a small batch with failures across several
 // continue-as-new runs and writes each run's history, and one shard's.
@@ -301,6 +301,16 @@ func recordHistories(t *testing.T, dir string) {
 	}
 	writeHistory(t, filepath.Join(dir, historyGeneration+"-priority.json"), fetchHistory(t, pr.id, ""))
 	writeHistory(t, filepath.Join(dir, historyGeneration+"-priority-shard.json"), fetchHistory(t, pr.id+"/shard-0", ""))
+
+	// Shards that run longer than a memo refresh (refreshMemo): two of
+	// 14 s, each item 20 ms, one at a time.
+	mo := smallOpts("slow", 700, 50)
+	mo.ItemParallelism = 1
+	mr := runBatch(t, fileStore(t), "replay-memo", makeItems(1400, nil), mo)
+	if mr.err != nil {
+		t.Fatal(mr.err)
+	}
+	writeHistory(t, filepath.Join(dir, historyGeneration+"-memo-refresh.json"), fetchHistory(t, mr.id, ""))
 }
 
 func writeHistory(t *testing.T, path string, h *historypb.History) {
