@@ -139,6 +139,9 @@ type itemRunner struct {
 	// because of halt (and whose line is therefore not final), -1 when
 	// every item was; set by stream's reader, read after its wait.
 	stoppedAt int64
+	// skipTo is the index stream starts at: the items before it are in
+	// the shard's checkpoint parts already (resumeCheckpoint).
+	skipTo int64
 }
 
 func newItemRunner(proc Processor, in ShardInput) *itemRunner {
@@ -219,6 +222,19 @@ func (r *itemRunner) stream(ctx context.Context, in ShardInput, input, prev *lin
 		stopAt := func(i int64) {
 			if r.stoppedAt < 0 {
 				r.stoppedAt = i
+			}
+		}
+		for ; next < r.skipTo; next++ { // in the checkpoint's parts
+			if _, err := input.Next(); err != nil {
+				readErr = fmt.Errorf("reading input shard %d up to its checkpoint at %d: %w", in.Shard, r.skipTo, err)
+				return
+			}
+			if covered() {
+				if _, err := prev.Next(); err != nil {
+					readErr = badShard("previous results of shard %d: %v", in.Shard, err)
+					return
+				}
+				prevRead++
 			}
 		}
 		for {

@@ -1,0 +1,107 @@
+package pipeline_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"go.temporal.io/sdk/worker"
+
+	"github.com/batchpipe/batchpipe/blobstore"
+	"github.com/batchpipe/batchpipe/manifests"
+	"github.com/batchpipe/batchpipe/pipeline"
+)
+
+// checkpointWorker starts a worker on tq whose heartbeats reach the server
+// within 100 ms (NewWorker's default: 2 s), so that the test's bound is the
+// checkpoint interval's.
+func checkpointWorker(t *testing.T, tq string) worker.Worker {
+	t.Helper()
+	w := pipeline.NewWorker(temporalClient, tq, pipeline.WorkerOptions{
+		Processors: testProcessors(), Logger: quietLog,
+		Worker: worker.Options{MaxHeartbeatThrottleInterval: 100 * time.Millisecond},
+		Trust:  pipeline.Trust{Schemes: []string{"file"}},
+	})
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// partsOf counts the checkpoint parts of a batch in the store.
+func partsOf(t *testing.T, b blobstore.Bucket, id string) int {
+	t.Helper()
+	n := 0
+	for _, err := range b.List(context.Background(), pipeline.PartsPrefix(id)) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	return n
+}
+
+// TestStoppedWorkerShardResumesFromCheckpoint stops the worker that runs
+// two shards part way (its activities are cancelled, as on a shutdown) and
+// lets a second worker retry them: each retry starts from its shard's last
+// checkpoint, so only the items since it (one checkpoint interval's worth
+// and the calls in flight) run again; the manifest holds every index once,
+// and the parts are gone after the receipts.
+func TestStoppedWorkerShardResumesFromCheckpoint(t *testing.T) {
+	if temporalClient == nil {
+		t.Skip("needs the Temporal server (not in -short mode)")
+	}
+	const interval = 300 * time.Millisecond
+	defer pipeline.SetCheckpointInterval(interval)()
+	resetSteer()
+	ctx := context.Background()
+	const n, shardSize, par = 1600, 800, 8
+	o := smallOpts("steer", shardSize, 4) // 40 ms an item, 8 at once: 4 s a shard
+	o.Concurrency, o.ItemParallelism = 2, par
+	tq := fmt.Sprintf("test-%s-%d", t.Name(), queueSeq.Add(1))
+	w1 := checkpointWorker(t, tq)
+	bt, wait := startBatchOn(t, tq, fileStore(t), "checkpoint-stop", makeItems(n, nil), o)
+	waitFor(t, time.Minute, "items processed", func() bool { return steerCalls.Load() >= 700 })
+	if p := partsOf(t, bt.bucket, bt.id); p == 0 {
+		t.Error("no checkpoint part while the shards run")
+	}
+	w1.Stop()
+	before := steerCalls.Load()
+	w2 := checkpointWorker(t, tq)
+	defer w2.Stop()
+	wait()
+	if bt.err != nil {
+		t.Fatal(bt.err)
+	}
+	m := bt.manifest(t)
+	checkAgainstInput(t, bt, m, echo)
+	batch, err := manifests.Open(ctx, bt.bucket, bt.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := batch.Verify(ctx); err != nil {
+		t.Fatal(err)
+	}
+	steerMu.Lock()
+	redone := 0
+	for i := range n {
+		switch k := steerSeen[i]; {
+		case k == 0:
+			t.Errorf("item %d never processed", i)
+		case k > 1:
+			redone += k - 1
+		}
+	}
+	steerMu.Unlock()
+	// Per shard: the items of one interval and the heartbeat throttle (8
+	// calls of 40 ms at once: 200 a second), and the calls in flight.
+	perShard := int(200*(interval+100*time.Millisecond).Seconds()) + 3*par
+	t.Logf("%d items processed before the stop, %d processed again after it (bound %d)", before, redone, 2*perShard)
+	if redone > 2*perShard {
+		t.Errorf("%d items processed again, want at most %d (a checkpoint every %v)", redone, 2*perShard, interval)
+	}
+	if p := partsOf(t, bt.bucket, bt.id); p != 0 {
+		t.Errorf("%d checkpoint parts left after the batch", p)
+	}
+}
