@@ -114,8 +114,9 @@ const gcLong = `Delete what the store no longer needs, all of it older than AGE:
   - in the batches it keeps, result objects and shard parts (results/ and
     shards/) that the manifest does not list and no receipt names — those a
     redrive superseded (results/000000.jsonl.zst once results/000000.r1.jsonl.zst
-    replaced it) or a canceled shard never committed — last written longer
-    ago than AGE;
+    replaced it) or a canceled shard never committed — and the checkpoint
+    parts (parts/) of shards that never finished, last written longer ago
+    than AGE;
   - staged inputs no batch runs (batches/<id>/input/s-<hex>/ of a submit killed
     between staging and start): a directory the batch's spec (batch.json)
     does not name, and, when the batch has no spec, that no workflow of
@@ -376,9 +377,9 @@ func gcCandidates(ctx context.Context, o *IO, f *opsFlags, b blobstore.Bucket, c
 	return plan, nil
 }
 
-// gcSuperseded returns the objects under a finished batch's results/ and
-// shards/ last written before cutoff that neither its manifest lists nor
-// a later redrive needs. A redrive reads each shard's receipt
+// gcSuperseded returns the objects under a finished batch's results/,
+// shards/ and parts/ last written before cutoff that neither its manifest
+// lists nor a later redrive needs. A redrive reads each shard's receipt
 // (shards/<n>.json: kept), re-runs the shards whose receipt has failed
 // items or that have none, reading the results the receipt names, and
 // assembles its manifest from the receipts, with their failure parts: so
@@ -397,6 +398,7 @@ func gcSuperseded(ctx context.Context, b blobstore.Bucket, bo layout.BatchObject
 	}
 	receipts := manifests.ShardReceiptsPrefix(bo.ID)
 	results := manifests.BatchPrefix(bo.ID) + "results/"
+	parts := pipeline.PartsPrefix(bo.ID) // a finished shard deleted its own
 	var candidates []blobstore.Attributes
 	for _, a := range bo.Objects {
 		rel, isShard := strings.CutPrefix(a.Key, receipts)
@@ -416,7 +418,7 @@ func gcSuperseded(ctx context.Context, b blobstore.Bucket, bo layout.BatchObject
 			if rec.FailuresKey != "" {
 				live[rec.FailuresKey] = true
 			}
-		case isShard, strings.HasPrefix(a.Key, results):
+		case isShard, strings.HasPrefix(a.Key, results), strings.HasPrefix(a.Key, parts):
 			candidates = append(candidates, a)
 		}
 	}
@@ -428,6 +430,9 @@ func gcSuperseded(ctx context.Context, b blobstore.Bucket, bo layout.BatchObject
 		why := "not in the manifest, named by no receipt"
 		if m.Redrives > 0 {
 			why = fmt.Sprintf("superseded: not in the manifest of redrive %d, named by no receipt", m.Redrives)
+		}
+		if strings.HasPrefix(a.Key, parts) {
+			why = "checkpoint part of a shard that never finished"
 		}
 		out = append(out, gcLeftover{kind: leftoverSuperseded, batchID: bo.ID, what: a.Key, why: why,
 			keys: []blobstore.Attributes{a}, size: a.Size})
