@@ -129,7 +129,9 @@ func badShard(format string, args ...any) error {
 // writes the shard's result object, failures part and receipt. It streams
 // (see shardItems): items are read ahead, processed ItemParallelism calls at
 // a time, and written in order as they finish, so memory does not grow with
-// the shard size and a slow item holds up no call but its own.
+// the shard size and a slow item holds up no call but its own. It
+// checkpoints as it goes (see shardOutput): a retried attempt goes on after
+// the last checkpoint its predecessor's heartbeat named.
 //
 // A shard given a FailureBudget stops handing out items once more of its
 // items failed than that: the calls in flight finish, and it commits what

@@ -105,3 +105,61 @@ func TestStoppedWorkerShardResumesFromCheckpoint(t *testing.T) {
 		t.Errorf("%d checkpoint parts left after the batch", p)
 	}
 }
+
+// TestStoppedWorkerCheckpointKeepsFailures is the same with failing items:
+// the failure lines of the checkpointed items come from the parts, so the
+// failures object lists each failed item once.
+func TestStoppedWorkerCheckpointKeepsFailures(t *testing.T) {
+	if temporalClient == nil {
+		t.Skip("needs the Temporal server (not in -short mode)")
+	}
+	defer pipeline.SetCheckpointInterval(300 * time.Millisecond)()
+	ctx := context.Background()
+	const n, shardSize = 800, 400
+	o := smallOpts("fail-or-slow", shardSize, 4) // 100 ms an item, 8 at once: 5 s a shard
+	o.Concurrency = 2
+	failed := func(i int) bool { return i%7 == 3 }
+	input := makeItems(n, func(i int) string {
+		if failed(i) {
+			return `,"fail":true`
+		}
+		return ""
+	})
+	tq := fmt.Sprintf("test-%s-%d", t.Name(), queueSeq.Add(1))
+	w1 := checkpointWorker(t, tq)
+	start := failOrSlowCalls.Load()
+	bt, wait := startBatchOn(t, tq, fileStore(t), "checkpoint-failures", input, o)
+	waitFor(t, time.Minute, "items processed", func() bool { return failOrSlowCalls.Load()-start >= 350 })
+	w1.Stop()
+	w2 := checkpointWorker(t, tq)
+	defer w2.Stop()
+	wait()
+	if bt.err != nil {
+		t.Fatal(bt.err)
+	}
+	m := bt.manifest(t)
+	want := 0
+	for i := range n {
+		if failed(i) {
+			want++
+		}
+	}
+	if m.Counts.Items != n || m.Counts.Failed != int64(want) || m.Failures == nil || m.Failures.Items != int64(want) {
+		t.Fatalf("manifest counts %+v, failures %+v; want %d items, %d failed", m.Counts, m.Failures, n, want)
+	}
+	batch, err := manifests.Open(ctx, bt.bucket, bt.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := batch.Verify(ctx); err != nil {
+		t.Fatal(err)
+	}
+	calls := failOrSlowCalls.Load() - start
+	t.Logf("%d calls for %d items", calls, n)
+	if calls > n+2*(int64(80*0.4)+24) {
+		t.Errorf("%d calls for %d items: the retries did not resume from their checkpoints", calls, n)
+	}
+	if p := partsOf(t, bt.bucket, bt.id); p != 0 {
+		t.Errorf("%d checkpoint parts left after the batch", p)
+	}
+}
