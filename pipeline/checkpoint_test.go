@@ -6,11 +6,14 @@ import (
 	"testing"
 	"time"
 
+	"go.temporal.io/sdk/log"
+	"go.temporal.io/sdk/testsuite"
 	"go.temporal.io/sdk/worker"
 
 	"github.com/batchpipe/batchpipe/blobstore"
 	"github.com/batchpipe/batchpipe/manifests"
 	"github.com/batchpipe/batchpipe/pipeline"
+	"github.com/batchpipe/batchpipe/zjsonl"
 )
 
 // checkpointWorker starts a worker on tq whose heartbeats reach the server
@@ -161,5 +164,55 @@ func TestStoppedWorkerCheckpointKeepsFailures(t *testing.T) {
 	}
 	if p := partsOf(t, bt.bucket, bt.id); p != 0 {
 		t.Errorf("%d checkpoint parts left after the batch", p)
+	}
+}
+
+// BenchmarkProcessShardCheckpoints runs one shard of 200,000 echo items in
+// an activity environment on a file store, checkpointing never (an hour),
+// every second and every 100 ms: what the parts and the final copy cost.
+//
+//	go test -run '^$' -bench ProcessShardCheckpoints -benchtime 5x ./pipeline/
+func BenchmarkProcessShardCheckpoints(b *testing.B) {
+	const n = 200_000
+	ctx := context.Background()
+	store := "file://" + b.TempDir()
+	bucket, err := blobstore.Open(ctx, store)
+	if err != nil {
+		b.Fatal(err)
+	}
+	bw := blobstore.NewWriter(ctx, bucket, manifests.InputShardKey("bench", "", 0))
+	zw := zjsonl.NewWriter(bw)
+	for i := range n {
+		zw.WriteRaw(fmt.Appendf(nil, `{"arg1":"hello %d","arg2":"world %d"}`, i, i))
+	}
+	if err := zw.Close(); err != nil {
+		b.Fatal(err)
+	}
+	if err := bw.Close(); err != nil {
+		b.Fatal(err)
+	}
+	a := &pipeline.Activities{Processors: testProcessors(), Stores: &pipeline.Stores{Trust: pipeline.Trust{Schemes: []string{"file"}}}, Logger: quietLog}
+	o := pipeline.DefaultOptions()
+	o.Processor, o.ShardSize = "echo", n
+	in := pipeline.ShardInput{BatchID: "bench", Store: store, Shard: 0, Items: n, Options: o}
+	for _, every := range []time.Duration{time.Hour, time.Second, 100 * time.Millisecond} {
+		b.Run("every="+every.String(), func(b *testing.B) {
+			defer pipeline.SetCheckpointInterval(every)()
+			var s testsuite.WorkflowTestSuite
+			s.SetLogger(log.NewStructuredLogger(quietLog))
+			for b.Loop() {
+				env := s.NewTestActivityEnvironment()
+				env.RegisterActivity(a.ProcessShard)
+				v, err := env.ExecuteActivity(a.ProcessShard, in)
+				if err != nil {
+					b.Fatal(err)
+				}
+				var res pipeline.ShardResult
+				if err := v.Get(&res); err != nil || res.Items != n {
+					b.Fatalf("%+v %v", res, err)
+				}
+			}
+			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "items/s")
+		})
 	}
 }
