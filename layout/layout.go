@@ -258,11 +258,11 @@ func (bo BatchObjects) Rel(o blobstore.Attributes) string {
 	return strings.TrimPrefix(o.Key, manifests.BatchPrefix(bo.ID))
 }
 
-// Superseded returns the objects of bo under its results/ and shards/
-// that are neither receipts nor named by its manifest m or by any of its
-// committed receipts: the result objects a redrive (or a shard continued
-// after a pause) replaced, and what a shard attempt wrote without
-// committing. A redrive reads each shard's receipt, re-runs the shards
+// Superseded returns the objects of bo under its results/, shards/ and
+// parts/ that are neither receipts nor named by its manifest m or by any of
+// its committed receipts: the result objects a redrive (or a shard
+// continued after a pause) replaced, what a shard attempt wrote without
+// committing, and checkpoint parts a finished shard did not delete. A redrive reads each shard's receipt, re-runs the shards
 // whose receipt has failed items or that have none, reading the results
 // the receipt names, and assembles its manifest from the receipts, with
 // their failure parts: so the receipts, the objects they name and the
@@ -284,14 +284,14 @@ func Superseded(bo BatchObjects, m manifests.Manifest, receipts []Receipt, prefi
 		}
 	}
 	shards := manifests.ShardReceiptsPrefix(bo.ID)
-	results := manifests.BatchPrefix(bo.ID) + "results/"
+	results, parts := manifests.BatchPrefix(bo.ID)+"results/", manifests.PartsPrefix(bo.ID)
 	var out []blobstore.Attributes
 	for _, a := range bo.Objects {
 		rel, isShard := strings.CutPrefix(a.Key, shards)
 		if _, receipt := ReceiptShard(rel); (isShard && receipt) || live[a.Key] {
 			continue
 		}
-		if isShard || strings.HasPrefix(a.Key, results) {
+		if isShard || strings.HasPrefix(a.Key, results) || strings.HasPrefix(a.Key, parts) {
 			out = append(out, a)
 		}
 	}

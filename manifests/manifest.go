@@ -189,6 +189,10 @@ func ShardReceiptKey(batchID string, shard int) string {
 // ShardReceiptsPrefix lists every receipt of a batch (and its failure parts).
 func ShardReceiptsPrefix(batchID string) string { return BatchPrefix(batchID) + "shards/" }
 
+// PartsPrefix holds the checkpoint parts of a batch's running shards (each
+// shard assembles its parts into its result object and deletes them).
+func PartsPrefix(batchID string) string { return BatchPrefix(batchID) + "parts/" }
+
 // ValidateBatchID accepts 1 to 200 characters of letters, digits, '.', '_'
 // and '-', not starting with '.' or '-': a batch id becomes part of object
 // keys and workflow ids, so nothing in it may escape or split a key.

@@ -129,7 +129,9 @@ func badShard(format string, args ...any) error {
 // writes the shard's result object, failures part and receipt. It streams
 // (see shardItems): items are read ahead, processed ItemParallelism calls at
 // a time, and written in order as they finish, so memory does not grow with
-// the shard size and a slow item holds up no call but its own.
+// the shard size and a slow item holds up no call but its own. It
+// checkpoints as it goes (see shardOutput): a retried attempt goes on after
+// the last checkpoint its predecessor's heartbeat named.
 //
 // A shard given a FailureBudget stops handing out items once more of its
 // items failed than that: the calls in flight finish, and it commits what
@@ -215,29 +217,57 @@ func (a *Activities) ProcessShard(ctx context.Context, in ShardInput) (res Shard
 	defer a.Metrics.shardStarted(in.Options.Processor)()
 
 	rec := layout.Receipt{Shard: in.Shard, FirstIndex: in.FirstIndex}
-	results := newObjectWriter(ctx, b, resultKey)
 	failKey := manifests.ShardFailuresKey(in.BatchID, in.Shard)
-	var failures *objectWriter // opened at the first failure
+	var finished atomic.Int64
+	// Heartbeats: the items done (for progress), then the newest
+	// checkpoint; one at each checkpoint, and every heartbeatInterval
+	// when there was none.
+	var last atomic.Pointer[shardCheckpoint]
+	var lastBeat atomic.Int64
+	beat := func() []any {
+		lastBeat.Store(time.Now().UnixNano())
+		if ck := last.Load(); ck != nil {
+			return []any{finished.Load(), *ck}
+		}
+		return []any{finished.Load()}
+	}
+	partsPrefix := shardPartsPrefix(in)
+	ck := resumeCheckpoint(ctx, b, in, partsPrefix)
+	out := newShardOutput(ctx, b, partsPrefix, ck, func(ck shardCheckpoint) {
+		last.Store(&ck)
+		activity.RecordHeartbeat(ctx, beat()...)
+	})
 	defer func() {
 		if err != nil {
-			results.abort(err)
-			if failures != nil {
-				failures.abort(err)
-			}
+			out.release()
 		}
 	}()
-	var finished atomic.Int64
-	stopBeat := heartbeatEvery(ctx, 5*time.Second, func() any { return finished.Load() })
+	var failedNow atomic.Int64 // items failed in this run, for the budget
+	if ck != nil {
+		log.Debug("shard resumed from its checkpoint", "next", ck.Next, "parts", ck.Parts)
+		last.Store(ck)
+		rec.Items, rec.Succeeded, rec.Failed = ck.Items, ck.Succeeded, ck.Failed
+		finished.Store(ck.Items)
+		failedNow.Store(ck.FailedNow)
+	}
+	stopBeat := heartbeatEvery(ctx, heartbeatInterval, func() []any {
+		if time.Since(time.Unix(0, lastBeat.Load())) < heartbeatInterval/2 {
+			return nil // a checkpoint's heartbeat just went
+		}
+		return beat()
+	})
 	defer stopBeat()
 
 	runner := newItemRunner(proc, in)
+	if ck != nil {
+		runner.skipTo = ck.Next
+	}
 	pauseMu.Lock()
 	onPause = runner.halt
 	if pauseSeen.Load() {
 		runner.halt()
 	}
 	pauseMu.Unlock()
-	var failedNow atomic.Int64 // items failed in this run, for the budget
 	var overBudget atomic.Bool
 	groups, wait := runner.stream(ctx, in, input, prev, func(l manifests.ResultLine) {
 		a.Metrics.item(in.Options.Processor, l)
@@ -266,7 +296,7 @@ groups:
 			if in.Options.ResultsIncludeInput {
 				l.Input = g.items[i]
 			}
-			if err := results.writeResult(l); err != nil {
+			if err := out.res.writeResult(l); err != nil {
 				return ShardResult{}, err
 			}
 			rec.Items++
@@ -276,12 +306,12 @@ groups:
 			}
 			log.Debug("item failed", "index", l.Index, "error_type", l.Error.Type, "error", l.Error.Message, "attempts", l.Attempts)
 			rec.Failed++
-			if failures == nil {
-				failures = newObjectWriter(ctx, b, failKey)
-			}
-			if err := failures.write(manifests.FailureLine{Index: l.Index, Input: g.items[i], Error: l.Error}); err != nil {
+			if err := out.fail.write(manifests.FailureLine{Index: l.Index, Input: g.items[i], Error: l.Error}); err != nil {
 				return ShardResult{}, err
 			}
+		}
+		if err := out.maybeCheckpoint(rec, g.first+int64(len(g.lines)), failedNow.Load()); err != nil {
+			return ShardResult{}, err
 		}
 	}
 	if err := wait(); err != nil {
@@ -294,12 +324,12 @@ groups:
 	if rec.Items != int64(in.Items) && !(halted && rec.Items < int64(in.Items)) {
 		return ShardResult{}, badShard("input shard %s holds %d items, want %d", inputKey, rec.Items, in.Items)
 	}
-	if err := results.close(); err != nil {
+	if rec.Size, rec.SHA256, err = out.commitResults(resultKey); err != nil {
 		return ShardResult{}, err
 	}
-	rec.Key, rec.Size, rec.SHA256 = blobstore.Prefix(b)+resultKey, results.bw.Size(), results.bw.SHA256()
-	if failures != nil {
-		if err := failures.close(); err != nil {
+	rec.Key = blobstore.Prefix(b) + resultKey
+	if out.hasFailures() {
+		if err := out.commitFailures(failKey); err != nil {
 			return ShardResult{}, err
 		}
 		rec.FailuresKey = failKey
@@ -309,6 +339,7 @@ groups:
 	if err := layout.WriteReceipt(ctx, b, in.BatchID, rec); err != nil {
 		return ShardResult{}, err
 	}
+	out.cleanup(activity.GetInfo(ctx).Attempt > 1, log)
 	// Stopped at the budget, or paused before its last item was handed out
 	// (a pause that came after it is no stop).
 	stopped := halted && overBudget.Load()
@@ -447,39 +478,6 @@ func workerClient(ctx context.Context) (c client.Client) {
 	return activity.GetClient(ctx)
 }
 
-// objectWriter writes zstd JSON lines to one object.
-type objectWriter struct {
-	bw  *blobstore.Writer
-	zw  *zjsonl.Writer
-	buf []byte // writeResult's line
-}
-
-func newObjectWriter(ctx context.Context, b blobstore.Bucket, key string) *objectWriter {
-	bw := blobstore.NewWriter(ctx, b, key)
-	return &objectWriter{bw: bw, zw: zjsonl.NewWriter(bw)}
-}
-
-func (w *objectWriter) write(v any) error { return w.zw.Write(v) }
-
-// writeResult writes a result line, encoded by appendResultLine.
-func (w *objectWriter) writeResult(l manifests.ResultLine) error {
-	w.buf = appendResultLine(w.buf[:0], l)
-	return w.zw.WriteRaw(w.buf)
-}
-
-func (w *objectWriter) close() error {
-	if err := w.zw.Close(); err != nil {
-		w.bw.Abort(err)
-		return err
-	}
-	return w.bw.Close()
-}
-
-func (w *objectWriter) abort(err error) {
-	w.zw.Close()
-	w.bw.Abort(err)
-}
-
 // lineReader reads the zstd JSON lines of one object.
 type lineReader struct {
 	*zjsonl.Reader
@@ -584,9 +582,12 @@ func (a *Activities) ShardsToRedrive(ctx context.Context, q RedriveQuery) ([]int
 	return shards, nil
 }
 
-// heartbeatEvery records a heartbeat with details() every interval until
-// the returned stop function is called.
-func heartbeatEvery(ctx context.Context, interval time.Duration, details func() any) (stop func()) {
+// heartbeatInterval is how often a running shard heartbeats.
+const heartbeatInterval = 5 * time.Second
+
+// heartbeatEvery records a heartbeat with details() every interval (none
+// when they are nil) until the returned stop function is called.
+func heartbeatEvery(ctx context.Context, interval time.Duration, details func() []any) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -601,7 +602,9 @@ func heartbeatEvery(ctx context.Context, interval time.Duration, details func() 
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				activity.RecordHeartbeat(ctx, details())
+				if d := details(); d != nil {
+					activity.RecordHeartbeat(ctx, d...)
+				}
 			}
 		}
 	}()
@@ -682,7 +685,7 @@ func (a *Activities) Finalize(ctx context.Context, in FinalizeInput) (BatchResul
 func (a *Activities) deleteSuperseded(ctx context.Context, b blobstore.Bucket, m manifests.Manifest, receipts []layout.Receipt) {
 	log := a.Logger.With("batch_id", m.BatchID)
 	bo := layout.BatchObjects{ID: m.BatchID}
-	for _, p := range []string{manifests.BatchPrefix(m.BatchID) + "results/", manifests.ShardReceiptsPrefix(m.BatchID)} {
+	for _, p := range []string{manifests.BatchPrefix(m.BatchID) + "results/", manifests.ShardReceiptsPrefix(m.BatchID), manifests.PartsPrefix(m.BatchID)} {
 		for o, err := range b.List(ctx, p) {
 			if err != nil {
 				log.Warn("superseded objects not deleted: listing failed (gc collects them)", "error", err)

@@ -144,6 +144,9 @@ type itemRunner struct {
 	calls     chan *callReq
 	closed    chan struct{}
 	closeOnce sync.Once
+	// skipTo is the index stream starts at: the items before it are in
+	// the shard's checkpoint parts already (resumeCheckpoint).
+	skipTo int64
 }
 
 func newItemRunner(proc Processor, in ShardInput) *itemRunner {
@@ -225,6 +228,19 @@ func (r *itemRunner) stream(ctx context.Context, in ShardInput, input, prev *lin
 		stopAt := func(i int64) {
 			if r.stoppedAt < 0 {
 				r.stoppedAt = i
+			}
+		}
+		for ; next < r.skipTo; next++ { // in the checkpoint's parts
+			if _, err := input.Next(); err != nil {
+				readErr = fmt.Errorf("reading input shard %d up to its checkpoint at %d: %w", in.Shard, r.skipTo, err)
+				return
+			}
+			if covered() {
+				if _, err := prev.Next(); err != nil {
+					readErr = badShard("previous results of shard %d: %v", in.Shard, err)
+					return
+				}
+				prevRead++
 			}
 		}
 		for {

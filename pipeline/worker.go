@@ -49,7 +49,11 @@ func NewWorker(c client.Client, taskQueue string, opts WorkerOptions) worker.Wor
 		opts.Worker.DefaultHeartbeatThrottleInterval = 5 * time.Second
 	}
 	if opts.Worker.MaxHeartbeatThrottleInterval == 0 {
-		opts.Worker.MaxHeartbeatThrottleInterval = 10 * time.Second
+		// The server keeps a shard's checkpoint (its heartbeat details) at
+		// most this much behind the worker: with the checkpoint interval
+		// (5 s), what a kill -9 costs. A shard heartbeats every 5 s, so
+		// this sends each on at once.
+		opts.Worker.MaxHeartbeatThrottleInterval = 2 * time.Second
 	}
 	if opts.Worker.MaxConcurrentActivityExecutionSize == 0 {
 		opts.Worker.MaxConcurrentActivityExecutionSize = DefaultConcurrentShards()

@@ -114,8 +114,9 @@ const gcLong = `Delete what the store no longer needs, all of it older than AGE:
   - in the batches it keeps, result objects and shard parts (results/ and
     shards/) that the manifest does not list and no receipt names — those a
     redrive superseded (results/000000.jsonl.zst once results/000000.r1.jsonl.zst
-    replaced it) or a canceled shard never committed — last written longer
-    ago than AGE;
+    replaced it) or a canceled shard never committed — and the checkpoint
+    parts (parts/) of shards that never finished, last written longer ago
+    than AGE;
   - staged inputs no batch runs (batches/<id>/input/s-<hex>/ of a submit killed
     between staging and start): a directory the batch's spec (batch.json)
     does not name, and, when the batch has no spec, that no workflow of
@@ -382,6 +383,7 @@ func gcCandidates(ctx context.Context, o *IO, f *opsFlags, b blobstore.Bucket, c
 // cutoff. ok is false when a receipt cannot be read (nothing is then
 // known to be superseded).
 func gcSuperseded(ctx context.Context, b blobstore.Bucket, bo layout.BatchObjects, m manifests.Manifest, cutoff time.Time) (_ []gcLeftover, ok bool, _ error) {
+	parts := manifests.PartsPrefix(bo.ID) // a finished shard deleted its own
 	var receipts []layout.Receipt
 	for _, a := range bo.Objects {
 		rel, isShard := strings.CutPrefix(a.Key, manifests.ShardReceiptsPrefix(bo.ID))
@@ -406,6 +408,9 @@ func gcSuperseded(ctx context.Context, b blobstore.Bucket, bo layout.BatchObject
 		why := "not in the manifest, named by no receipt"
 		if m.Redrives > 0 {
 			why = fmt.Sprintf("superseded: not in the manifest of redrive %d, named by no receipt", m.Redrives)
+		}
+		if strings.HasPrefix(a.Key, parts) {
+			why = "checkpoint part of a shard that never finished"
 		}
 		out = append(out, gcLeftover{kind: leftoverSuperseded, batchID: bo.ID, what: a.Key, why: why,
 			keys: []blobstore.Attributes{a}, size: a.Size})

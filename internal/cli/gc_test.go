@@ -18,6 +18,7 @@ import (
 
 	"github.com/batchpipe/batchpipe/internal/cli"
 	"github.com/batchpipe/batchpipe/manifests"
+	"github.com/batchpipe/batchpipe/pipeline"
 )
 
 // Tests of `submit gc` and of submitting an input by URL (staged by a
@@ -512,6 +513,9 @@ func TestGCLeftovers(t *testing.T) {
 	// An attempt at shard 2 that never committed (no receipt names it).
 	uncommitted := manifests.RedriveResultKey("rd", 2, 1)
 	writeFile(t, filepath.Join(root, uncommitted), []byte("partial"))
+	// A checkpoint part of a shard attempt that never finished.
+	orphanPart := pipeline.PartsPrefix("rd") + "000002.r1/000000.jsonl.zst"
+	writeFile(t, filepath.Join(root, orphanPart), []byte("checkpoint"))
 	// A second staging directory beside rd's own, from a submit that lost
 	// the race for the id and died before deleting it.
 	var spec struct {
@@ -557,7 +561,7 @@ func TestGCLeftovers(t *testing.T) {
 	ageManifest(t, dir, "rd", time.Hour)
 	ageFiles(t, root, old, func(rel string) bool { return rel == manifests.ManifestKey("rd") })
 
-	wantGone := append(append([]string{}, superseded...), uncommitted, loser+"000000.jsonl.zst", loser+"index.json",
+	wantGone := append(append([]string{}, superseded...), uncommitted, orphanPart, loser+"000000.jsonl.zst", loser+"index.json",
 		never+"000000.jsonl.zst", never+"index.json", oldTmp, rootTmp)
 	before := map[string]bool{}
 	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
@@ -584,11 +588,12 @@ func TestGCLeftovers(t *testing.T) {
 	}
 	for _, w := range [][]string{
 		{`would delete superseded ` + regexp.QuoteMeta(uncommitted) + `:`},
+		{`would delete superseded ` + regexp.QuoteMeta(orphanPart) + `:`, `checkpoint part of a shard that never finished`},
 		{`would delete staged input never run ` + regexp.QuoteMeta(loser) + `:`, `2 objects`, `spec names ` + spec.InputDir},
 		{`would delete staged input never run ` + regexp.QuoteMeta(never) + `:`, `2 objects`, `no workflow`},
 		{`would delete temp file ` + regexp.QuoteMeta(oldTmp) + `:`},
 		{`would delete temp file ` + regexp.QuoteMeta(rootTmp) + `:`},
-		{`would delete 3 superseded objects, 2 staged inputs never run, 2 temp files: 9 objects`},
+		{`would delete 4 superseded objects, 2 staged inputs never run, 2 temp files: 10 objects`},
 	} {
 		if !lineWith(r.stdout, w...) {
 			t.Errorf("dry run: no line matching %q\n%s", w, r)
