@@ -81,10 +81,10 @@ func runExample(t *testing.T, storeURL, manifestURL string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"index":0,"status":"succeeded","output":0,"attempts":1,"duration_ms":0}
-{"index":1,"status":"succeeded","output":1,"attempts":1,"duration_ms":0}
-{"index":2,"status":"succeeded","output":4,"attempts":1,"duration_ms":0}
-{"index":3,"status":"succeeded","output":9,"attempts":1,"duration_ms":0}
+	want := `{"index":0,"status":"succeeded","output":0,"error":null,"attempts":1,"duration_ms":0}
+{"index":1,"status":"succeeded","output":1,"error":null,"attempts":1,"duration_ms":0}
+{"index":2,"status":"succeeded","output":4,"error":null,"attempts":1,"duration_ms":0}
+{"index":3,"status":"succeeded","output":9,"error":null,"attempts":1,"duration_ms":0}
 `
 	if string(got) != want {
 		t.Fatalf("printed\n%s\nwant\n%s", got, want)
