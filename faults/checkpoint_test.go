@@ -12,7 +12,10 @@ import (
 // worker: about 30 s of work on one worker), the worker killed with
 // kill -9 20 s in. Each shard checkpoints every 5 s (and the heartbeat
 // that names the checkpoint reaches the server within 2 s), so the
-// retries on the second worker redo about 7 s of work, not 20.
+// retries on the second worker redo about 7 s of work, not 20: 5 s on a
+// quiet box, 11 s once in CI with another test package running beside
+// this one. The bound allows 13 s (6 s for such load), which a run
+// without checkpoints (all 20 s) still fails.
 const (
 	ckItems     = 12000
 	ckShardSize = 6000
@@ -61,11 +64,11 @@ func TestKillResumesFromCheckpoint(t *testing.T) {
 	rate := float64(k.before) / ran.Seconds()
 	// Both shards: a checkpoint interval (5 s) and the heartbeat throttle
 	// (2 s) of work, and the calls in flight.
-	bound := int(rate*7) + 2*8
-	c.Note("worker 1 killed %.0f s into its shards, after %d items (%.0f a second); the retries, from %.0f s after the kill (heartbeat timeout), processed %d of them again (bound: 7 s of work, %d; without checkpoints all %d); batch succeeded in %.0f s; manifest: every index once, outputs right, %d objects verify and decode",
+	bound := int(rate*13) + 2*8
+	c.Note("worker 1 killed %.0f s into its shards, after %d items (%.0f a second); the retries, from %.0f s after the kill (heartbeat timeout), processed %d of them again (bound: 13 s of work, %d; without checkpoints all %d); batch succeeded in %.0f s; manifest: every index once, outputs right, %d objects verify and decode",
 		ran.Seconds(), k.before, rate, after.Seconds(), n, bound, k.before, time.Since(t0).Seconds(), ck.objects)
 	if n > bound {
-		c.Errorf("%d items processed again after the kill, want at most %d (7 s of work)", n, bound)
+		c.Errorf("%d items processed again after the kill, want at most %d (13 s of work)", n, bound)
 	}
 	if len(pl.perItem) != ckItems {
 		c.Errorf("faultproc saw %d distinct items, want %d", len(pl.perItem), ckItems)

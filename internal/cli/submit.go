@@ -152,7 +152,7 @@ func (f *submitFlags) registerBatchFlags(cmd *cobra.Command) {
 	fl.Float64Var(&f.rate, "rate", 0, "most items per second for the whole batch (each of the --concurrency shards gets rate/concurrency); default: no limit")
 	fl.BoolVar(&f.canary, "canary", false, "run shard 0 alone first; the rest of the batch starts only if its failed items stay within --canary-max-failures, else the batch fails")
 	fl.StringVar(&f.canaryMax, "canary-max-failures", "", "failed items the canary may have: `N`, or N% of shard 0's items (default 0: none)")
-	fl.IntVar(&f.priority, "priority", 0, "Temporal task priority of the batch's shards, `1..5` (1 highest; default 3): a higher one's shards run first on the same task queue")
+	fl.IntVar(&f.priority, "priority", 0, "Temporal task priority of the batch's shards, `N` from 1 (highest) to 5 (default 3): a higher one's shards run first on the same task queue")
 	fl.StringVar(&f.fairnessKey, "fairness-key", "", "batches with the same `KEY` share the workers as one, evenly with the other keys of their priority (default: the batch id; at most 64 bytes)")
 	fl.Float64Var(&f.fairnessW, "fairness-weight", 0, "share of the workers for --fairness-key against the other keys, `W` from 0.001 to 1000 (default 1)")
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log debug details")
