@@ -653,7 +653,7 @@ func (p *execProc) strayOutput(line []byte, when string) error {
 func (p *execProc) died(writing bool, rerr error) error {
 	select {
 	case <-p.exited:
-	case <-time.After(time.Second): // closed stdout but still running
+	case <-time.After(5 * time.Second): // closed stdout but still running (a loaded box can take seconds to reap an exit)
 	}
 	p.stop(0)
 	what := "exited before answering"
