@@ -330,6 +330,11 @@ func stageShards(ctx context.Context, b blobstore.Bucket, st *Staged, r ItemSour
 		finish()
 	}
 	wg.Wait()
+	if readErr == nil && ctx.Err() != nil {
+		// Interrupted after the last item was read: no index is written
+		// (a resumable staging resumes from its checkpoint).
+		readErr = ctx.Err()
+	}
 	if readErr != nil {
 		return readErr
 	}
