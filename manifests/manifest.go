@@ -189,8 +189,11 @@ func ShardReceiptKey(batchID string, shard int) string {
 // ShardReceiptsPrefix lists every receipt of a batch (and its failure parts).
 func ShardReceiptsPrefix(batchID string) string { return BatchPrefix(batchID) + "shards/" }
 
-// PartsPrefix holds the checkpoint parts of a batch's running shards (each
-// shard assembles its parts into its result object and deletes them).
+// PartsPrefix holds the checkpoint parts of a batch's running shards
+// (parts/<shard>[.r<redrive>][.p<continuation>]/<seq>.jsonl.zst and
+// <seq>.failed.jsonl.zst). A finished shard assembles its parts into its
+// result object and deletes them; what is left there belongs to a shard
+// that never finished.
 func PartsPrefix(batchID string) string { return BatchPrefix(batchID) + "parts/" }
 
 // ValidateBatchID accepts 1 to 200 characters of letters, digits, '.', '_'

@@ -720,14 +720,7 @@ func (a *Activities) deleteSuperseded(ctx context.Context, b blobstore.Bucket, m
 func concatObjects(ctx context.Context, b blobstore.Bucket, key string, parts []string) error {
 	bw := blobstore.NewWriter(ctx, b, key)
 	for _, p := range parts {
-		r, err := b.NewReader(ctx, p)
-		if err != nil {
-			bw.Abort(err)
-			return err
-		}
-		_, err = io.Copy(bw, r)
-		r.Close()
-		if err != nil {
+		if err := copyObject(ctx, b, bw, p); err != nil {
 			bw.Abort(err)
 			return err
 		}

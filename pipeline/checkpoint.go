@@ -49,17 +49,11 @@ type shardCheckpoint struct {
 	FailedNow   int64 `json:"failed_now,omitempty"`   // failed in this run, for the budget
 }
 
-// PartsPrefix holds the checkpoint parts of a batch's running shards
-// (parts/<shard>[.r<redrive>][.p<continuation>]/<seq>.jsonl.zst and
-// <seq>.failed.jsonl.zst). A finished shard deletes its own; what is left
-// there belongs to a shard that never finished.
-func PartsPrefix(batchID string) string { return manifests.PartsPrefix(batchID) }
-
 // shardPartsPrefix is the parts directory of one run of a shard: its keys
 // depend only on the shard, the redrive and the continuation, never on the
 // attempt, so a retry overwrites what an earlier attempt wrote.
 func shardPartsPrefix(in ShardInput) string {
-	p := fmt.Sprintf("%s%06d", PartsPrefix(in.BatchID), in.Shard)
+	p := fmt.Sprintf("%s%06d", manifests.PartsPrefix(in.BatchID), in.Shard)
 	if in.Redrive > 0 {
 		p += fmt.Sprintf(".r%d", in.Redrive)
 	}
@@ -214,6 +208,9 @@ func (o *shardOutput) commit(s *segment, key string, parts []int) (size int64, s
 			k = failedPartKey(o.prefix, seq)
 		}
 		if err := copyObject(o.ctx, o.b, bw, k); err != nil {
+			if errors.Is(err, blobstore.ErrNotFound) {
+				err = fmt.Errorf("checkpoint part %s is missing: %w", k, err)
+			}
 			bw.Abort(err)
 			return 0, "", err
 		}
@@ -268,11 +265,9 @@ func (o *shardOutput) release() {
 	o.fail.end()
 }
 
+// copyObject copies the bytes of key to w.
 func copyObject(ctx context.Context, b blobstore.Bucket, w io.Writer, key string) error {
 	r, err := b.NewReader(ctx, key)
-	if errors.Is(err, blobstore.ErrNotFound) {
-		return fmt.Errorf("checkpoint part %s is missing: %w", key, err)
-	}
 	if err != nil {
 		return err
 	}

@@ -21,22 +21,27 @@ import (
 // checkpoint interval's.
 func checkpointWorker(t *testing.T, tq string) worker.Worker {
 	t.Helper()
-	w := pipeline.NewWorker(temporalClient, tq, pipeline.WorkerOptions{
-		Processors: testProcessors(), Logger: quietLog,
-		Worker: worker.Options{MaxHeartbeatThrottleInterval: 100 * time.Millisecond},
-		Trust:  pipeline.Trust{Schemes: []string{"file"}},
-	})
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
+	return newTestWorkerWith(t, tq, worker.Options{MaxHeartbeatThrottleInterval: 100 * time.Millisecond})
+}
+
+// finishOnNewWorker has a new worker on tq take over the batch (its first
+// one stopped) and waits for it to succeed.
+func finishOnNewWorker(t *testing.T, tq string, wait func() *batch) *batch {
+	t.Helper()
+	w := checkpointWorker(t, tq)
+	t.Cleanup(w.Stop)
+	bt := wait()
+	if bt.err != nil {
+		t.Fatal(bt.err)
 	}
-	return w
+	return bt
 }
 
 // partsOf counts the checkpoint parts of a batch in the store.
 func partsOf(t *testing.T, b blobstore.Bucket, id string) int {
 	t.Helper()
 	n := 0
-	for _, err := range b.List(context.Background(), pipeline.PartsPrefix(id)) {
+	for _, err := range b.List(context.Background(), manifests.PartsPrefix(id)) {
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -71,12 +76,7 @@ func TestStoppedWorkerShardResumesFromCheckpoint(t *testing.T) {
 	}
 	w1.Stop()
 	before := steerCalls.Load()
-	w2 := checkpointWorker(t, tq)
-	defer w2.Stop()
-	wait()
-	if bt.err != nil {
-		t.Fatal(bt.err)
-	}
+	bt = finishOnNewWorker(t, tq, wait)
 	m := bt.manifest(t)
 	checkAgainstInput(t, bt, m, echo)
 	batch, err := manifests.Open(ctx, bt.bucket, bt.id)
@@ -134,12 +134,7 @@ func TestStoppedWorkerCheckpointKeepsFailures(t *testing.T) {
 	bt, wait := startBatchOn(t, tq, fileStore(t), "checkpoint-failures", input, o)
 	waitFor(t, time.Minute, "items processed", func() bool { return failOrSlowCalls.Load()-start >= 350 })
 	w1.Stop()
-	w2 := checkpointWorker(t, tq)
-	defer w2.Stop()
-	wait()
-	if bt.err != nil {
-		t.Fatal(bt.err)
-	}
+	bt = finishOnNewWorker(t, tq, wait)
 	m := bt.manifest(t)
 	want := 0
 	for i := range n {

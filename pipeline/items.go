@@ -424,14 +424,13 @@ type callOutcome struct {
 // context past the timeout is abandoned (its goroutine finishes on its own)
 // and the call's items fail as timed out.
 func (r *itemRunner) callOnce(ctx context.Context, items []Item) []callOutcome {
-	all := func(o callOutcome) []callOutcome { return sameOutcome(len(items), o) }
 	proc, release := r.proc, func() {}
 	if pool, ok := proc.(Pool); ok {
 		// Wait for a free place before the call's clock starts: time
 		// queued behind other items is not the items' fault.
 		var err error
 		if proc, release, err = pool.Acquire(ctx); err != nil {
-			return all(callOutcome{err: &manifests.ItemError{Type: ItemErrorRetryable, Message: err.Error()}})
+			return sameOutcome(len(items), callOutcome{err: &manifests.ItemError{Type: ItemErrorRetryable, Message: err.Error()}})
 		}
 	}
 	timeout := r.o.ItemTimeout
@@ -447,7 +446,7 @@ func (r *itemRunner) callOnce(ctx context.Context, items []Item) []callOutcome {
 	case outs := <-ch:
 		return outs
 	case <-ctx.Done():
-		return all(callOutcome{err: &manifests.ItemError{Type: ItemErrorTimeout, Message: fmt.Sprintf("no result within %v", timeout)}})
+		return sameOutcome(len(items), callOutcome{err: &manifests.ItemError{Type: ItemErrorTimeout, Message: fmt.Sprintf("no result within %v", timeout)}})
 	}
 }
 
@@ -501,17 +500,16 @@ func (r *itemRunner) close() { r.closeOnce.Do(func() { close(r.closed) }) }
 // call makes one call: a panic becomes an error of every item.
 func (r *itemRunner) call(req *callReq) {
 	ctx, items, timeout := req.ctx, req.items, req.timeout
-	all := func(o callOutcome) []callOutcome { return sameOutcome(len(items), o) }
 	defer req.release() // when the call ends, even past the timeout
 	defer func() {
 		if v := recover(); v != nil {
-			req.out <- all(callOutcome{err: &manifests.ItemError{Type: ItemErrorPanic, Message: fmt.Sprint(v)}})
+			req.out <- sameOutcome(len(items), callOutcome{err: &manifests.ItemError{Type: ItemErrorPanic, Message: fmt.Sprint(v)}})
 		}
 	}()
 	if bp, ok := req.proc.(BatchProcessor); ok && r.perCall > 1 {
 		got := bp.ProcessBatch(ctx, items)
 		if len(got) != len(items) {
-			req.out <- all(callOutcome{err: &manifests.ItemError{Type: ItemErrorOutput,
+			req.out <- sameOutcome(len(items), callOutcome{err: &manifests.ItemError{Type: ItemErrorOutput,
 				Message: fmt.Sprintf("processor returned %d outcomes for a call of %d items", len(got), len(items))}})
 			return
 		}

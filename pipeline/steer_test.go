@@ -53,13 +53,18 @@ func registerSteerProcessors(r *pipeline.Registry) {
 // that stops it.
 func newTestWorker(t *testing.T, tq string) worker.Worker {
 	t.Helper()
+	return newTestWorkerWith(t, tq, worker.Options{MaxConcurrentActivityExecutionSize: 64})
+}
+
+// newTestWorkerWith is newTestWorker with the SDK worker options wo.
+func newTestWorkerWith(t *testing.T, tq string, wo worker.Options) worker.Worker {
+	t.Helper()
 	if temporalClient == nil {
 		t.Skip("needs the Temporal server (not in -short mode)")
 	}
 	w := pipeline.NewWorker(temporalClient, tq, pipeline.WorkerOptions{
-		Processors: testProcessors(), Logger: quietLog,
-		Worker: worker.Options{MaxConcurrentActivityExecutionSize: 64},
-		Trust:  pipeline.Trust{Schemes: []string{"file"}},
+		Processors: testProcessors(), Logger: quietLog, Worker: wo,
+		Trust: pipeline.Trust{Schemes: []string{"file"}},
 	})
 	if err := w.Start(); err != nil {
 		t.Fatal(err)

@@ -18,7 +18,6 @@ import (
 
 	"github.com/batchpipe/batchpipe/internal/cli"
 	"github.com/batchpipe/batchpipe/manifests"
-	"github.com/batchpipe/batchpipe/pipeline"
 )
 
 // Tests of `submit gc` and of submitting an input by URL (staged by a
@@ -514,7 +513,7 @@ func TestGCLeftovers(t *testing.T) {
 	uncommitted := manifests.RedriveResultKey("rd", 2, 1)
 	writeFile(t, filepath.Join(root, uncommitted), []byte("partial"))
 	// A checkpoint part of a shard attempt that never finished.
-	orphanPart := pipeline.PartsPrefix("rd") + "000002.r1/000000.jsonl.zst"
+	orphanPart := manifests.PartsPrefix("rd") + "000002.r1/000000.jsonl.zst"
 	writeFile(t, filepath.Join(root, orphanPart), []byte("checkpoint"))
 	// A second staging directory beside rd's own, from a submit that lost
 	// the race for the id and died before deleting it.
