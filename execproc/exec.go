@@ -350,7 +350,7 @@ func (v view) encode(it pipeline.Item) ([]byte, error) {
 // discarded). The error is the exchange's own: the process died, wrote
 // stray output, or the context ended.
 func (e *Pool) exchange(ctx context.Context, line []byte, decode func(p *execProc, answer []byte) bool) error {
-	for try := 0; ; try++ {
+	for {
 		p, err := e.take()
 		if err != nil {
 			return err
@@ -365,10 +365,13 @@ func (e *Pool) exchange(ctx context.Context, line []byte, decode func(p *execPro
 		if err == nil {
 			return nil // decode has the error
 		}
-		if try == 0 && p.served > 0 && p.leftCleanly && ctx.Err() == nil {
+		if p.served > 0 && p.leftCleanly && ctx.Err() == nil {
 			// It served items and exited with status 0 without a word
 			// on this one: it ended its life between items (say, after
 			// serving a number of them), so the item is not to blame.
+			// More idle processes may have ended alike (they serve the
+			// same number of items each); a new one has served none, so
+			// this ends there at the latest.
 			e.log.Debug("exec processor process exited between items; using a new one", "pid", p.cmd.Process.Pid, "served", p.served)
 			continue
 		}

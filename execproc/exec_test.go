@@ -119,6 +119,31 @@ func TestExecRestartsAfterExit(t *testing.T) {
 		t.Fatalf("12 items at 3 per process started %d processes, want 4", len(pids))
 	}
 
+	// Several idle processes that all ended their lives between items:
+	// each served 1, then closed its pipes and lingers before exiting 0,
+	// the one put back last (it slept longest) lingering shortest, so
+	// the others are still idle and alive when it is found gone. The
+	// next item passes through every one of them to a new process
+	// without failing.
+	f = testinfra.NewExecScript(t)
+	e = newPool(t, f, execproc.Options{PoolSize: 3}, "1")
+	var wg sync.WaitGroup
+	for i := range 3 {
+		wg.Go(func() {
+			item := fmt.Sprintf(`{"n":%d,"sleep":%.1f,"linger":%.1f}`, i, 0.2*float64(i+1), 0.4*float64(3-i))
+			if _, err := callExec(t, e, 10*time.Second, item); err != nil {
+				t.Errorf("item %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	if _, err := callExec(t, e, 10*time.Second, `{"n":3}`); err != nil {
+		t.Fatalf("item after 3 processes ended between items: %v", err)
+	}
+	if pids := f.Pids(t); len(pids) != 4 {
+		t.Fatalf("4 items at 1 per process started %d processes, want 4", len(pids))
+	}
+
 	// A process dying mid-item: the item fails (retryably) with its exit
 	// status and stderr; the next one succeeds on a new process.
 	e = newPool(t, f, execproc.Options{PoolSize: 1})

@@ -13,8 +13,9 @@ import (
 
 // execScript is a test exec processor in Python. Arguments: a file to
 // which each process appends its pid when it starts, and optionally a
-// number of items after which the process exits. Items choose what
-// happens by "mode"; with item context (an envelope with "input") it
+// number of items after which the process exits (after lingering for the
+// last item's "linger" seconds, its stdin and stdout closed). Items choose
+// what happens by "mode"; with item context (an envelope with "input") it
 // answers the envelope's input and echoes its index.
 const execScript = `
 import json, os, sys, time
@@ -59,6 +60,11 @@ for line in sys.stdin:
         answer = {"output": {"n": item["n"], "twice": 2 * item["n"], "echo": item.get("text")}}
     print(json.dumps(answer), flush=True)
     if exit_after and n >= exit_after:
+        if item.get("linger"):
+            os.close(0)
+            os.close(1)
+            time.sleep(item["linger"])
+            os._exit(0)
         sys.exit(0)
 `
 
