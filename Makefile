@@ -14,7 +14,7 @@ help:
 	@echo "bench       micro benchmarks, then naive vs batchpipe vs direct at 1,000 and 20,000 items, a sweep, a Python function"
 	@echo "            (plain multiprocessing vs submit exec:, 200,000 items) and an I/O-bound processor (60,000 items) (~6 min; bench-results/)"
 	@echo "bench-large the same at 100,000 and 1,000,000 items, then the whole submit at 10,000,000 (bench-results/large/)"
-	@echo "bench-100m  the whole submit at 100,000,000 items (a 6.4 GB input; ~10 min; bench-results/100m/)"
+	@echo "bench-100m  the whole submit at 100,000,000 items (a 5-6 GB input; ~8 min; bench-results/100m/)"
 	@echo "test-faults the fault suite (kills, outages, bad input); rewrites RELIABILITY.md's table"
 	@echo "cluster-test PostgreSQL + Temporal (4 service processes) + MinIO + 3 workers: 100,000 items over s3://, a worker"
 	@echo "            killed and the history service restarted mid-batch (needs apt-get install postgresql; ~2 min)"
