@@ -116,6 +116,7 @@ var allCases = []caseInfo{
 	{"1a", "kill -9 of a worker process mid-batch, twice, restarted each time; separate server (`worker --dev-server-only`), MinIO store"},
 	{"1b", "kill -9 of `worker --dev` (server and worker together) mid-batch, twice, restarted on the same state directory"},
 	{"1c", "kill -9 of a worker process 20 s into shards of 30 s (not restarted; a second worker takes over): the retried shards resume from their checkpoints"},
+	{"1d", "a paused batch across a kill -9 of `worker --dev` and its restart: still paused, nothing handed out, and after resume every item once"},
 	{"2", "MinIO stopped (kill -9) for 20 s mid-batch, then started again on the same data directory and port"},
 	{"3", "two workers on one task queue, one killed mid-batch (not restarted)"},
 	{"4a", "the same batch submitted twice at once with the same id (two `submit` processes, one server)"},
