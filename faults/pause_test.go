@@ -34,19 +34,13 @@ func TestPausedAcrossDevKill(t *testing.T) {
 	sub := start(c, "submit", dir, temporal, submitBin,
 		"--store", store, "--batch-id", "pause-1d", "--processor", slowProcessor(killSleep, logPath),
 		"--shard-size", strconv.Itoa(killShardSize), "--concurrency", "4", "in.jsonl")
-	deadline := time.Now().Add(2 * time.Minute)
-	for readProcLog(c, logPath).total < 300 {
-		if time.Now().After(deadline) || !sub.running() {
-			c.Fatalf("300 items not processed within 2 minutes (submit %s)", sub.exitString())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitProcessed(c, logPath, 300, 2*time.Minute, w, sub)
 	if r := submit(c, dir, temporal, time.Minute, "pause", "pause-1d", "--reason", "fault 1d"); r.code != 0 {
 		c.Fatalf("pause: %s", r)
 	}
 	// Within 15 s of the pause no item is handed out any more.
 	time.Sleep(15 * time.Second)
-	atKill := readProcLog(c, logPath).total
+	atKill := processed(logPath)
 	if atKill >= killItems {
 		c.Fatalf("the batch processed all %d items before the pause took effect", atKill)
 	}
@@ -58,7 +52,7 @@ func TestPausedAcrossDevKill(t *testing.T) {
 		c.Fatalf("status after the restart does not say paused for fault 1d: %s\n%s", r, r.stdout)
 	}
 	time.Sleep(15 * time.Second)
-	if got := readProcLog(c, logPath).total; got != atKill {
+	if got := processed(logPath); got != atKill {
 		c.Fatalf("%d items handed out while paused across the restart", got-atKill)
 	}
 	if r := submit(c, dir, temporal, time.Minute, "resume", "pause-1d"); r.code != 0 {
