@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/workflowservice/v1"
@@ -55,18 +56,28 @@ func TestFailedBatchIsAFailedWorkflow(t *testing.T) {
 	if got := desc.GetWorkflowExecutionInfo().GetStatus(); got != enumspb.WORKFLOW_EXECUTION_STATUS_FAILED {
 		t.Errorf("workflow status %s, want FAILED", got)
 	}
-	count := func(query string) int64 {
+	// Visibility is written after the workflow closes, asynchronously: a
+	// query right after Wait can still see the running batch. Poll until
+	// the count is in range or ten seconds have passed.
+	count := func(query string, ok func(int64) bool) int64 {
 		t.Helper()
-		r, err := tc.CountWorkflow(ctx, &workflowservice.CountWorkflowExecutionsRequest{Query: query})
-		if err != nil {
-			t.Fatalf("%s: %v", query, err)
+		var n int64
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			r, err := tc.CountWorkflow(ctx, &workflowservice.CountWorkflowExecutionsRequest{Query: query})
+			if err != nil {
+				t.Fatalf("%s: %v", query, err)
+			}
+			if n = r.GetCount(); ok(n) || time.Now().After(deadline) {
+				return n
+			}
 		}
-		return r.GetCount()
 	}
-	if n := count(fmt.Sprintf(`BatchpipeRole = "batch" AND BatchpipeStatus = "failed" AND BatchpipeBatchId = %q`, id)); n != 1 {
+	if n := count(fmt.Sprintf(`BatchpipeRole = "batch" AND BatchpipeStatus = "failed" AND BatchpipeBatchId = %q`, id),
+		func(n int64) bool { return n == 1 }); n != 1 {
 		t.Errorf("batches of id %s with status failed: %d, want 1", id, n)
 	}
-	if n := count(fmt.Sprintf(`BatchpipeRole = "shard" AND BatchpipeBatchId = %q`, id)); n < 1 || n > 5 {
+	if n := count(fmt.Sprintf(`BatchpipeRole = "shard" AND BatchpipeBatchId = %q`, id),
+		func(n int64) bool { return n >= 1 && n <= 5 }); n < 1 || n > 5 {
 		t.Errorf("shards of batch %s: %d, want 1..5", id, n)
 	}
 }
