@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -251,10 +252,16 @@ func TestInMemory(t *testing.T) {
 // state directory is taken by someone else.
 func TestRememberedPortBusy(t *testing.T) {
 	dir := t.TempDir()
-	l, err := choosePorts(DefaultHost, 0)
+	l, held, err := choosePorts(DefaultHost, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Chosen ports are held until released: another server choosing them
+	// meanwhile is refused, naming the port.
+	if _, _, err := choosePorts(DefaultHost, l.Frontend); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("port %d (frontend", l.Frontend)) {
+		t.Fatalf("choosing held port %d again: %v, want it refused as not free", l.Frontend, err)
+	}
+	held.release()
 	if err := writePorts(filepath.Join(dir, PortsFile), l); err != nil {
 		t.Fatal(err)
 	}
@@ -425,5 +432,38 @@ func TestInterruptedSchemaSetup(t *testing.T) {
 	}
 	if again, err := os.Stat(dbPath); err != nil || !os.SameFile(info, again) {
 		t.Errorf("complete database was replaced (%v)", err)
+	}
+}
+
+// A port taken between the moment it was found free and the server's
+// build: the build logs it as fatal, and that record is what Start returns
+// as its error, instead of starting a server that would crash on the
+// listener it does not have.
+func TestPortTakenBeforeBuild(t *testing.T) {
+	l, held, err := choosePorts(DefaultHost, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held.release()
+	ln, err := net.Listen("tcp", net.JoinHostPort(loopback, strconv.Itoa(l.Matching)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	opts, err := Options{}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqlCfg := memoryDatabase()
+	if err := registerNamespace(sqlCfg, opts.Namespace); err != nil {
+		t.Fatal(err)
+	}
+	logger := newServerLogger(slog.New(slog.DiscardHandler), slog.LevelError)
+	if _, err := newTemporalServer(opts, l, sqlCfg, logger); err != nil {
+		t.Fatal(err)
+	}
+	defer logger.mute()
+	if got, port := logger.fatalRecord(), strconv.Itoa(l.Matching); !strings.Contains(got, port) || !strings.Contains(got, "address already in use") {
+		t.Fatalf("fatal record %q, want one naming port %s in use", got, port)
 	}
 }

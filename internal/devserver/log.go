@@ -2,6 +2,7 @@ package devserver
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync/atomic"
@@ -22,6 +23,11 @@ type serverLogger struct {
 	log   *slog.Logger
 	min   slog.Leveler
 	muted *atomic.Bool
+	// fatal is the first fatal record, "message (key=value ...)": while
+	// the server is built one means it cannot run (say, a port it could
+	// not listen on), and Start returns it as an error instead of going on
+	// to a server that would crash.
+	fatal *atomic.Pointer[string]
 }
 
 var (
@@ -37,7 +43,7 @@ var ignoredMessages = []string{
 }
 
 func newServerLogger(l *slog.Logger, min slog.Leveler) serverLogger {
-	return serverLogger{log: l.With("component", "temporal-server"), min: min, muted: new(atomic.Bool)}
+	return serverLogger{log: l.With("component", "temporal-server"), min: min, muted: new(atomic.Bool), fatal: new(atomic.Pointer[string])}
 }
 
 func (s serverLogger) Debug(msg string, tags ...tag.Tag)  { s.emit(slog.LevelDebug, msg, tags) }
@@ -46,7 +52,26 @@ func (s serverLogger) Warn(msg string, tags ...tag.Tag)   { s.emit(slog.LevelWar
 func (s serverLogger) Error(msg string, tags ...tag.Tag)  { s.emit(slog.LevelError, msg, tags) }
 func (s serverLogger) DPanic(msg string, tags ...tag.Tag) { s.emit(slog.LevelError, msg, tags) }
 func (s serverLogger) Panic(msg string, tags ...tag.Tag)  { s.emit(slog.LevelError, msg, tags) }
-func (s serverLogger) Fatal(msg string, tags ...tag.Tag)  { s.emit(slog.LevelError, msg, tags) }
+func (s serverLogger) Fatal(msg string, tags ...tag.Tag) {
+	s.emit(slog.LevelError, msg, tags)
+	parts := make([]string, len(tags))
+	for i, t := range tags {
+		parts[i] = fmt.Sprintf("%s=%v", t.Key(), t.Value())
+	}
+	text := msg
+	if len(parts) > 0 {
+		text += " (" + strings.Join(parts, ", ") + ")"
+	}
+	s.fatal.CompareAndSwap(nil, &text)
+}
+
+// fatalRecord is the first fatal record logged, or "".
+func (s serverLogger) fatalRecord() string {
+	if p := s.fatal.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
 
 // With returns a logger that adds tags to every record.
 func (s serverLogger) With(tags ...tag.Tag) log.Logger {
@@ -54,7 +79,7 @@ func (s serverLogger) With(tags ...tag.Tag) log.Logger {
 	for i, t := range tags {
 		args[i] = slog.Any(t.Key(), t.Value())
 	}
-	return serverLogger{log: s.log.With(args...), min: s.min, muted: s.muted}
+	return serverLogger{log: s.log.With(args...), min: s.min, muted: s.muted, fatal: s.fatal}
 }
 
 // mute drops every later record of this logger and those derived from it.

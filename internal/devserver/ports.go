@@ -80,73 +80,98 @@ func (l portLayout) reserved(host string) []namedPort {
 	)
 }
 
-// firstBusy returns the first of ports that cannot be listened on, or nil.
-func firstBusy(ports []namedPort) (*namedPort, error) {
+// heldPorts are listeners kept open on a server's ports from the moment
+// they are found free until the server is about to bind them, so that
+// another process picking ports meanwhile (say, another server starting)
+// finds them taken instead of binding them under it.
+type heldPorts []net.Listener
+
+// release closes the listeners; it may be called more than once.
+func (h *heldPorts) release() {
+	for _, ln := range *h {
+		_ = ln.Close()
+	}
+	*h = nil
+}
+
+// hold listens on every one of ports and keeps them, or returns the first
+// that cannot be listened on (and holds none).
+func hold(ports []namedPort) (heldPorts, *namedPort, error) {
+	var h heldPorts
 	for i := range ports {
 		p := &ports[i]
 		ln, err := net.Listen("tcp", net.JoinHostPort(p.host, strconv.Itoa(p.port)))
 		if err != nil {
-			return p, err
+			h.release()
+			return nil, p, err
 		}
-		_ = ln.Close()
+		h = append(h, ln)
 	}
-	return nil, nil
+	return h, nil, nil
 }
 
 // choosePorts returns the layout for an explicit frontend port, after
-// checking that its ports are free, or picks a free layout when port is 0.
-func choosePorts(host string, port int) (portLayout, error) {
+// checking that its ports are free, or picks a free layout when port is 0;
+// either way its ports are held until the caller releases them.
+func choosePorts(host string, port int) (portLayout, heldPorts, error) {
 	if port != 0 {
 		l := layoutFrom(port)
-		if p, err := firstBusy(l.listened(host)); p != nil {
-			return portLayout{}, fmt.Errorf("devserver: port %d (%s, frontend port %d + %d) is not free: %w",
+		h, p, err := hold(l.listened(host))
+		if p != nil {
+			return portLayout{}, nil, fmt.Errorf("devserver: port %d (%s, frontend port %d + %d) is not free: %w",
 				p.port, p.name, port, p.port-port, err)
 		}
-		return l, nil
+		return l, h, nil
 	}
 	for range pickRetries {
 		base := pickLow + PortSpan*rand.IntN((pickHigh-pickLow)/PortSpan)
 		l := layoutFrom(base)
-		if p, _ := firstBusy(l.reserved(host)); p == nil {
-			return l, nil
+		if h, p, _ := hold(l.reserved(host)); p == nil {
+			return l, h, nil
 		}
 	}
-	return portLayout{}, fmt.Errorf("devserver: found no %d free consecutive ports on %s in [%d, %d)",
+	return portLayout{}, nil, fmt.Errorf("devserver: found no %d free consecutive ports on %s in [%d, %d)",
 		PortSpan, host, pickLow, pickHigh)
 }
 
 // persistentPorts returns the ports of the server on dir: the explicit port
-// if given, else the ports remembered in dir, else newly chosen ones. The
-// result is remembered in dir, so that the next start reuses it.
-func persistentPorts(dir, host string, port int) (portLayout, error) {
+// if given, else the ports remembered in dir, else newly chosen ones, held
+// (see choosePorts). The result is remembered in dir, so that the next
+// start reuses it.
+func persistentPorts(dir, host string, port int) (portLayout, heldPorts, error) {
 	path := filepath.Join(dir, PortsFile)
 	remembered, err := readPorts(path)
 	if err != nil {
-		return portLayout{}, err
+		return portLayout{}, nil, err
 	}
-	var l portLayout
+	var (
+		l portLayout
+		h heldPorts
+	)
 	switch {
 	case port != 0:
-		if l, err = choosePorts(host, port); err != nil {
-			return portLayout{}, err
+		if l, h, err = choosePorts(host, port); err != nil {
+			return portLayout{}, nil, err
 		}
 	case remembered != nil:
 		l = layoutFrom(remembered.Frontend)
-		if p, err := firstBusy(l.listened(host)); p != nil {
-			return portLayout{}, fmt.Errorf("devserver: port %d (%s) remembered for state directory %s in %s is not free: %w; "+
+		var p *namedPort
+		if h, p, err = hold(l.listened(host)); p != nil {
+			return portLayout{}, nil, fmt.Errorf("devserver: port %d (%s) remembered for state directory %s in %s is not free: %w; "+
 				"stop whatever uses it, or pass another port", p.port, p.name, dir, PortsFile, err)
 		}
 	default:
-		if l, err = choosePorts(host, 0); err != nil {
-			return portLayout{}, err
+		if l, h, err = choosePorts(host, 0); err != nil {
+			return portLayout{}, nil, err
 		}
 	}
 	if remembered == nil || *remembered != l {
 		if err := writePorts(path, l); err != nil {
-			return portLayout{}, err
+			h.release()
+			return portLayout{}, nil, err
 		}
 	}
-	return l, nil
+	return l, h, nil
 }
 
 // readPorts reads a ports file; a missing file gives nil.
