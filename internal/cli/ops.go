@@ -172,7 +172,7 @@ func newStatusCommand(o *IO) *cobra.Command {
 				return enc.Encode(st)
 			}
 			fmt.Fprintf(o.Stdout, "batch %s: %s\n", st.BatchID, st.Status)
-			fmt.Fprintf(o.Stdout, "items: %d/%d done, %d succeeded, %d failed\n", st.Done, st.Items, st.Succeeded, st.Failed)
+			fmt.Fprintln(o.Stdout, itemsLine(st))
 			if st.Paused {
 				since := ""
 				if st.PausedSince != nil {
@@ -220,6 +220,17 @@ func newStatusCommand(o *IO) *cobra.Command {
 		})
 	f.register(cmd, true)
 	return cmd
+}
+
+// itemsLine is status's line of counts. A live batch's done includes what
+// its unfinished shards reported by heartbeat, which succeeded and failed
+// count only once a shard finishes: the line says so instead of showing
+// counts that do not add up.
+func itemsLine(st batchpipe.Status) string {
+	if pending := st.Done - st.Succeeded - st.Failed; pending > 0 {
+		return fmt.Sprintf("items: %d/%d done: %d succeeded and %d failed in finished shards, %d more in shards not finished yet", st.Done, st.Items, st.Succeeded, st.Failed, pending)
+	}
+	return fmt.Sprintf("items: %d/%d done, %d succeeded, %d failed", st.Done, st.Items, st.Succeeded, st.Failed)
 }
 
 func newCancelCommand(o *IO) *cobra.Command {
