@@ -53,6 +53,7 @@ func TestPythonRuns(t *testing.T) {
 	}
 	want := map[string]string{
 		PySubmitExec:      "bin/submit --processor 'exec:/py /x/upper.py' in.jsonl",
+		PySubmitExecCtx:   "bin/submit --processor 'exec:/py /x/upper.py' --item-context --item-parallelism 32 in.jsonl",
 		PySubmitExecBatch: "bin/submit --processor 'exec:/py /x/upper.py' --items-per-call 100 in.jsonl",
 		PySubmitExecLarge: "bin/submit --processor 'exec:/py /x/upper.py' --items-per-call 100 --shard-size 50000 in.jsonl",
 		PySubmitEcho:      "bin/submit --processor echo in.jsonl",

@@ -11,25 +11,19 @@ Prints one JSON line to stdout: {"items": N, "processes": P, "chunksize": C}.
 """
 import argparse
 import importlib.util
-import io
 import json
 import multiprocessing
 import os
-import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def load_upper(path):
-    """Imports upper.py for its functions. The module runs its stdin loop at
-    import, so it is imported with an empty stdin (the loop ends at once)."""
+    """Imports upper.py for its functions (its read loop runs only as a
+    script)."""
     spec = importlib.util.spec_from_file_location("upper_processor", path)
     mod = importlib.util.module_from_spec(spec)
-    stdin, sys.stdin = sys.stdin, io.StringIO("")
-    try:
-        spec.loader.exec_module(mod)
-    finally:
-        sys.stdin = stdin
+    spec.loader.exec_module(mod)
     return mod
 
 

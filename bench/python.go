@@ -28,6 +28,7 @@ import (
 const (
 	PyPlain           = "plain Python (multiprocessing.Pool)"
 	PySubmitExec      = "submit, exec upper.py, 1 item per call"
+	PySubmitExecCtx   = "submit, exec upper.py, 1 item per call, --item-context --item-parallelism 32 (rounds)"
 	PySubmitExecBatch = "submit, exec upper.py, --items-per-call 100"
 	PySubmitExecLarge = "submit, exec upper.py, --items-per-call 100 --shard-size 50000"
 	PySubmitEcho      = "submit, in-process echo"
@@ -155,6 +156,10 @@ type pythonRun struct {
 	processor    string // "" for the plain script
 	itemsPerCall int
 	shardSize    int
+	itemContext  bool
+	// itemParallelism is --item-parallelism (0: the default): rounds
+	// fill up only when enough calls wait for a process.
+	itemParallelism int
 }
 
 // pythonRuns lists the comparison's runs, in the order they run.
@@ -163,6 +168,7 @@ func pythonRuns(python, upperPy string) []pythonRun {
 	return []pythonRun{
 		{name: PyPlain},
 		{name: PySubmitExec, processor: execProc},
+		{name: PySubmitExecCtx, processor: execProc, itemContext: true, itemParallelism: 32},
 		{name: PySubmitExecBatch, processor: execProc, itemsPerCall: 100},
 		{name: PySubmitExecLarge, processor: execProc, itemsPerCall: 100, shardSize: 50000},
 		{name: PySubmitEcho, processor: "echo"},
@@ -178,6 +184,12 @@ func (p pythonRun) submitArgs(submit, input string) []string {
 	}
 	if p.shardSize > 0 {
 		argv = append(argv, "--shard-size", fmt.Sprint(p.shardSize))
+	}
+	if p.itemContext {
+		argv = append(argv, "--item-context")
+	}
+	if p.itemParallelism > 0 {
+		argv = append(argv, "--item-parallelism", fmt.Sprint(p.itemParallelism))
 	}
 	return append(argv, input)
 }

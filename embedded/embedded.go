@@ -102,7 +102,11 @@ func start(ctx context.Context, opts Options) (client.Client, func(), error) {
 		dir = filepath.Join(opts.Dir, "embedded")
 	}
 	srv, err := devserver.Start(ctx, devserver.Options{Dir: dir, Logger: opts.Logger, LogLevel: serverLogLevel(opts.Logger),
-		SearchAttributes: pipeline.SearchAttributes()})
+		SearchAttributes: pipeline.SearchAttributes(),
+		// Schedules need a server that keeps running (the schedule
+		// commands refuse the embedded one); nothing else of batchpipe's
+		// uses Temporal's system workflows.
+		NoSystemWorker: true})
 	if err != nil {
 		if errors.Is(err, devserver.ErrStateDirInUse) {
 			return nil, nil, err

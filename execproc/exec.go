@@ -13,8 +13,10 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -52,9 +54,14 @@ func DefaultPoolSize() int { return max(8, runtime.NumCPU()) }
 // of one command, speaking JSON lines over stdin and stdout.
 //
 // The protocol: batchpipe writes each item to a process's stdin as one
-// line of compact JSON and waits for exactly one line on its stdout, the
-// answer to that item (a process gets the next item only after answering).
-// The answer is a JSON object, either
+// line of compact JSON, and the process writes exactly one line on its
+// stdout for each, the answer to that item, in the order of the items.
+// While items are cheap (under 5 ms a line) and answers echo their item's
+// index (item context, below), a process may be handed up to 16 lines
+// (32 KiB) in one write, before it answered the first: a process that
+// reads a line, answers it and reads the next serves them all, and a round
+// trip through the pipes is paid per write, not per item; other items go
+// one at a time. The answer is a JSON object, either
 //
 //	{"output": <any JSON value>}
 //	{"error": {"message": "why", "permanent": true}}
@@ -65,8 +72,9 @@ func DefaultPoolSize() int { return max(8, runtime.NumCPU()) }
 // sooner than that, without counting it against the attempts (see
 // pipeline.RetryAfter); "error" may also be a bare string, a retryable
 // error with that message. Other keys are ignored. The process must flush
-// stdout after each line and should write diagnostics to stderr, which
-// goes to the worker's log, line by line.
+// its answers before it waits for more input (after each line, or after
+// the answers to all the lines it has read) and should write diagnostics
+// to stderr, which goes to the worker's log, line by line.
 //
 // With a batch's item context (pipeline.Options.ItemContext) each line is
 // an envelope instead of the bare item:
@@ -111,13 +119,49 @@ type Pool struct {
 	opts    Options
 	log     *slog.Logger
 
-	slots chan struct{} // one token per request in flight (≤ PoolSize)
+	// Calls in flight: each holds a slots token (up to PoolSize ×
+	// maxRoundLines, for rounds) and, while rounds are off, a lockstep
+	// token too (up to PoolSize: one call per process); see acquire.
+	slots    chan struct{}
+	lockstep chan struct{}
+	fast     atomic.Bool // the last round took under fastLine a line
+	echoes   atomic.Bool // answers echo their item's index (item context)
 
 	mu     sync.Mutex
 	idle   []*execProc            // started, waiting for an item (a stack)
 	procs  map[*execProc]struct{} // every live process, idle or busy
+	places int                    // processes running or being started (≤ PoolSize)
+	queue  []*request             // calls waiting for a process, oldest first
 	closed bool
 }
+
+// Rounds: a process is handed the lines of the calls waiting for it
+// together, up to maxRoundLines lines and maxRoundBytes bytes in one
+// write, and answers them in order, so that cheap items do not each pay a
+// pipe round trip (a write that wakes the process, a line it flushes back,
+// a wake-up of ours). The bytes stay under half the pipe's capacity, so
+// the write never waits on a process that is itself waiting for us to read
+// its answers; a longer line goes alone. Only answers that can be told
+// apart are taken in rounds: those of a batch with item context whose
+// process echoes each item's index (an answer out of step, say a line
+// written twice, then names the wrong index, where a bare answer would be
+// taken for the next item's). A round's calls get their outcomes when it
+// ends.
+const (
+	maxRoundLines = 16
+	maxRoundBytes = 32 << 10
+	// fastLine is the time a line of a round may take, on average, for
+	// calls to be let in up to maxRoundLines per process: a call waiting
+	// behind a round then waits at most ~80 ms, not a slow item's time
+	// again and again (its --item-timeout runs from the start of the wait).
+	fastLine = 5 * time.Millisecond
+	// slowRound is how long a round may take before rounds end for the
+	// time being (at most maxRoundLines × fastLine is expected).
+	slowRound = 50 * fastLine
+)
+
+// fastProcs is the most processes busy at once while items are cheap.
+var fastProcs = max(2, runtime.NumCPU())
 
 // New returns an exec processor for command, a command line split into
 // program and arguments like a shell would split words (see pipeline.SplitCommand; the name
@@ -142,9 +186,10 @@ func New(command string, opts Options) (*Pool, error) {
 	}
 	return &Pool{
 		command: command, argv: argv, opts: opts,
-		log:   lg.With("command", command),
-		slots: make(chan struct{}, opts.PoolSize),
-		procs: map[*execProc]struct{}{},
+		log:      lg.With("command", command),
+		slots:    make(chan struct{}, opts.PoolSize*maxRoundLines),
+		lockstep: make(chan struct{}, opts.PoolSize),
+		procs:    map[*execProc]struct{}{},
 	}, nil
 }
 
@@ -198,8 +243,17 @@ func (v view) Acquire(ctx context.Context) (pipeline.Processor, func(), error) {
 func (e *Pool) acquire(ctx context.Context) (func(), error) {
 	select {
 	case e.slots <- struct{}{}:
-		return func() { <-e.slots }, nil
 	case <-ctx.Done():
+		return nil, fmt.Errorf("exec %q: waiting for a free process: %w", e.command, ctx.Err())
+	}
+	if e.rounds() {
+		return func() { <-e.slots }, nil
+	}
+	select {
+	case e.lockstep <- struct{}{}:
+		return func() { <-e.lockstep; <-e.slots }, nil
+	case <-ctx.Done():
+		<-e.slots
 		return nil, fmt.Errorf("exec %q: waiting for a free process: %w", e.command, ctx.Err())
 	}
 }
@@ -220,10 +274,12 @@ func (v view) Process(ctx context.Context, input json.RawMessage) (json.RawMessa
 		return nil, err
 	}
 	var got pipeline.Outcome
-	err = v.e.exchange(ctx, line, func(p *execProc, answer []byte) bool {
-		var ok bool
-		got, ok = v.decode(p, answer, it.Index)
-		return ok
+	err = v.e.exchange(ctx, line, v.batchOf(it), func(p *execProc, answer []byte, strict bool) verdict {
+		o, verdict := v.decode(p, answer, it.Index, strict)
+		if verdict != answerUnsure {
+			got = o
+		}
+		return verdict
 	})
 	if err != nil {
 		return nil, err
@@ -271,26 +327,38 @@ func (v view) ProcessBatch(ctx context.Context, items []pipeline.Item) []pipelin
 		return failAll(sent, pipeline.Permanent(fmt.Errorf("exec %q: a call of %d items is %d bytes, longer than the %d-byte line limit (lower --items-per-call)", v.e.command, len(sent), line.Len(), v.e.opts.MaxLine)))
 	}
 	var callErr error
-	err := v.e.exchange(ctx, line.Bytes(), func(p *execProc, answer []byte) bool {
+	err := v.e.exchange(ctx, line.Bytes(), v.batchOf(items[sent[0]]), func(p *execProc, answer []byte, strict bool) verdict {
+		callErr = nil
 		var arr []json.RawMessage
 		if json.Unmarshal(answer, &arr) != nil || arr == nil {
 			callErr = fmt.Errorf(`exec %q: process %d answered %s to a call of %d items, not a JSON array of %d answers like [{"output": ...}, ...] (it was killed and will be restarted)`,
 				v.e.command, p.cmd.Process.Pid, snippet(answer), len(sent), len(sent))
-			return false
+			return answerBad
 		}
 		if len(arr) != len(sent) {
+			if strict { // out of step or not, it cannot be told
+				return answerUnsure
+			}
 			callErr = fmt.Errorf("exec %q: process %d answered %d answers to a call of %d items: %s", v.e.command, p.cmd.Process.Pid, len(arr), len(sent), snippet(answer))
-			return true
+			return answerTaken
 		}
+		all := answerEchoed
 		for n, raw := range arr {
-			o, ok := v.decode(p, raw, items[sent[n]].Index)
-			if !ok {
+			o, verdict := v.decode(p, raw, items[sent[n]].Index, strict)
+			switch verdict {
+			case answerBad:
 				callErr = o.Err
-				return false
+				return answerBad
+			case answerUnsure:
+				return answerUnsure
+			case answerTaken, answerSilent:
+				if all != answerSilent {
+					all = verdict
+				}
 			}
 			outs[sent[n]] = o
 		}
-		return true
+		return all
 	})
 	if err == nil {
 		err = callErr
@@ -307,6 +375,15 @@ func allIndexes(n int) []int {
 		idx[i] = i
 	}
 	return idx
+}
+
+// batchOf is the batch whose calls it may share a round with: its own
+// with item context, none ("") without.
+func (v view) batchOf(it pipeline.Item) string {
+	if !v.itemContext {
+		return ""
+	}
+	return it.BatchID
 }
 
 // envelope is an item with its context, as a batch with item context
@@ -345,69 +422,334 @@ func (v view) encode(it pipeline.Item) ([]byte, error) {
 	return line, nil
 }
 
+// request is one call's line on its way to a process and back.
+type request struct {
+	ctx    context.Context
+	line   []byte
+	batch  string // with item context, the item's batch ("" without)
+	alone  bool   // to go alone: its answer did not echo its index in a round
+	decode answerFunc
+	err    error // the exchange's own error, once settled
+
+	// Set under Pool.mu when a queued request is let go (woken closes):
+	woken chan struct{}
+	lead  bool      // to lead a round: with proc, or on a new process if nil
+	proc  *execProc // (lead) an idle process handed over
+}
+
+// answerFunc takes the answer line to a call. In a round of many (strict)
+// the answer must echo its item's index to be taken.
+type answerFunc func(p *execProc, answer []byte, strict bool) verdict
+
+// verdict is what an answerFunc made of an answer.
+type verdict int
+
+const (
+	answerTaken  verdict = iota // the call's outcome is set
+	answerEchoed                // taken, and it echoed its item's index
+	answerSilent                // taken; item context, but no index echoed
+	answerBad                   // malformed: p killed, the outcome says why
+	answerUnsure                // strict and no index echoed: nothing taken
+)
+
+// rounds reports whether calls may go to a process many at once.
+func (e *Pool) rounds() bool { return e.fast.Load() && e.echoes.Load() }
+
 // exchange sends line to a process and hands its answer line to decode,
 // which reports whether the answer was well formed (else the process is
 // discarded). The error is the exchange's own: the process died, wrote
-// stray output, or the context ended.
-func (e *Pool) exchange(ctx context.Context, line []byte, decode func(p *execProc, answer []byte) bool) error {
-	for {
-		p, err := e.take()
-		if err != nil {
-			return err
-		}
-		answer, err := p.roundTrip(ctx, line)
-		if err == nil && decode(p, answer) {
-			p.served++
-			e.put(p)
-			return nil
-		}
-		e.discard(p)
-		if err == nil {
-			return nil // decode has the error
-		}
-		if p.served > 0 && p.leftCleanly && ctx.Err() == nil {
-			// It served items and exited with status 0 without a word
-			// on this one: it ended its life between items (say, after
-			// serving a number of them), so the item is not to blame.
-			// More idle processes may have ended alike (they serve the
-			// same number of items each); a new one has served none, so
-			// this ends there at the latest.
-			e.log.Debug("exec processor process exited between items; using a new one", "pid", p.cmd.Process.Pid, "served", p.served)
-			continue
-		}
+// stray output, or the context ended. A call that finds every process
+// busy waits in the queue, and the next round of a process takes it along
+// (see maxRoundLines).
+func (e *Pool) exchange(ctx context.Context, line []byte, batch string, decode answerFunc) error {
+	req := &request{ctx: ctx, line: line, batch: batch, decode: decode}
+	p, lead, err := e.enter(req)
+	if err != nil {
 		return err
 	}
+	if !lead {
+		select {
+		case <-req.woken:
+		case <-ctx.Done():
+			if e.leave(req) {
+				return fmt.Errorf("exec %q: waiting for a free process: %w", e.command, ctx.Err())
+			}
+			<-req.woken // a round has it already: it ends soon, ctx ending
+		}
+		if !req.lead {
+			return req.err
+		}
+		p = req.proc
+	}
+	round := []*request{req}
+	if p != nil && req.batch != "" && p.lastBatch == req.batch && e.rounds() {
+		round = e.gather(req, p.roundBytes)
+	}
+	p = e.serve(p, round)
+	e.release(p)
+	for _, r := range round[1:] {
+		close(r.woken)
+	}
+	return req.err
 }
 
-// take returns an idle live process or starts one. The caller holds a slot,
-// so at most PoolSize processes exist.
-func (e *Pool) take() (*execProc, error) {
+// enter returns an idle process for req to lead a round with, or lead
+// with a nil process when one may be started; otherwise it queues req.
+func (e *Pool) enter(req *request) (*execProc, bool, error) {
 	e.mu.Lock()
-	if e.closed {
-		e.mu.Unlock()
-		return nil, fmt.Errorf("exec %q: the processor is closed (worker shutting down)", e.command)
-	}
-	for len(e.idle) > 0 {
+	defer e.mu.Unlock()
+	// Cheap items: a round each for as many processes as CPUs, and rounds
+	// of many lines, beat more processes with shorter rounds. (Dropping a
+	// process that died while idle leaves the number busy as it is.)
+	enoughBusy := e.rounds() && e.places-len(e.idle) >= fastProcs
+	for !e.closed && len(e.queue) == 0 && len(e.idle) > 0 && !enoughBusy {
 		p := e.idle[len(e.idle)-1]
 		e.idle = e.idle[:len(e.idle)-1]
 		select {
 		case <-p.exited: // died while idle: replace it
 			delete(e.procs, p)
-			e.mu.Unlock()
-			p.stop(0)
-			e.mu.Lock()
-			if e.closed {
-				e.mu.Unlock()
-				return nil, fmt.Errorf("exec %q: the processor is closed (worker shutting down)", e.command)
-			}
+			e.places--
+			go p.stop(0)
 			continue
 		default:
 		}
+		return p, true, nil
+	}
+	switch {
+	case e.closed:
+		return nil, false, e.closedErr()
+	case enoughBusy: // wait for one of them
+	case len(e.queue) == 0 && e.places < e.opts.PoolSize:
+		e.places++
+		return nil, true, nil
+	}
+	req.woken = make(chan struct{})
+	e.queue = append(e.queue, req)
+	return nil, false, nil
+}
+
+// leave takes req out of the queue, unless a round has taken it.
+func (e *Pool) leave(req *request) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for i, r := range e.queue {
+		if r == req {
+			e.queue = append(e.queue[:i], e.queue[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// gather returns the round led by first: first and the queued calls of
+// its batch that follow it and fit with it (maxRoundLines, maxBytes).
+// Indexes are told apart only within a batch: a round, and the round
+// before it on the same process, hold one batch's items (see serve).
+func (e *Pool) gather(first *request, maxBytes int) []*request {
+	round := []*request{first}
+	size := len(first.line) + 1
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for len(e.queue) > 0 && len(round) < maxRoundLines && e.queue[0].batch == first.batch {
+		r := e.queue[0]
+		if size+len(r.line)+1 > maxBytes {
+			break
+		}
+		e.queue = e.queue[1:]
+		round = append(round, r)
+		size += len(r.line) + 1
+	}
+	return round
+}
+
+// release hands p, or its place when p is nil (discarded), to the oldest
+// queued call, which leads the next round; with none waiting p goes idle.
+func (e *Pool) release(p *execProc) {
+	e.mu.Lock()
+	if e.closed {
+		if p != nil {
+			delete(e.procs, p)
+		}
 		e.mu.Unlock()
-		return p, nil
+		if p != nil {
+			p.stop(0)
+		}
+		return
+	}
+	if len(e.queue) > 0 {
+		next := e.queue[0]
+		e.queue = e.queue[1:]
+		next.lead, next.proc = true, p
+		e.mu.Unlock()
+		close(next.woken)
+		return
+	}
+	if p != nil {
+		e.idle = append(e.idle, p)
+	} else {
+		e.places--
 	}
 	e.mu.Unlock()
+}
 
+// serve runs the calls of round on p (a new process if nil) until every
+// one is settled, many at a time while rounds are allowed and one at a
+// time otherwise, and returns the process, or nil when it was discarded.
+// Calls that a failure of another one's left unanswered (the process died
+// on an earlier line, or was killed for an ended context) go again on a
+// new process without blame; the one the process failed on gets the
+// error.
+func (e *Pool) serve(p *execProc, round []*request) *execProc {
+	for len(round) > 0 {
+		round = e.dropEnded(round)
+		if len(round) == 0 {
+			break
+		}
+		if p == nil {
+			var err error
+			if p, err = e.startPlace(); err != nil {
+				for _, r := range round {
+					r.err = err
+				}
+				return nil
+			}
+		}
+		cur := round
+		if len(cur) > 1 && (!e.rounds() || cur[0].alone || p.lastBatch != cur[0].batch) {
+			cur = cur[:1]
+		}
+		start := time.Now()
+		answers, err := p.roundTrip(cur)
+		if k, unsure := e.decodeAll(p, cur, answers); k < len(answers) {
+			// round[k]'s answer was malformed (p was killed and the
+			// outcome says why) or, in a round, did not echo its index:
+			// then it goes again, alone, and the calls after it too.
+			if unsure {
+				round[k].alone = true
+				k--
+			}
+			e.discard(p)
+			p, round = nil, round[k+1:]
+			e.setRounds(&e.fast, false)
+			continue
+		}
+		if err == nil {
+			e.setRounds(&e.fast, time.Since(start) < fastLine*time.Duration(len(cur)))
+			p.lastBatch = cur[0].batch
+			round = round[len(cur):]
+			continue
+		}
+		e.setRounds(&e.fast, false)
+		e.discard(p)
+		round = round[len(answers):]
+		switch {
+		case isStray(err) && len(cur) > 1:
+			// Every answer of the round echoed its index, so they stand
+			// (or, found before the round was written, there are none):
+			// the process goes for what it wrote besides, and none of
+			// the items is to blame.
+			e.log.Warn("exec processor process replaced", "error", err)
+		case isStray(err):
+			for _, r := range cur[len(answers):] {
+				r.err = err
+			}
+			round = round[len(cur)-len(answers):]
+		case errors.Is(err, errContextEnded):
+			for _, r := range cur[len(answers):] {
+				if r.ctx.Err() != nil { // dropEnded takes them out
+					r.err = fmt.Errorf("exec %q: no answer from pid %d (killed): %w", e.command, p.cmd.Process.Pid, r.ctx.Err())
+				}
+			}
+		case p.served > 0 && p.leftCleanly:
+			// It served items and exited with status 0 without a word
+			// on this one: it ended its life between items (say, after
+			// serving a number of them), so the item is not to blame.
+			// More idle processes may have ended alike; a new one has
+			// served none, so this ends there at the latest.
+			e.log.Debug("exec processor process exited between items; using a new one", "pid", p.cmd.Process.Pid, "served", p.served)
+		default:
+			round[0].err = err
+			round = round[1:]
+		}
+		p = nil
+	}
+	return p
+}
+
+// dropEnded settles the calls of round whose context has ended, which
+// would only have the process killed (unless an error settled them
+// already), and returns the others, in a new slice if any was dropped:
+// round's array is the caller's (exchange wakes its calls from it).
+func (e *Pool) dropEnded(round []*request) []*request {
+	if !slices.ContainsFunc(round, func(r *request) bool { return r.err != nil || r.ctx.Err() != nil }) {
+		return round
+	}
+	var live []*request
+	for _, r := range round {
+		switch {
+		case r.err != nil:
+		case r.ctx.Err() != nil:
+			r.err = fmt.Errorf("exec %q: no answer (the call ended before it was answered): %w", e.command, r.ctx.Err())
+		default:
+			live = append(live, r)
+		}
+	}
+	return live
+}
+
+// setRounds sets one of the conditions of rounds, e.fast or e.echoes.
+// When rounds end, the calls let in to wait for them go back to wait for a
+// process one at a time: they are answered "retry after 1 ms", which costs
+// no attempt, rather than waiting in the queue on their timeouts.
+func (e *Pool) setRounds(cond *atomic.Bool, v bool) {
+	if cond.Load() == v {
+		return
+	}
+	was := e.rounds()
+	cond.Store(v)
+	if !was || e.rounds() {
+		return
+	}
+	e.mu.Lock()
+	queued := e.queue
+	e.queue = nil
+	e.mu.Unlock()
+	for _, r := range queued {
+		r.err = pipeline.RetryAfter(fmt.Errorf("exec %q: items turned slow or answers unchecked; waiting for a process again", e.command), time.Millisecond)
+		close(r.woken)
+	}
+}
+
+// decodeAll hands the answers to their calls' decode in order, counting
+// them served, and returns how many were taken: k < len(answers) when the
+// k-th was malformed or, unsure, did not echo its index in a round.
+func (e *Pool) decodeAll(p *execProc, round []*request, answers [][]byte) (k int, unsure bool) {
+	strict := len(round) > 1
+	for k, a := range answers {
+		switch round[k].decode(p, a, strict) {
+		case answerBad:
+			return k, false
+		case answerUnsure:
+			e.setRounds(&e.echoes, false)
+			return k, true
+		case answerEchoed:
+			e.setRounds(&e.echoes, true)
+		case answerSilent:
+			e.setRounds(&e.echoes, false)
+		}
+		p.served++
+	}
+	return len(answers), false
+}
+
+// startPlace starts a process in a place the caller holds.
+func (e *Pool) startPlace() (*execProc, error) {
+	e.mu.Lock()
+	closed := e.closed
+	e.mu.Unlock()
+	if closed {
+		return nil, e.closedErr()
+	}
 	p, err := e.start()
 	if err != nil {
 		return nil, err
@@ -416,25 +758,18 @@ func (e *Pool) take() (*execProc, error) {
 	defer e.mu.Unlock()
 	if e.closed {
 		go p.stop(0)
-		return nil, fmt.Errorf("exec %q: the processor is closed (worker shutting down)", e.command)
+		return nil, e.closedErr()
 	}
 	e.procs[p] = struct{}{}
 	return p, nil
 }
 
-func (e *Pool) put(p *execProc) {
-	e.mu.Lock()
-	if !e.closed {
-		e.idle = append(e.idle, p)
-		e.mu.Unlock()
-		return
-	}
-	delete(e.procs, p)
-	e.mu.Unlock()
-	p.stop(0)
+func (e *Pool) closedErr() error {
+	return fmt.Errorf("exec %q: the processor is closed (worker shutting down)", e.command)
 }
 
-// discard kills p and waits for it, so a replacement never runs beside it.
+// discard kills p and waits for it, so a replacement never runs beside
+// it; its place stays with the caller.
 func (e *Pool) discard(p *execProc) {
 	e.mu.Lock()
 	delete(e.procs, p)
@@ -452,7 +787,13 @@ func (e *Pool) Close() error {
 		procs = append(procs, p)
 	}
 	e.procs, e.idle = map[*execProc]struct{}{}, nil
+	queued := e.queue
+	e.queue = nil
 	e.mu.Unlock()
+	for _, r := range queued {
+		r.err = e.closedErr()
+		close(r.woken)
+	}
 	var wg sync.WaitGroup
 	for _, p := range procs {
 		wg.Go(func() { p.stop(time.Second) })
@@ -476,8 +817,11 @@ type execProc struct {
 	// Our pipe ends again, to ask how much waits unread in them.
 	stdinRC, stdoutRC syscall.RawConn
 
+	roundBytes int    // the most bytes a round writes: under half of stdin's pipe
+	lastBatch  string // the batch of its last round, when it had item context
+
 	// Used only by the request holding the process:
-	msg         []byte // the line being sent, newline included
+	msg         []byte // the lines being sent, newlines included
 	served      int    // items answered
 	leftCleanly bool   // exited with status 0 before reading a byte of an answer
 }
@@ -522,6 +866,10 @@ func (e *Pool) start() (*execProc, error) {
 	p := &execProc{e: e, cmd: cmd, stdin: inW, stdout: outR, r: bufio.NewReaderSize(outR, 64<<10), stderr: se, exited: make(chan struct{})}
 	p.stdinRC, _ = inW.SyscallConn()
 	p.stdoutRC, _ = outR.SyscallConn()
+	p.roundBytes = 2 << 10 // PIPE_BUF's half: what any pipe holds
+	if n, ok := pipeSize(p.stdinRC); ok {
+		p.roundBytes = min(maxRoundBytes, n/2)
+	}
 	go func() {
 		// However it ends (killed by stop or on its own), what it started
 		// and left running dies with it, killed while its zombie still
@@ -557,56 +905,104 @@ func (p *execProc) stop(grace time.Duration) {
 // errLineTooLong is returned by readLine for an over-long line.
 var errLineTooLong = errors.New("line too long")
 
-// roundTrip writes one line and reads one answer line. After an error the
-// process cannot serve again.
-func (p *execProc) roundTrip(ctx context.Context, line []byte) ([]byte, error) {
+// errContextEnded is roundTrip's error when a call's context ended (see
+// serve, which says whose).
+var errContextEnded = errors.New("context ended")
+
+// strayError is stray output on a process's stdout (strayOutput).
+type strayError struct{ error }
+
+func isStray(err error) bool {
+	var se strayError
+	return errors.As(err, &se)
+}
+
+// roundTrip writes the lines of round's calls in one write and reads an
+// answer line for each. On an error it returns the answers read before it
+// (for the first calls, in order); a strayError spoils a
+// lone call (a round's answers, each checked by its index, stand), and one
+// wrapping errContextEnded means some call's context
+// ended (the process was killed). After an error the process cannot serve
+// again.
+func (p *execProc) roundTrip(round []*request) ([][]byte, error) {
 	// Whatever the process wrote since its last answer (or since it
-	// started) is no answer to this item, nor to any: a protocol error.
+	// started) is no answer to these items, nor to any: a protocol error.
 	if p.outputWaiting() {
 		return nil, p.strayOutput(nil, "after")
 	}
-	type answer struct {
-		line []byte
-		werr error // writing the item
-		rerr error // reading the answer
+	// Write and read here, with no goroutine of their own: the end of a
+	// call's context sets the pipes' deadlines to now, which ends a
+	// blocked write or read.
+	stops := make([]func() bool, len(round))
+	for k, r := range round {
+		stops[k] = context.AfterFunc(r.ctx, func() {
+			now := time.Now()
+			p.stdin.SetWriteDeadline(now)
+			p.stdout.SetReadDeadline(now)
+		})
 	}
-	// Write and read here, with no goroutine of their own: the end of ctx
-	// sets the pipes' deadlines to now, which ends a blocked write or read.
-	stop := context.AfterFunc(ctx, func() {
-		now := time.Now()
-		p.stdin.SetWriteDeadline(now)
-		p.stdout.SetReadDeadline(now)
-	})
-	p.msg = append(append(p.msg[:0], line...), '\n')
-	var a answer
-	if _, a.werr = p.stdin.Write(p.msg); a.werr == nil {
-		a.line, a.rerr = readLine(p.r, p.e.opts.MaxLine)
+	p.msg = p.msg[:0]
+	for _, r := range round {
+		p.msg = append(append(p.msg, r.line...), '\n')
 	}
-	if !stop() {
-		// Its state is unknown: kill it and let the next item start afresh.
+	if len(round) > 1 {
+		// A round far slower than cheap items: the calls queued for
+		// the next ones go back to wait one at a time (setRounds) now,
+		// not when this one ends.
+		t := time.AfterFunc(slowRound, func() { p.e.setRounds(&p.e.fast, false) })
+		defer t.Stop()
+	}
+	var (
+		answers    [][]byte
+		werr, rerr error
+	)
+	if _, werr = p.stdin.Write(p.msg); werr == nil {
+		for len(answers) < len(round) {
+			var a []byte
+			if a, rerr = readLine(p.r, p.e.opts.MaxLine); rerr != nil {
+				break
+			}
+			answers = append(answers, a)
+		}
+	}
+	ended := false
+	for _, stop := range stops {
+		if !stop() {
+			ended = true
+		}
+	}
+	if ended {
+		// Its state is unknown: kill it and let the next items start afresh.
 		p.stop(0)
-		return nil, fmt.Errorf("exec %q: no answer from pid %d (killed): %w", p.e.command, p.cmd.Process.Pid, ctx.Err())
+		return answers, fmt.Errorf("exec %q: pid %d killed: %w", p.e.command, p.cmd.Process.Pid, errContextEnded)
 	}
 	switch {
-	case a.werr != nil || (a.rerr != nil && !errors.Is(a.rerr, errLineTooLong)):
-		return nil, p.died(a.werr != nil, a.rerr)
-	case a.rerr != nil:
+	case werr != nil || (rerr != nil && !errors.Is(rerr, errLineTooLong)):
+		return answers, p.died(werr != nil, rerr)
+	case rerr != nil:
 		p.stop(0)
-		return nil, pipeline.Permanent(fmt.Errorf("exec %q: answer line longer than %d bytes (pid %d killed)", p.e.command, p.e.opts.MaxLine, p.cmd.Process.Pid))
+		return answers, pipeline.Permanent(fmt.Errorf("exec %q: answer line longer than %d bytes (pid %d killed)", p.e.command, p.e.opts.MaxLine, p.cmd.Process.Pid))
 	}
-	// The answer is the one line the process wrote for the item: anything
-	// read with it makes it suspect (what comes later is found before the
-	// next item), and so does an item still wholly unread (the line was
-	// written before the process read a byte of the item, so it answers
-	// something else). The checks cost one system call per item, and the
-	// one before writing another (the Buffered checks cost none).
+	// The answers are the lines the process wrote for the items: anything
+	// read with them makes them suspect (what comes later is found before
+	// the next round), and so does a last item still wholly unread (its
+	// line was written before the process read a byte of it, so it
+	// answers something else). The checks cost one system call per round,
+	// and the one before writing another (the Buffered checks cost none).
+	// (In a round of many, every answer echoes its index: they stand, and
+	// only the process goes.)
+	taken := answers
+	if len(round) == 1 {
+		taken = nil
+	}
+	last := answers[len(answers)-1]
 	if p.r.Buffered() > 0 {
-		return nil, p.strayOutput(a.line, "with")
+		return taken, p.strayOutput(last, "with")
 	}
-	if n, ok := pipeUnread(p.stdinRC); ok && n == len(line)+1 {
-		return nil, p.strayOutput(a.line, "before")
+	if n, ok := pipeUnread(p.stdinRC); ok && n >= len(round[len(round)-1].line)+1 {
+		return taken, p.strayOutput(last, "before")
 	}
-	return a.line, nil
+	return answers, nil
 }
 
 // outputWaiting reports whether anything the process wrote to stdout is
@@ -648,7 +1044,7 @@ func (p *execProc) strayOutput(line []byte, when string) error {
 	default:
 		what = fmt.Sprintf("wrote more than one line for one item: %s came after its answer, before the next item", snippet(extra))
 	}
-	return fmt.Errorf("exec %q: process %d %s (it was killed and will be restarted; stdout is for answers, one line per item: write logs to stderr)", p.e.command, pid, what)
+	return strayError{fmt.Errorf("exec %q: process %d %s (it was killed and will be restarted; stdout is for answers, one line per item: write logs to stderr)", p.e.command, pid, what)}
 }
 
 // died describes a process that stopped reading or writing mid-item, with
@@ -682,27 +1078,35 @@ func (p *execProc) died(writing bool, rerr error) error {
 	return errors.New(msg + "; restarting it")
 }
 
-// decode turns one answer into the item's outcome; ok is false when the
+// decode turns one answer into the item's outcome, answerBad when the
 // answer is malformed (the outcome's error says how): p is then killed.
 // With item context an answer that echoes another item's index is
-// malformed.
-func (v view) decode(p *execProc, raw []byte, index int64) (o pipeline.Outcome, ok bool) {
-	bad := func(format string, args ...any) (pipeline.Outcome, bool) {
+// malformed, and in a round (strict) one that echoes none is not taken
+// (answerUnsure).
+func (v view) decode(p *execProc, raw []byte, index int64, strict bool) (pipeline.Outcome, verdict) {
+	bad := func(format string, args ...any) (pipeline.Outcome, verdict) {
 		p.stop(0)
-		return pipeline.Outcome{Err: fmt.Errorf(format, args...)}, false
+		return pipeline.Outcome{Err: fmt.Errorf(format, args...)}, answerBad
 	}
 	cmd, pid := v.e.command, p.cmd.Process.Pid
 	var ans map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &ans); err != nil || ans == nil {
 		return bad(`exec %q: process %d answered %s, not a JSON object like {"output": ...} or {"error": {...}} (it was killed and will be restarted; write logs to stderr, not stdout)`, cmd, pid, snippet(raw))
 	}
+	taken := answerTaken
 	if echo, has := ans["index"]; has && v.itemContext {
 		var got int64
-		if json.Unmarshal(echo, &got) != nil || got != index {
+		if json.Unmarshal(echo, &got) != nil || got != index || isNull(echo) {
 			return bad("exec %q: process %d answered for index %.40s while given index %d: an answer out of step with its items (it was killed and will be restarted)", cmd, pid, echo, index)
 		}
+		taken = answerEchoed
+	} else if v.itemContext {
+		if strict {
+			return pipeline.Outcome{}, answerUnsure
+		}
+		taken = answerSilent
 	}
-	if e, has := ans["error"]; has && !bytes.Equal(bytes.TrimSpace(e), []byte("null")) {
+	if e, has := ans["error"]; has && !isNull(e) {
 		var msg string
 		var obj struct {
 			Message      string  `json:"message"`
@@ -724,14 +1128,17 @@ func (v view) decode(p *execProc, raw []byte, index int64) (o pipeline.Outcome, 
 		case obj.RetryAfterMS > 0:
 			err = pipeline.RetryAfter(err, time.Duration(obj.RetryAfterMS*float64(time.Millisecond)))
 		}
-		return pipeline.Outcome{Err: err}, true
+		return pipeline.Outcome{Err: err}, taken
 	}
 	out, has := ans["output"]
 	if !has {
 		return bad(`exec %q: process %d answered %s, with neither "output" nor "error" (it was killed and will be restarted)`, cmd, pid, snippet(raw))
 	}
-	return pipeline.Outcome{Output: out}, true
+	return pipeline.Outcome{Output: out}, taken
 }
+
+// isNull reports whether raw, a value decoded from JSON, is null.
+func isNull(raw json.RawMessage) bool { return string(raw) == "null" }
 
 func snippet(b []byte) string {
 	const n = 200

@@ -265,7 +265,7 @@ for line in sys.stdin:
     elif how in ("late", "slow"):
         sys.stdout.write(answer)
         sys.stdout.flush()
-        time.sleep(0.05 if how == "late" else 0.1)
+        time.sleep(0.3 if how == "late" else 0.1)
         sys.stdout.write(answer)
         sys.stdout.flush()
         if how == "slow":
@@ -334,7 +334,8 @@ func TestExecExtraLines(t *testing.T) {
 		}
 	})
 	t.Run("between items", func(t *testing.T) {
-		// The copy arrives after the answer, before the next item: the
+		// The copy arrives after the answer (300 ms later: under load the
+		// answer must still be read alone), before the next item: the
 		// item on a fresh process succeeds, the next one fails, and so on.
 		e, f := strayPool(t, "late")
 		for n := range 6 {
@@ -342,7 +343,7 @@ func TestExecExtraLines(t *testing.T) {
 			if ok != (n%2 == 0) {
 				t.Fatalf("item %d: succeeded %v", n, ok)
 			}
-			time.Sleep(500 * time.Millisecond)
+			time.Sleep(time.Second)
 		}
 		if pids := f.Pids(t); len(pids) != 3 {
 			t.Fatalf("%d processes for 6 items, 3 failed", len(pids))

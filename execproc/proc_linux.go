@@ -45,3 +45,16 @@ func pipeUnread(rc syscall.RawConn) (n int, ok bool) {
 	}
 	return int(v), true
 }
+
+// pipeSize returns the capacity of the pipe that rc is an end of
+// (F_GETPIPE_SZ: 64 KiB by default, less for a user past its pipe quota).
+func pipeSize(rc syscall.RawConn) (n int, ok bool) {
+	var v uintptr
+	var errno syscall.Errno
+	if err := rc.Control(func(fd uintptr) {
+		v, _, errno = syscall.Syscall(syscall.SYS_FCNTL, fd, 1032 /* F_GETPIPE_SZ */, 0)
+	}); err != nil || errno != 0 {
+		return 0, false
+	}
+	return int(v), true
+}

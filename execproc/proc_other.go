@@ -20,3 +20,6 @@ func killProcessGroup(int) {}
 // pipeUnread cannot tell how many bytes wait in a pipe here: stray output
 // is found only when it comes in the same read as an answer.
 func pipeUnread(syscall.RawConn) (int, bool) { return 0, false }
+
+// pipeSize cannot tell a pipe's capacity here.
+func pipeSize(syscall.RawConn) (int, bool) { return 0, false }

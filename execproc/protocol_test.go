@@ -3,7 +3,11 @@ package execproc_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -110,5 +114,251 @@ for line in sys.stdin:
 	got = call(`{"n":1}`, `{"n":`, `{"n":3}`)
 	if got[0].Err != nil || !pipeline.IsPermanent(got[1].Err) || string(got[2].Output) != "6" {
 		t.Fatalf("outcomes with a broken item %+v", got)
+	}
+}
+
+// roundsScript reads stdin in chunks and answers each line, echoing its
+// index (item context), saying how many lines came in the same read.
+// Item 7 is answered twice when "twice" is set; "hang" hangs; "s" sleeps.
+const roundsScript = `
+import json, os, sys, time
+buf = b""
+while True:
+    chunk = os.read(0, 1 << 16)
+    if not chunk:
+        break
+    buf += chunk
+    lines = buf.split(b"\n")
+    buf = lines.pop()
+    for line in lines:
+        env = json.loads(line)
+        item = env["input"]
+        if item.get("hang"):
+            time.sleep(60)
+        time.sleep(item.get("s", 0.001))
+        out = {"n": item["n"], "together": len(lines), "pid": os.getpid(), "batch": env["batch_id"]}
+        a = json.dumps({"index": env["index"], "output": out}) + "\n"
+        sys.stdout.write(a)
+        if item["n"] == 7 and item.get("twice"):
+            sys.stdout.write(a)
+        sys.stdout.flush()
+`
+
+type roundAnswer struct {
+	N, Together, Pid int
+	Batch            string
+}
+
+// roundCall makes one call to p as the pipeline does: Acquire first (not
+// under the item's timeout), then Process under it, with item context
+// whose index is the item's n; an answer "retry after" (rounds ending
+// under load) is waited out and the call made again, no attempt counted,
+// as the pipeline does.
+func roundCall(t *testing.T, e *execproc.Pool, batch string, timeout time.Duration, n int, extra string) (roundAnswer, error) {
+	t.Helper()
+	for range 1000 { // a call sent back a thousand times is an error
+		a, err := roundCallOnce(e, batch, timeout, n, extra)
+		if d, retry := pipeline.RetryAfterOf(err); retry {
+			time.Sleep(d)
+			continue
+		}
+		return a, err
+	}
+	return roundAnswer{}, fmt.Errorf("item %d: sent back to wait for a process 1000 times", n)
+}
+
+func roundCallOnce(e *execproc.Pool, batch string, timeout time.Duration, n int, extra string) (roundAnswer, error) {
+	p, release, err := e.ForBatch(pipeline.Options{ItemContext: true}).(pipeline.Pool).Acquire(context.Background())
+	if err != nil {
+		return roundAnswer{}, err
+	}
+	defer release()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	ctx = pipeline.WithItem(ctx, pipeline.Item{BatchID: batch, Index: int64(n), Attempt: 1})
+	var a roundAnswer
+	out, err := p.Process(ctx, json.RawMessage(fmt.Sprintf(`{"n":%d%s}`, n, extra)))
+	if err == nil {
+		err = json.Unmarshal(out, &a)
+	}
+	return a, err
+}
+
+// Calls that wait for a busy process go to it together, in one write (a
+// round), each getting its own answer, when the process echoes every
+// item's index; an item the process hangs on fails alone: the items after
+// it in its round go again, unblamed, on a new process.
+func TestExecRounds(t *testing.T) {
+	e := scriptPool(t, roundsScript)
+	// One item first: rounds come only once items prove cheap and
+	// answers echo their index.
+	if _, err := roundCall(t, e, "b", 10*time.Second, 100000, ""); err != nil {
+		t.Fatal(err)
+	}
+	const callers, each = 16, 20
+	var mu sync.Mutex
+	maxTogether := 0
+	var wg sync.WaitGroup
+	for c := range callers {
+		wg.Go(func() {
+			for i := range each {
+				n := c*1000 + i
+				a, err := roundCall(t, e, "b", 20*time.Second, n, "")
+				if err != nil || a.N != n {
+					t.Errorf("item %d: %+v %v", n, a, err)
+					return
+				}
+				mu.Lock()
+				maxTogether = max(maxTogether, a.Together)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if maxTogether < 2 {
+		t.Fatalf("%d callers on one process: at most %d lines came in one read, want rounds of several", callers, maxTogether)
+	}
+	t.Logf("up to %d lines in one read", maxTogether)
+
+	// A round with an item that hangs: it times out, every other item
+	// succeeds, unblamed, and the process is replaced. Rounds of 4-ms
+	// items keep the process busy while items 0-11 queue up in order, to
+	// go in one round (3 in its middle) when it is free. (Under load
+	// rounds may end and the items go one at a time, item 3 last, sent
+	// back to wait: the outcomes are the same, so they are what is
+	// checked.)
+	first, err := roundCall(t, e, "b", 10*time.Second, 100001, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 15 {
+		wg.Go(func() { roundCall(t, e, "b", 10*time.Second, 200000+i, `,"s":0.004`) })
+	}
+	time.Sleep(10 * time.Millisecond)
+	errs := make([]error, 12)
+	for i := range errs {
+		wg.Go(func() {
+			extra, timeout := "", 20*time.Second
+			if i == 3 {
+				extra, timeout = `,"hang":true`, 3*time.Second
+			}
+			_, errs[i] = roundCall(t, e, "b", timeout, i, extra)
+		})
+		time.Sleep(time.Millisecond)
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if (i == 3) != (err != nil) || (i == 3 && !errors.Is(err, context.DeadlineExceeded)) {
+			t.Fatalf("item %d: %v (only item 3, which hangs, should fail, with a deadline error)", i, err)
+		}
+	}
+	// The pool has one process: the one item 3 hung on was killed.
+	after, err := roundCall(t, e, "b", 10*time.Second, 100002, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Pid == first.Pid {
+		t.Fatalf("process %d, which hung on item 3, still answers after its timeout", first.Pid)
+	}
+}
+
+// A process that answers one item twice, in rounds: no item is ever given
+// another item's answer (the echoed index gives the extra line away, and
+// the items after it go again).
+func TestExecRoundsExtraLine(t *testing.T) {
+	e := scriptPool(t, roundsScript)
+	if _, err := roundCall(t, e, "b", 10*time.Second, 100000, ""); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var wrong, failed atomic.Int64
+	for c := range 16 {
+		wg.Go(func() {
+			for i := range 30 {
+				n := c*1000 + i
+				if i%10 == 0 {
+					n = 7 // answered twice
+				}
+				a, err := roundCall(t, e, "b", 20*time.Second, n, `,"twice":true`)
+				switch {
+				case err != nil:
+					failed.Add(1)
+				case a.N != n:
+					wrong.Add(1)
+					t.Errorf("item %d got item %d's answer", n, a.N)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if wrong.Load() > 0 {
+		t.Fatalf("%d items got another item's answer", wrong.Load())
+	}
+	if failed.Load() == 0 {
+		t.Fatalf("no item failed though item 7 is answered twice, 48 times")
+	}
+	t.Logf("%d of 480 calls failed (item 7's extra line), none got a wrong answer", failed.Load())
+
+	// Two batches on one process, their indexes the same: item 7's extra
+	// line, with its index, never passes for the other batch's item 7.
+	var wrongBatch atomic.Int64
+	for c := range 16 {
+		wg.Go(func() {
+			batch := []string{"a", "b"}[c%2]
+			for i := range 30 {
+				n := 1 + i%10 // items 1-10 of both batches, 7 answered twice
+				a, err := roundCall(t, e, batch, 20*time.Second, n, `,"twice":true`)
+				if err == nil && (a.N != n || a.Batch != batch) {
+					wrongBatch.Add(1)
+					t.Errorf("item %d of batch %s got item %d of batch %s's answer", n, batch, a.N, a.Batch)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if wrongBatch.Load() > 0 {
+		t.Fatalf("%d items got another batch's answer", wrongBatch.Load())
+	}
+}
+
+// Cheap items (10 s timeout), then slow ones (300 ms, 2 s timeout, 2
+// processes; a round of 16 takes 4.8 s): the
+// calls let in for rounds do not wait out their timeouts behind slow
+// items; they go back to wait for a process one at a time, unblamed.
+func TestExecRoundsTurnSlow(t *testing.T) {
+	e, err := execproc.New(testinfra.Python()+" -c '"+strings.ReplaceAll(roundsScript, "'", `'\''`)+"'", execproc.Options{PoolSize: 2, Logger: quietLog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	call := func(n int, extra string, timeout time.Duration) error {
+		_, err := roundCall(t, e, "b", timeout, n, extra)
+		return err
+	}
+	var wg sync.WaitGroup
+	for c := range 8 {
+		wg.Go(func() {
+			for i := range 50 {
+				if err := call(c*1000+i, "", 10*time.Second); err != nil {
+					t.Errorf("cheap item: %v", err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	var failed atomic.Int64
+	for c := range 24 {
+		wg.Go(func() {
+			for i := range 2 {
+				if err := call(c*1000+i, `,"s":0.3`, 2*time.Second); err != nil {
+					failed.Add(1)
+					t.Errorf("slow item: %v", err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if failed.Load() > 0 {
+		t.Fatalf("%d of 48 slow calls failed", failed.Load())
 	}
 }

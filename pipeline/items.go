@@ -9,6 +9,7 @@ import (
 	"io"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -90,8 +91,10 @@ func (f batchFunc) Process(ctx context.Context, input json.RawMessage) (json.Raw
 // A Pool is a processor that serves a bounded number of calls at once (the
 // exec family's processes). The shard waits with Acquire for a free place
 // before a call's timeout starts, so that --item-timeout bounds the work
-// on an item and not its wait behind others; the call then goes to the
-// returned processor, and release frees the place.
+// on an item and not its wait behind others (an exec pool handing cheap
+// items over in rounds lets a call wait behind a round's few
+// milliseconds); the call then goes to the returned processor, and
+// release frees the place.
 type Pool interface {
 	Acquire(ctx context.Context) (p Processor, release func(), err error)
 }
@@ -139,19 +142,17 @@ type itemRunner struct {
 	// because of halt (and whose line is therefore not final), -1 when
 	// every item was; set by stream's reader, read after its wait.
 	stoppedAt int64
-	// calls hands a call to an idle caller goroutine (dispatch); closed
-	// ends the idle ones (close).
-	calls     chan *callReq
-	closed    chan struct{}
-	closeOnce sync.Once
+	// slots are the goroutines that make calls, each showing the call it
+	// is in, for the watchdog; appended to only (addSlot).
+	slotsMu sync.Mutex
+	slots   []*callSlot
 	// skipTo is the index stream starts at: the items before it are in
 	// the shard's checkpoint parts already (resumeCheckpoint).
 	skipTo int64
 }
 
 func newItemRunner(proc Processor, in ShardInput) *itemRunner {
-	r := &itemRunner{proc: proc, o: in.Options, batchID: in.BatchID, shard: in.Shard, perCall: 1, halted: make(chan struct{}), stoppedAt: -1,
-		calls: make(chan *callReq), closed: make(chan struct{})}
+	r := &itemRunner{proc: proc, o: in.Options, batchID: in.BatchID, shard: in.Shard, perCall: 1, halted: make(chan struct{}), stoppedAt: -1}
 	if _, ok := proc.(BatchProcessor); ok {
 		r.perCall = max(1, in.Options.ItemsPerCall)
 	}
@@ -309,17 +310,7 @@ func (r *itemRunner) stream(ctx context.Context, in ShardInput, input, prev *lin
 			}
 		}
 	})
-	for range par {
-		wg.Go(func() {
-			for g := range work {
-				r.runCall(ctx, g.first, g.items, g.todo, func(i int, l manifests.ResultLine) {
-					g.lines[i] = l
-					counted(l)
-				})
-				close(g.done)
-			}
-		})
-	}
+	r.startCallers(ctx, &wg, par, work, counted)
 	var once sync.Once
 	return ordered, func() error {
 		once.Do(func() {
@@ -327,89 +318,187 @@ func (r *itemRunner) stream(ctx context.Context, in ShardInput, input, prev *lin
 			for range ordered { // let a blocked reader go
 			}
 			wg.Wait()
-			r.close()
 		})
 		return readErr
 	}
 }
 
+// startCallers starts n goroutines that run the calls of the groups from
+// work, until it closes, and the watchdog that gives up calls past the
+// item timeout, until ctx ends; wg counts them.
+func (r *itemRunner) startCallers(ctx context.Context, wg *sync.WaitGroup, n int, work <-chan *group, counted func(manifests.ResultLine)) {
+	wg.Go(func() { r.watchdog(ctx) })
+	for range n {
+		c := &caller{r: r, ctx: ctx, work: work, counted: counted, wg: wg}
+		c.slot.goOn = func(run *callRun, outs []callOutcome) { c.loop(run, outs) }
+		r.addSlot(&c.slot)
+		wg.Add(1)
+		go c.loop(nil, nil)
+	}
+}
+
+// caller is a goroutine that makes the calls of groups from work. When a
+// call of its own is given up to the timeout, the goroutine ends with that
+// call and another takes its place (goOn, started by the watchdog): the
+// WaitGroup's count goes with the role, not with the goroutine.
+type caller struct {
+	r       *itemRunner
+	ctx     context.Context
+	work    <-chan *group
+	counted func(manifests.ResultLine)
+	wg      *sync.WaitGroup
+	slot    callSlot
+}
+
+// loop runs run to its end first, going on with outs (the outcomes of its
+// call given up to the timeout) when not nil, then the groups from work.
+func (c *caller) loop(run *callRun, outs []callOutcome) {
+	for {
+		if run != nil {
+			if !c.r.run(run, &c.slot, outs) {
+				return // given up: another goroutine goes on in this role
+			}
+			close(run.g.done)
+		}
+		g, ok := <-c.work
+		if !ok {
+			c.wg.Done()
+			return
+		}
+		run, outs = c.r.newCallRun(c.ctx, g, c.counted), nil
+	}
+}
+
 // pending is an item of a call still to be answered.
 type pending struct {
-	i         int // position in the chunk
+	i         int // position in the group
 	calls     int // calls made with it
 	failures  int // failed calls that count against ItemAttempts
 	throttles int // RetryAfter waits
 	line      manifests.ResultLine
 }
 
-// runCall runs one call's items to their outcomes: the items a call fails
-// with a retryable error are called again (together) after the backoff or
-// the longest retry-after asked for, until they succeed or run out of
-// attempts.
-func (r *itemRunner) runCall(ctx context.Context, first int64, items []json.RawMessage, idx []int, done func(int, manifests.ResultLine)) {
-	start := time.Now()
-	left := make([]*pending, len(idx))
-	for k, i := range idx {
-		left[k] = &pending{i: i}
+// callRun is a group's items on their way to their outcomes: the items a
+// call fails with a retryable error are called again (together) after the
+// backoff or the longest retry-after asked for, until they succeed or run
+// out of attempts. Its state is kept here rather than on a goroutine's
+// stack, so that another goroutine can go on with it when a call is given
+// up to the item timeout (watchdog).
+type callRun struct {
+	ctx     context.Context
+	g       *group
+	left    []*pending
+	backoff time.Duration
+	start   time.Time
+	counted func(manifests.ResultLine)
+	// one and oneLeft hold a one-item group's state without allocations
+	// of its own (most groups: one item per call).
+	one     pending
+	oneLeft [1]*pending
+}
+
+func (r *itemRunner) newCallRun(ctx context.Context, g *group, counted func(manifests.ResultLine)) *callRun {
+	c := &callRun{ctx: ctx, g: g, backoff: r.o.ItemBackoff, start: time.Now(), counted: counted}
+	if len(g.todo) == 1 {
+		c.one.i = g.todo[0]
+		c.oneLeft[0] = &c.one
+		c.left = c.oneLeft[:]
+		return c
 	}
-	finish := func(p *pending) {
-		p.line.Attempts = p.calls
-		p.line.DurationMS = time.Since(start).Milliseconds()
-		done(p.i, p.line)
+	ps := make([]pending, len(g.todo))
+	c.left = make([]*pending, len(g.todo))
+	for k, i := range g.todo {
+		ps[k].i = i
+		c.left[k] = &ps[k]
 	}
-	backoff := r.o.ItemBackoff
-	for len(left) > 0 {
-		if r.limiter != nil && r.limiter.WaitN(ctx, len(left)) != nil {
-			return // the shard is ending (WaitN fails only past ctx's end)
+	return c
+}
+
+// finish gives p its final line.
+func (c *callRun) finish(p *pending) {
+	p.line.Attempts = p.calls
+	p.line.DurationMS = time.Since(c.start).Milliseconds()
+	c.g.lines[p.i] = p.line
+	c.counted(p.line)
+}
+
+// run makes c's calls on slot s until every item has its line, after
+// settling outs first when not nil (the outcomes of c's last call). It
+// returns false when a call was given up to the timeout: the watchdog then
+// has another goroutine go on with c, and this one must end.
+func (r *itemRunner) run(c *callRun, s *callSlot, outs []callOutcome) bool {
+	if outs != nil && !r.settle(c, outs) {
+		return true
+	}
+	for len(c.left) > 0 {
+		if r.limiter != nil && r.limiter.WaitN(c.ctx, len(c.left)) != nil {
+			return true // the shard is ending (WaitN fails only past ctx's end)
 		}
-		call := make([]Item, len(left))
-		for k, p := range left {
+		call := make([]Item, len(c.left))
+		for k, p := range c.left {
 			p.calls++
-			call[k] = Item{BatchID: r.batchID, Shard: r.shard, Index: first + int64(p.i), Attempt: p.calls, Input: items[p.i]}
+			call[k] = Item{BatchID: r.batchID, Shard: r.shard, Index: c.g.first + int64(p.i), Attempt: p.calls, Input: c.g.items[p.i]}
 		}
-		outs := r.callOnce(ctx, call)
-		var next []*pending
-		var wait time.Duration
-		retried := false
-		for k, p := range left {
-			o := outs[k]
-			if o.err == nil {
-				p.line = manifests.ResultLine{Status: manifests.ItemSucceeded, Output: o.out}
-				finish(p)
-				continue
-			}
-			p.line = manifests.ResultLine{Status: manifests.ItemFailed, Error: o.err}
-			t := o.err.Type
-			switch {
-			case ctx.Err() != nil || t == ItemErrorPermanent || t == ItemErrorOutput || t == ItemErrorPanic:
-				finish(p)
-			case o.retryAfter > 0 && p.throttles < MaxItemAttempts:
-				p.throttles++
-				wait = max(wait, o.retryAfter)
-				next = append(next, p)
-			case p.failures+1 >= max(1, r.o.ItemAttempts):
-				finish(p)
-			default:
-				p.failures++
-				wait, retried = max(wait, backoff), true
-				next = append(next, p)
-			}
+		outs, ok := r.callOnce(c, s, call)
+		if !ok {
+			return false
 		}
-		if len(next) > 0 {
-			select {
-			case <-ctx.Done():
-				for _, p := range next {
-					finish(p)
-				}
-				return
-			case <-time.After(wait):
-			}
+		if !r.settle(c, outs) {
+			return true
 		}
-		if retried {
-			backoff = min(backoff*2, time.Minute)
-		}
-		left = next
 	}
+	return true
+}
+
+// settle gives the items of c's last call (outs, in c.left's order) their
+// lines, or keeps them in c.left to be called again, and waits their
+// backoff; false when the shard ended (every item then has its line).
+func (r *itemRunner) settle(c *callRun, outs []callOutcome) bool {
+	var next []*pending
+	var wait time.Duration
+	retried := false
+	for k, p := range c.left {
+		o := outs[k]
+		if o.err == nil {
+			p.line = manifests.ResultLine{Status: manifests.ItemSucceeded, Output: o.out}
+			c.finish(p)
+			continue
+		}
+		p.line = manifests.ResultLine{Status: manifests.ItemFailed, Error: o.err}
+		t := o.err.Type
+		switch {
+		case c.ctx.Err() != nil || t == ItemErrorPermanent || t == ItemErrorOutput || t == ItemErrorPanic:
+			c.finish(p)
+		case o.retryAfter > 0 && p.throttles < MaxItemAttempts:
+			p.throttles++
+			wait = max(wait, o.retryAfter)
+			next = append(next, p)
+		case p.failures+1 >= max(1, r.o.ItemAttempts):
+			c.finish(p)
+		default:
+			p.failures++
+			wait, retried = max(wait, c.backoff), true
+			next = append(next, p)
+		}
+	}
+	c.left = next
+	if len(next) > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case <-c.ctx.Done():
+			for _, p := range next {
+				c.finish(p)
+			}
+			c.left = nil
+			return false
+		case <-t.C:
+		}
+	}
+	if retried {
+		c.backoff = min(c.backoff*2, time.Minute)
+	}
+	return true
 }
 
 // callOutcome is one item's outcome of one call.
@@ -419,35 +508,79 @@ type callOutcome struct {
 	retryAfter time.Duration
 }
 
-// callOnce makes one call with items on a caller goroutine (dispatch). A
-// panic becomes an error of every item; a processor that ignores its
-// context past the timeout is abandoned (its goroutine finishes on its own)
-// and the call's items fail as timed out.
-func (r *itemRunner) callOnce(ctx context.Context, items []Item) []callOutcome {
+// callOnce makes one call of c with items, on this goroutine, shown in
+// slot s. A panic becomes an error of every item. It returns false when the
+// watchdog gave the call up (past its timeout, or the shard ended): the
+// processor kept the call past it, and the goroutine must end.
+func (r *itemRunner) callOnce(c *callRun, s *callSlot, items []Item) ([]callOutcome, bool) {
 	proc, release := r.proc, func() {}
 	if pool, ok := proc.(Pool); ok {
 		// Wait for a free place before the call's clock starts: time
 		// queued behind other items is not the items' fault.
 		var err error
-		if proc, release, err = pool.Acquire(ctx); err != nil {
-			return sameOutcome(len(items), callOutcome{err: &manifests.ItemError{Type: ItemErrorRetryable, Message: err.Error()}})
+		if proc, release, err = pool.Acquire(c.ctx); err != nil {
+			return sameOutcome(len(items), callOutcome{err: &manifests.ItemError{Type: ItemErrorRetryable, Message: err.Error()}}), true
 		}
 	}
+	ic := &itemCall{parent: c.ctx, run: c, n: len(items)}
+	if !r.batchCall(proc) {
+		ic.item, ic.hasItem = items[0], true
+	}
+	if r.o.ItemTimeout > 0 {
+		ic.deadline = time.Now().Add(r.o.ItemTimeout)
+	}
+	s.cur.Store(ic)
+	var outs []callOutcome
+	if c.ctx.Err() != nil {
+		// The shard ended, and the watchdog may have ended with it: no
+		// call. (One shown before its end is given up by it.)
+		outs = sameOutcome(len(items), r.timedOut())
+	} else {
+		outs = r.invoke(ic, proc, items)
+	}
+	release() // when the call ends, even past the timeout
+	if !ic.state.CompareAndSwap(callRunning, callReturned) {
+		return nil, false
+	}
+	s.cur.Store(nil)
+	ic.stop()
+	return outs, true
+}
+
+// invoke calls proc with items: ProcessBatch when the batch has many items
+// per call, Process otherwise; a panic is every item's outcome.
+func (r *itemRunner) invoke(ic *itemCall, proc Processor, items []Item) (outs []callOutcome) {
+	defer func() {
+		if v := recover(); v != nil {
+			outs = sameOutcome(len(items), callOutcome{err: &manifests.ItemError{Type: ItemErrorPanic, Message: fmt.Sprint(v)}})
+		}
+	}()
 	timeout := r.o.ItemTimeout
-	if timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
-	req := &callReq{ctx: ctx, proc: proc, items: items, timeout: timeout, release: release, out: make(chan []callOutcome, 1)}
-	r.dispatch(req)
-	ch := req.out
-	select {
-	case outs := <-ch:
+	if r.batchCall(proc) {
+		got := proc.(BatchProcessor).ProcessBatch(ic, items)
+		if len(got) != len(items) {
+			return sameOutcome(len(items), callOutcome{err: &manifests.ItemError{Type: ItemErrorOutput,
+				Message: fmt.Sprintf("processor returned %d outcomes for a call of %d items", len(got), len(items))}})
+		}
+		outs = make([]callOutcome, len(items))
+		for i, o := range got {
+			outs[i] = classify(ic, o.Output, o.Err, timeout)
+		}
 		return outs
-	case <-ctx.Done():
-		return sameOutcome(len(items), callOutcome{err: &manifests.ItemError{Type: ItemErrorTimeout, Message: fmt.Sprintf("no result within %v", timeout)}})
 	}
+	out, err := proc.Process(ic, items[0].Input)
+	return []callOutcome{classify(ic, out, err, timeout)}
+}
+
+// batchCall reports whether calls to proc go to ProcessBatch.
+func (r *itemRunner) batchCall(proc Processor) bool {
+	_, ok := proc.(BatchProcessor)
+	return ok && r.perCall > 1
+}
+
+// timedOut is the outcome of an item whose call was given up.
+func (r *itemRunner) timedOut() callOutcome {
+	return callOutcome{err: &manifests.ItemError{Type: ItemErrorTimeout, Message: fmt.Sprintf("no result within %v", r.o.ItemTimeout)}}
 }
 
 // sameOutcome is o for each of n items.
@@ -459,80 +592,165 @@ func sameOutcome(n int, o callOutcome) []callOutcome {
 	return outs
 }
 
-// callReq is one call for a caller goroutine; its outcomes go to out.
-type callReq struct {
-	ctx     context.Context
-	proc    Processor
-	items   []Item
-	timeout time.Duration
-	release func()
-	out     chan []callOutcome
+// callSlot shows the call a caller goroutine is in (nil between calls),
+// for the watchdog; goOn goes on with a given-up call's run in the
+// caller's role, on a new goroutine.
+type callSlot struct {
+	cur  atomic.Pointer[itemCall]
+	goOn func(run *callRun, outs []callOutcome)
 }
 
-// dispatch hands req to an idle caller goroutine, or starts one. Callers
-// are kept between calls, so a call costs no goroutine start nor the growth
-// of a new stack (a fifth of the runner's CPU for a processor that does
-// little). A caller stuck in a call past its timeout is abandoned to
-// finish on its own; the next call finds another.
-func (r *itemRunner) dispatch(req *callReq) {
-	select {
-	case r.calls <- req:
-	default:
-		go r.caller(req)
+func (r *itemRunner) addSlot(s *callSlot) {
+	r.slotsMu.Lock()
+	r.slots = append(r.slots, s)
+	r.slotsMu.Unlock()
+}
+
+// watchdog gives up the calls that run past their deadline, and when ctx
+// ends every call still running: their items get a timeout outcome, and
+// another goroutine goes on with their group (the slot's goOn), while the
+// processor keeps the call's own goroutine until it returns (its outcome
+// is then dropped). It sleeps until the earliest deadline of the calls in
+// flight, or for one timeout when there are none: a call started later
+// has a later deadline.
+func (r *itemRunner) watchdog(ctx context.Context) {
+	timeout := r.o.ItemTimeout
+	if timeout <= 0 {
+		timeout = time.Hour // no deadlines: only the end of ctx matters
 	}
-}
-
-// caller makes req, then the calls dispatch hands it, until close.
-func (r *itemRunner) caller(req *callReq) {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
 	for {
-		r.call(req)
+		ended := false
 		select {
-		case req = <-r.calls:
-		case <-r.closed:
+		case <-ctx.Done():
+			ended = true
+		case <-t.C:
+		}
+		now := time.Now()
+		next := now.Add(timeout)
+		r.slotsMu.Lock()
+		slots := r.slots
+		r.slotsMu.Unlock()
+		for _, s := range slots {
+			ic := s.cur.Load()
+			switch {
+			case ic == nil:
+			case ended || (!ic.deadline.IsZero() && !ic.deadline.After(now)):
+				r.giveUp(s, ic)
+			case !ic.deadline.IsZero() && ic.deadline.Before(next):
+				next = ic.deadline
+			}
+		}
+		if ended {
 			return
 		}
+		t.Reset(next.Sub(now))
 	}
 }
 
-// close ends the idle callers; calls still running end on their own.
-func (r *itemRunner) close() { r.closeOnce.Do(func() { close(r.closed) }) }
-
-// call makes one call: a panic becomes an error of every item.
-func (r *itemRunner) call(req *callReq) {
-	ctx, items, timeout := req.ctx, req.items, req.timeout
-	defer req.release() // when the call ends, even past the timeout
-	defer func() {
-		if v := recover(); v != nil {
-			req.out <- sameOutcome(len(items), callOutcome{err: &manifests.ItemError{Type: ItemErrorPanic, Message: fmt.Sprint(v)}})
-		}
-	}()
-	if bp, ok := req.proc.(BatchProcessor); ok && r.perCall > 1 {
-		got := bp.ProcessBatch(ctx, items)
-		if len(got) != len(items) {
-			req.out <- sameOutcome(len(items), callOutcome{err: &manifests.ItemError{Type: ItemErrorOutput,
-				Message: fmt.Sprintf("processor returned %d outcomes for a call of %d items", len(got), len(items))}})
-			return
-		}
-		outs := make([]callOutcome, len(items))
-		for i, o := range got {
-			outs[i] = classify(ctx, o.Output, o.Err, timeout)
-		}
-		req.out <- outs
+// giveUp gives up ic, the call in s, unless it has just returned.
+func (r *itemRunner) giveUp(s *callSlot, ic *itemCall) {
+	if !ic.state.CompareAndSwap(callRunning, callGivenUp) {
 		return
 	}
-	out, err := req.proc.Process(WithItem(ctx, items[0]), items[0].Input)
-	req.out <- []callOutcome{classify(ctx, out, err, timeout)}
+	ic.stop()
+	go s.goOn(ic.run, sameOutcome(ic.n, r.timedOut()))
+}
+
+// The states of an itemCall.
+const (
+	callRunning int32 = iota
+	callReturned
+	callGivenUp
+)
+
+// itemCall is one call in flight, and the context its processor gets: the
+// shard's context with the call's deadline and, for Process, its item
+// (ItemFrom). It makes a context.WithDeadline only when the processor asks
+// for Done, so a processor that never waits on its context pays nothing
+// for the timeout; the watchdog gives up calls past it either way.
+type itemCall struct {
+	parent   context.Context
+	deadline time.Time // zero: none
+	item     Item
+	hasItem  bool
+	run      *callRun
+	n        int          // items in the call
+	state    atomic.Int32 // callRunning, callReturned or callGivenUp
+
+	mu     sync.Mutex
+	lazy   context.Context // made by Done
+	cancel context.CancelFunc
+}
+
+func (c *itemCall) Deadline() (time.Time, bool) { return c.deadline, !c.deadline.IsZero() }
+
+func (c *itemCall) Done() <-chan struct{} { return c.ctx().Done() }
+
+func (c *itemCall) Err() error {
+	if l := c.made(); l != nil {
+		return l.Err()
+	}
+	if err := c.parent.Err(); err != nil {
+		return err
+	}
+	if !c.deadline.IsZero() && !time.Now().Before(c.deadline) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+func (c *itemCall) Value(key any) any {
+	if _, ok := key.(itemKey); ok && c.hasItem {
+		return c.item
+	}
+	if l := c.made(); l != nil {
+		return l.Value(key) // the context package finds its own there
+	}
+	return c.parent.Value(key)
+}
+
+// made is the context Done made, or nil.
+func (c *itemCall) made() context.Context {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lazy
+}
+
+// ctx is the context behind Done, made on first use.
+func (c *itemCall) ctx() context.Context {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lazy == nil {
+		if c.deadline.IsZero() {
+			c.lazy, c.cancel = context.WithCancel(c.parent)
+		} else {
+			c.lazy, c.cancel = context.WithDeadline(c.parent, c.deadline)
+		}
+	}
+	return c.lazy
+}
+
+// stop ends the context Done made, if any.
+func (c *itemCall) stop() {
+	c.mu.Lock()
+	cancel := c.cancel
+	c.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
 }
 
 // classify turns what a processor returned for one item into its outcome.
 func classify(ctx context.Context, out json.RawMessage, err error, timeout time.Duration) callOutcome {
-	ra, _ := RetryAfterOf(err)
 	switch {
 	case err != nil && errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil:
 		return callOutcome{err: &manifests.ItemError{Type: ItemErrorTimeout, Message: fmt.Sprintf("no result within %v: %v", timeout, err)}}
 	case err != nil && IsPermanent(err):
 		return callOutcome{err: &manifests.ItemError{Type: ItemErrorPermanent, Message: err.Error()}}
 	case err != nil:
+		ra, _ := RetryAfterOf(err)
 		return callOutcome{err: &manifests.ItemError{Type: ItemErrorRetryable, Message: err.Error()}, retryAfter: ra}
 	case len(out) == 0:
 		return callOutcome{out: json.RawMessage("null")}

@@ -19,21 +19,20 @@ func BenchmarkRunCall(b *testing.B) {
 	echo := ProcessorFunc(func(_ context.Context, in json.RawMessage) (json.RawMessage, error) { return in, nil })
 	o := DefaultOptions()
 	r := newItemRunner(echo, ShardInput{BatchID: "bench", Options: o})
-	items := []json.RawMessage{json.RawMessage(`{"n":1,"text":"hello"}`)}
-	idx := []int{0}
-	ctx := context.Background()
+	item := json.RawMessage(`{"n":1,"text":"hello"}`)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	const par = 8
+	work := make(chan *group)
 	var wg sync.WaitGroup
+	r.startCallers(ctx, &wg, par, work, func(manifests.ResultLine) {})
 	b.ReportAllocs()
 	b.ResetTimer()
-	for g := range par {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := g; i < b.N; i += par {
-				r.runCall(ctx, int64(i), items, idx, func(int, manifests.ResultLine) {})
-			}
-		}()
+	for i := range b.N {
+		g := &group{first: int64(i), items: []json.RawMessage{item}, lines: make([]manifests.ResultLine, 1), todo: []int{0}, done: make(chan struct{})}
+		work <- g
 	}
+	close(work)
+	cancel()
 	wg.Wait()
 }

@@ -1,6 +1,7 @@
 package pipeline_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -172,6 +173,55 @@ for line in sys.stdin:
 	}
 }
 
+// An exec processor that echoes the index (so its process gets cheap items
+// in rounds, several lines per write) and answers every hundredth item
+// twice: the extra line never becomes another item's output. It is found
+// (the item it lands on fails an attempt, naming the index) and the items
+// go again: every item that succeeds has its own output.
+func TestItemContextRoundsDoubleAnswer(t *testing.T) {
+	script := writeScript(t, "double.py", `
+import json, sys
+for line in sys.stdin:
+    env = json.loads(line)
+    a = json.dumps({"index": env["index"], "output": env["input"]})
+    print(a, flush=True)
+    if env["input"]["n"] % 100 == 7:
+        print(a, flush=True)
+`)
+	tq := startExecWorker(t, 2, worker.Options{})
+	o := smallOpts("exec:"+testinfra.Python()+" "+script, 500, 100)
+	o.ItemContext, o.ItemParallelism, o.ItemAttempts = true, 16, 5
+	const n = 3000
+	bt := runBatchOn(t, tq, fileStore(t), "ctx-double", makeItems(n, nil), o)
+	if bt.err != nil {
+		t.Fatal(bt.err)
+	}
+	input := bytes.Split(bytes.TrimSpace(bt.input), []byte("\n"))
+	var seen, retried, failed int
+	for _, r := range bt.manifest(t).Results {
+		for _, l := range decodeLines[manifests.ResultLine](t, readObject(t, bt.bucket, r.Key, r.Size, r.SHA256)) {
+			seen++
+			switch in := input[l.Index]; {
+			case l.Status == manifests.ItemSucceeded && !bytes.Equal(l.Output, in):
+				t.Fatalf("item %d succeeded with %s, want its own input %s", l.Index, l.Output, in)
+			case l.Status == manifests.ItemFailed:
+				failed++
+				t.Logf("item %d failed after %d attempts: %s", l.Index, l.Attempts, l.Error.Message)
+				if !strings.Contains(l.Error.Message, "more than one line") && !strings.Contains(l.Error.Message, "while given index") {
+					t.Fatalf("item %d failed: %+v", l.Index, l.Error)
+				}
+			}
+			if l.Attempts > 1 {
+				retried++
+			}
+		}
+	}
+	if seen != n || retried < n/100/2 {
+		t.Fatalf("%d lines, %d items retried; want %d lines, the extra lines found (~%d)", seen, retried, n, n/100)
+	}
+	t.Logf("%d of %d items retried, %d failed (%d answered twice)", retried, n, failed, n/100)
+}
+
 // A batched exec processor (Python, and sh with sed) gives the same result
 // for every item as one item per call; Go's TypedBatch gets calls of up to
 // ItemsPerCall items.
@@ -226,6 +276,39 @@ for line in sys.stdin:
 			t.Fatalf("call sizes %v: want 51 calls of up to 10 (five shards of ten calls, and one of 3)", batchLog.sizes)
 		}
 	})
+}
+
+// The shipped example processor, examples/processors/upper.py, which
+// answers every whole line it has read with one write: one item per call,
+// several per call, and with item context at an item parallelism that
+// gives it rounds, every item gets its own input upper-cased.
+func TestUpperPyExample(t *testing.T) {
+	const n = 1003
+	upper, err := filepath.Abs("../examples/processors/upper.py")
+	if err != nil {
+		t.Fatal(err)
+	}
+	input := makeItems(n, nil)
+	want := func(in json.RawMessage) json.RawMessage {
+		i := itemN(in)
+		return json.RawMessage(fmt.Sprintf(`{"n":%d,"name":"ITEM %d"}`, i, i))
+	}
+	tq := startExecWorker(t, 4, worker.Options{})
+	for _, c := range []struct {
+		name        string
+		perCall     int
+		itemContext bool
+	}{{"one-per-call", 1, false}, {"seven-per-call", 7, false}, {"item-context", 1, true}, {"item-context-seven", 7, true}} {
+		t.Run(c.name, func(t *testing.T) {
+			o := smallOpts("exec:"+testinfra.Python()+" "+upper, 250, 100)
+			o.ItemsPerCall, o.ItemContext, o.ItemParallelism = c.perCall, c.itemContext, 32
+			bt := runBatchOn(t, tq, fileStore(t), "upper-"+c.name, input, o)
+			if bt.err != nil {
+				t.Fatal(bt.err)
+			}
+			checkAgainstInput(t, bt, bt.manifest(t), want)
+		})
+	}
 }
 
 // An exec answer of the wrong length fails the items of that call, and only
