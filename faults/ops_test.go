@@ -160,8 +160,15 @@ func TestCancelThenRedrive(t *testing.T) {
 	if rs.code != 1 || !strings.Contains(rs.stdout, "canceled") {
 		c.Fatalf("the waiting submit after the cancel: want exit 1 reporting canceled: %s", rs)
 	}
-	if k := executions(c, tc, fmt.Sprintf("WorkflowId STARTS_WITH '%s/' AND ExecutionStatus = 'Running'", id)); k != 0 {
-		c.Fatalf("%d shard workflows still running after the cancel", k)
+	// Visibility is updated after a workflow closes, asynchronously: give
+	// it a few seconds to catch up.
+	running := fmt.Sprintf("WorkflowId STARTS_WITH '%s/' AND ExecutionStatus = 'Running'", id)
+	k := executions(c, tc, running)
+	for deadline := time.Now().Add(10 * time.Second); k != 0 && time.Now().Before(deadline); k = executions(c, tc, running) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	if k != 0 {
+		c.Fatalf("%d shard workflows still running 10 s after the cancel", k)
 	}
 	ctx := context.Background()
 	b1, err := manifests.Open(ctx, openStore(c, store), id)

@@ -622,15 +622,18 @@ func TestCancelWritesCanceledManifest(t *testing.T) {
 		}
 	}
 	// Every child was cancelled or had finished: none is left running.
-	resp, err := temporalClient.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
-		Query: "WorkflowId STARTS_WITH 'cancel-me/' AND ExecutionStatus = 'Running'",
-	})
-	if err != nil {
-		t.Fatal(err)
+	// Visibility is updated after a workflow closes, asynchronously: give
+	// it a few seconds to catch up.
+	running := func() int {
+		resp, err := temporalClient.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
+			Query: "WorkflowId STARTS_WITH 'cancel-me/' AND ExecutionStatus = 'Running'",
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(resp.Executions)
 	}
-	if n := len(resp.Executions); n != 0 {
-		t.Fatalf("%d shard workflows still running after cancel", n)
-	}
+	waitFor(t, 10*time.Second, "shard workflows still running after cancel", func() bool { return running() == 0 })
 }
 
 func TestRedriveRerunsOnlyFailedItems(t *testing.T) {
