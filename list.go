@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/workflowservice/v1"
 
 	"github.com/batchpipe/batchpipe/blobstore"
@@ -100,6 +101,8 @@ func storeState(ctx context.Context, b blobstore.Bucket, bo layout.BatchObjects)
 }
 
 // runningStates adds the running batches that Temporal lists to states.
+// A batch that visibility lists as running but whose latest run has
+// finished is left as the store has it.
 func (c *Client) runningStates(ctx context.Context, states map[string]Status) error {
 	tc, err := c.Temporal(ctx)
 	if err != nil {
@@ -115,6 +118,14 @@ func (c *Client) runningStates(ctx context.Context, states map[string]Status) er
 		}
 		for _, e := range resp.Executions {
 			id := e.GetExecution().GetWorkflowId()
+			// Visibility is written asynchronously: a batch that has just
+			// finished can still be listed as running. Its latest run's
+			// description is authoritative; a finished one keeps the
+			// store's state (its manifest).
+			if desc, err := tc.DescribeWorkflowExecution(ctx, id, ""); err == nil &&
+				desc.GetWorkflowExecutionInfo().GetStatus() != enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
+				continue
+			}
 			qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 			p, err := pipeline.QueryProgress(qctx, tc, id)
 			if err != nil {

@@ -21,7 +21,7 @@ func TestProgressMovesWithinShards(t *testing.T) {
 	reg := pipeline.NewRegistry()
 	reg.Register("slow", pipeline.ProcessorFunc(func(ctx context.Context, in json.RawMessage) (json.RawMessage, error) {
 		select {
-		case <-time.After(15 * time.Millisecond):
+		case <-time.After(20 * time.Millisecond):
 			return in, nil
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -33,7 +33,7 @@ func TestProgressMovesWithinShards(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	const shardSize, shards = 500, 8 // 7.5 s a shard, one item at a time: heartbeats come every 5 s
+	const shardSize, shards = 500, 8 // 10 s a shard, one item at a time: heartbeats come every 5 s
 	in := writeItems(t, "slow.jsonl", "s", shardSize*shards)
 	b, err := c.Submit(ctx, batchpipe.Request{Input: in, Processor: "slow", ShardSize: shardSize, Concurrency: shards, ItemParallelism: 1})
 	if err != nil {

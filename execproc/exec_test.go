@@ -248,9 +248,8 @@ func TestExecGarbageOutput(t *testing.T) {
 
 // execStrayScript answers each item {"n": N} with {"output": {"n": N}}
 // and, depending on its first argument, writes more than that to stdout:
-// "same" the answer twice in one write, "late" a copy of the answer 50 ms
-// after it, "slow" the same 100 ms after it and then 500 ms before reading
-// the next item, "first" a line of its own before the answer of the very
+// "same" the answer twice in one write, "late" a copy of the answer 300 ms
+// after it, "slow" the same and then 1 s before reading the next item, "first" a line of its own before the answer of the very
 // first item of all its processes (a marker file next to the pid file
 // tells).
 const execStrayScript = `
@@ -265,11 +264,11 @@ for line in sys.stdin:
     elif how in ("late", "slow"):
         sys.stdout.write(answer)
         sys.stdout.flush()
-        time.sleep(0.3 if how == "late" else 0.1)
+        time.sleep(0.3)
         sys.stdout.write(answer)
         sys.stdout.flush()
         if how == "slow":
-            time.sleep(0.5)
+            time.sleep(1)
     elif how == "first" and not os.path.exists(pidfile + ".first"):
         open(pidfile + ".first", "w").close()
         sys.stdout.write(json.dumps({"output": "debug: model loaded"}) + "\n" + answer)
@@ -351,7 +350,9 @@ func TestExecExtraLines(t *testing.T) {
 	})
 	t.Run("before reading the next item", func(t *testing.T) {
 		// Items back to back: the copy comes after the next item was
-		// written, and while the process has not read it yet.
+		// written (300 ms after the answer: under load the next item must
+		// still be written first), and while the process has not read it
+		// yet.
 		e, _ := strayPool(t, "slow")
 		for n := range 4 {
 			ok := checkStray(t, e, n, more+`: "{\"output\": {\"n\": `+strconv.Itoa(n-1)+`}}" came before it read the next item`)

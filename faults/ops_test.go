@@ -32,6 +32,18 @@ func executions(t testing.TB, tc client.Client, query string) int {
 	return len(resp.Executions)
 }
 
+// executionsSettle is executions polled until it is want or ten seconds
+// have passed: visibility is written asynchronously, after a workflow
+// starts or closes.
+func executionsSettle(t testing.TB, tc client.Client, query string, want int) int {
+	t.Helper()
+	k := executions(t, tc, query)
+	for deadline := time.Now().Add(10 * time.Second); k != want && time.Now().Before(deadline); k = executions(t, tc, query) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	return k
+}
+
 // Case 4. internal/cli's TestSubmitSameBatchID covers resubmitting an id
 // (same input attaches or reports, another input is refused) one submit
 // after the other; here two submit processes race from the start.
@@ -67,7 +79,7 @@ func TestSameBatchTwiceAtOnce(t *testing.T) {
 					c.Fatalf("round %d: both submits must report the one batch as succeeded: %s", round, r)
 				}
 			}
-			if k := executions(c, tc, fmt.Sprintf("WorkflowId = '%s'", id)); k != 1 {
+			if k := executionsSettle(c, tc, fmt.Sprintf("WorkflowId = '%s'", id), 1); k != 1 {
 				c.Fatalf("round %d: %d workflow executions with id %s, want 1", round, k, id)
 			}
 			checkBatch(c, store, id, in, want{})
@@ -160,14 +172,7 @@ func TestCancelThenRedrive(t *testing.T) {
 	if rs.code != 1 || !strings.Contains(rs.stdout, "canceled") {
 		c.Fatalf("the waiting submit after the cancel: want exit 1 reporting canceled: %s", rs)
 	}
-	// Visibility is updated after a workflow closes, asynchronously: give
-	// it a few seconds to catch up.
-	running := fmt.Sprintf("WorkflowId STARTS_WITH '%s/' AND ExecutionStatus = 'Running'", id)
-	k := executions(c, tc, running)
-	for deadline := time.Now().Add(10 * time.Second); k != 0 && time.Now().Before(deadline); k = executions(c, tc, running) {
-		time.Sleep(200 * time.Millisecond)
-	}
-	if k != 0 {
+	if k := executionsSettle(c, tc, fmt.Sprintf("WorkflowId STARTS_WITH '%s/' AND ExecutionStatus = 'Running'", id), 0); k != 0 {
 		c.Fatalf("%d shard workflows still running 10 s after the cancel", k)
 	}
 	ctx := context.Background()

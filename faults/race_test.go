@@ -218,7 +218,7 @@ func TestRaceDifferentInputs(t *testing.T) {
 		for round := 1; round <= raceRounds; round++ {
 			id := fmt.Sprintf("race-4c-%02d", round)
 			o := raceRound(c, b, storeDir, round, dir, store, id, environ, msgs, false, "--store", store)
-			if k := executions(c, tc, fmt.Sprintf("WorkflowId = '%s'", id)); k != 1 {
+			if k := executionsSettle(c, tc, fmt.Sprintf("WorkflowId = '%s'", id), 1); k != 1 {
 				c.Fatalf("round %d: %d workflow executions with id %s, want 1", round, k, id)
 			}
 			tally.add(o)

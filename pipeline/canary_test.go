@@ -321,7 +321,9 @@ func TestPriorityOvertakes(t *testing.T) {
 	if last-first != 2 {
 		t.Errorf("nightly shards ran between the interactive ones: %v", order)
 	}
-	if first > 4 {
+	// First in first out it would start after all 8 nightly shards; the
+	// slack is for staging and starting it on a loaded machine.
+	if first > 6 {
 		t.Errorf("the interactive batch waited for %d nightly shards: %v", first, order)
 	}
 }
@@ -356,8 +358,9 @@ func TestFairnessShares(t *testing.T) {
 	}
 	t.Logf("shard starts: %v", order)
 	// Alternating, b's 4 shards are done by about the 9th start; first in
-	// first out, they would come after all 10 of a's.
-	if lastB < 0 || aBefore > 7 {
+	// first out, they would come after all 10 of a's (the slack is for
+	// starting b on a loaded machine).
+	if lastB < 0 || aBefore > 8 {
 		t.Errorf("%d of the first batch's shards ran before the second's last: %v", aBefore, order)
 	}
 }

@@ -305,7 +305,7 @@ func TestUpdateWindow(t *testing.T) {
 	if _, err := pipeline.UpdateOptions(ctx, temporalClient, bt.id, pipeline.OptionsChange{Concurrency: 6, MaxFailures: &limit}); err != nil {
 		t.Fatal(err)
 	}
-	took = waitFor(t, 5*time.Second, "the window did not widen to 6", func() bool {
+	took = waitFor(t, 15*time.Second, "the window did not widen to 6", func() bool {
 		f, running := inFlight()
 		return f == 6 && running >= 5
 	})
