@@ -24,6 +24,7 @@ type webUI struct {
 	srv  *uiserver.Server
 	addr string        // host:port to dial
 	done chan struct{} // closed when the UI's HTTP server has returned
+	err  error         // what it returned with, set before done is closed
 }
 
 // UIAddr returns the host:port of the Web UI, e.g. "127.0.0.1:8233", or ""
@@ -115,7 +116,7 @@ func startUI(ctx context.Context, opts Options, frontendAddr string) (ui *webUI,
 	}
 	go func() {
 		defer close(ui.done)
-		_ = ui.srv.Start() // returns nil once stopped
+		ui.err = ui.srv.Start() // nil once stopped; a bind error if the port was taken
 	}()
 	if err := ui.waitReady(ctx); err != nil {
 		ui.stop()
@@ -147,6 +148,9 @@ func (u *webUI) waitReady(ctx context.Context) error {
 		case <-ctx.Done():
 			return fmt.Errorf("devserver: Web UI on %s not ready: %w (last error: %v)", u.addr, ctx.Err(), lastErr)
 		case <-u.done:
+			if u.err != nil {
+				return fmt.Errorf("devserver: Web UI on %s: %w", u.addr, u.err)
+			}
 			return fmt.Errorf("devserver: Web UI on %s stopped while starting (last error: %v)", u.addr, lastErr)
 		case <-time.After(20 * time.Millisecond):
 		}
