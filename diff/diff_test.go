@@ -430,8 +430,20 @@ func TestCanonical(t *testing.T) {
 		{`-0`, `0`},
 		{`-0.0`, `0`},
 		{`2.50`, `2.5`},
-		{`1.5e300`, `1.5e+300`},
+		{`1.5e300`, `1.5e300`},
 		{`123456789012345678901234567890`, `123456789012345678901234567890`},
+		{`12345678901234567890123.0`, `12345678901234567890123`},
+		{`0.1000000000000000055511151231257827`, `0.1000000000000000055511151231257827`},
+		{`1e-400`, `1e-400`},
+		{`0.00100`, `0.001`},
+		{`1E-7`, `1e-7`},
+		{`-12.340e1`, `-123.4`},
+		{`100e-2`, `1`},
+		{`1e21`, `1e21`},
+		{`1e20`, `100000000000000000000`},
+		{`"\ud83d\ude00"`, `"😀"`},
+		{`"\\ud800"`, `"\\ud800"`},
+		{` {"a" : "\ud800"} `, `{"a":"\ud800"}`},
 		{`"\u0041<&>\u00e9"`, `"A<&>é"`},
 		{`[]`, `[]`},
 	} {
@@ -447,5 +459,29 @@ func TestCanonical(t *testing.T) {
 	}
 	if diff.SameJSON([]byte(`1`), nil) || !diff.SameJSON(nil, nil) || diff.SameJSON([]byte(`nope`), []byte(`nope `)) {
 		t.Error("SameJSON edge cases")
+	}
+	// Values a float64 or a decoder that maps half surrogates to U+FFFD
+	// cannot tell apart are different; spellings of one value are not.
+	for _, pair := range [][2]string{
+		{`0.1`, `0.1000000000000000055511151231257827`},
+		{`1e-400`, `0`},
+		{`9007199254740993.0`, `9007199254740992`},
+		{`12345678901234567890123.0`, `12345678901234567890124`},
+		{`"\ud800"`, `"\udc00"`},
+		{`"\ud800"`, `"\ufffd"`},
+		{`{"x":"\ud800"}`, `{"x":"\ufffd"}`},
+	} {
+		if diff.SameJSON([]byte(pair[0]), []byte(pair[1])) {
+			t.Errorf("SameJSON(%s, %s) = true, want false", pair[0], pair[1])
+		}
+	}
+	for _, pair := range [][2]string{
+		{`12345678901234567890123`, `12345678901234567890123.0`},
+		{`0.5`, `5e-1`},
+		{`{"x":"\ud800","y":1}`, `{ "x": "\ud800", "y": 1 }`},
+	} {
+		if !diff.SameJSON([]byte(pair[0]), []byte(pair[1])) {
+			t.Errorf("SameJSON(%s, %s) = false, want true", pair[0], pair[1])
+		}
 	}
 }

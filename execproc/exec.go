@@ -96,13 +96,14 @@ func DefaultPoolSize() int { return max(8, runtime.NumCPU()) }
 // discarded. So it is when a process writes anything to stdout besides
 // its one answer line per item: a second line read with the answer,
 // output that arrives between items (found when the next item is about to
-// be written), or a line written before the process read a byte of the
-// item it would be taken for; none of these is taken for an answer. (A
-// line written later still, once the process was handed the next item and
-// read some of it, cannot be told from that item's answer without the
-// item context's index echo; the real answer is then the stray output
-// that fails the item after.) Either way the next item gets a fresh
-// process. A process that served items may also end its life between
+// be written), or a line found written before the process read a byte of
+// the item it would be taken for. (A line written after the next item was
+// handed over cannot be told from that item's answer for certain without
+// the item context's index echo: whether the item was still unread is
+// checked after the line is read, and the process may have read it since.
+// The real answer is then the stray output that fails the item after.
+// Once a command's answers have echoed their index, an "output" answer
+// without one is refused.) Either way the next item gets a fresh process. A process that served items may also end its life between
 // items: when it exits with status 0 without answering the item just
 // handed to it, the item goes to a new process, once, without failing. A
 // command that cannot be started (not found, not executable) fails items
@@ -126,6 +127,10 @@ type Pool struct {
 	lockstep chan struct{}
 	fast     atomic.Bool // the last round took under fastLine a line
 	echoes   atomic.Bool // answers echo their item's index (item context)
+	// echoSeen: some answer of this command echoed its index; from then on
+	// an "output" answer without one is refused (a stray line, not an
+	// answer). It is never unset.
+	echoSeen atomic.Bool
 
 	mu     sync.Mutex
 	idle   []*execProc            // started, waiting for an item (a stack)
@@ -1031,6 +1036,18 @@ func (p *execProc) strayOutput(line []byte, when string) error {
 			extra = extra[:i]
 		}
 	}
+	// A stray line that echoes an index shows that this command's answers
+	// do: from now on an answer without one is refused (a process that
+	// prints a line of its own before each first answer cannot make its
+	// real answers stray output for ever).
+	for _, l := range [][]byte{line, extra} {
+		var ans struct {
+			Index *int64 `json:"index"`
+		}
+		if json.Unmarshal(l, &ans) == nil && ans.Index != nil {
+			p.e.echoSeen.Store(true)
+		}
+	}
 	pid := p.cmd.Process.Pid
 	p.stop(0)
 	var what string
@@ -1097,12 +1114,21 @@ func (v view) decode(p *execProc, raw []byte, index int64, strict bool) (pipelin
 	if echo, has := ans["index"]; has && v.itemContext {
 		var got int64
 		if json.Unmarshal(echo, &got) != nil || got != index || isNull(echo) {
+			if !isNull(echo) && json.Unmarshal(echo, &got) == nil {
+				v.e.echoSeen.Store(true) // out of step, but echoing
+			}
 			return bad("exec %q: process %d answered for index %.40s while given index %d: an answer out of step with its items (it was killed and will be restarted)", cmd, pid, echo, index)
 		}
 		taken = answerEchoed
+		v.e.echoSeen.Store(true)
 	} else if v.itemContext {
 		if strict {
 			return pipeline.Outcome{}, answerUnsure
+		}
+		if _, isOutput := ans["output"]; isOutput && v.e.echoSeen.Load() {
+			if e, has := ans["error"]; !has || isNull(e) {
+				return bad(`exec %q: process %d answered %s without the "index" that this command's answers echo: a stray line or an answer out of step with its items, not taken for item %d's (it was killed and will be restarted)`, cmd, pid, snippet(raw), index)
+			}
 		}
 		taken = answerSilent
 	}

@@ -362,3 +362,73 @@ func TestExecRoundsTurnSlow(t *testing.T) {
 		t.Fatalf("%d of 48 slow calls failed", failed.Load())
 	}
 }
+
+// Once a command's answers have echoed their index, an "output" answer
+// without one is refused (a stray line would otherwise be taken for the
+// item's answer) and the process replaced; an "error" answer without one
+// still fails only its item, as the process said.
+func TestExecEchoOnceEchoAlways(t *testing.T) {
+	e := scriptPool(t, `
+import json, os, sys
+for line in sys.stdin:
+    env = json.loads(line)
+    item = env["input"]
+    a = {"output": {"n": item["n"], "pid": os.getpid()}}
+    if item.get("err"):
+        a = {"error": {"message": "bad item %d" % item["n"], "permanent": True}}
+    if not item.get("bare"):
+        a["index"] = env["index"]
+    print(json.dumps(a), flush=True)
+`)
+	// Before any answer echoed, one without the index is taken.
+	a, err := roundCall(t, e, "b", 10*time.Second, 1, `,"bare":true`)
+	if err != nil || a.N != 1 {
+		t.Fatalf("item 1 (no echo seen yet): %+v, %v", a, err)
+	}
+	if a, err = roundCall(t, e, "b", 10*time.Second, 2, ""); err != nil || a.N != 2 {
+		t.Fatalf("item 2: %+v, %v", a, err)
+	}
+	first := a.Pid
+	_, err = roundCall(t, e, "b", 10*time.Second, 3, `,"bare":true`)
+	if err == nil || pipeline.IsPermanent(err) || !strings.Contains(err.Error(), `without the "index"`) {
+		t.Fatalf("item 3 answered without its index after echoes: %v (permanent %v), want a retryable protocol error", err, pipeline.IsPermanent(err))
+	}
+	if a, err = roundCall(t, e, "b", 10*time.Second, 4, ""); err != nil || a.N != 4 || a.Pid == first {
+		t.Fatalf("item 4: %+v, %v; want its answer from a new process (not pid %d)", a, err, first)
+	}
+	_, err = roundCall(t, e, "b", 10*time.Second, 5, `,"bare":true,"err":true`)
+	if err == nil || !pipeline.IsPermanent(err) || !strings.Contains(err.Error(), "bad item 5") {
+		t.Fatalf("item 5's own error without an index: %v, want it as the process said", err)
+	}
+}
+
+// A process that prints an answer-shaped line of its own before each
+// answer gets that line taken for an item's answer only until its real
+// answers, out of step, show that the command echoes the index: from then
+// on no item takes such a line.
+func TestExecLineBeforeEachAnswer(t *testing.T) {
+	e := scriptPool(t, `
+import json, sys, time
+for line in sys.stdin:
+    env = json.loads(line)
+    print(json.dumps({"output": {"n": -1}}), flush=True)
+    time.sleep(0.3)
+    print(json.dumps({"index": env["index"], "output": {"n": env["input"]["n"]}}), flush=True)
+`)
+	taken := 0
+	for n := 1; n <= 5; n++ {
+		a, err := roundCall(t, e, "b", 10*time.Second, n, "")
+		switch {
+		case err == nil && a.N == -1:
+			taken++
+			if n > 2 {
+				t.Fatalf("item %d took the line before the answer for its answer after echoes were seen", n)
+			}
+		case err == nil:
+			t.Fatalf("item %d answered %+v", n, a)
+		case pipeline.IsPermanent(err):
+			t.Fatalf("item %d: %v, want a retryable protocol error", n, err)
+		}
+	}
+	t.Logf("%d of the first items took the line before the answer", taken)
+}
