@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/time/rate"
 
@@ -759,6 +760,11 @@ func classify(ctx context.Context, out json.RawMessage, err error, timeout time.
 	buf := bytes.NewBuffer(make([]byte, 0, len(out)))
 	if json.Compact(buf, out) != nil {
 		return callOutcome{err: &manifests.ItemError{Type: ItemErrorOutput, Message: "processor returned invalid JSON"}}
+	}
+	if !utf8.Valid(buf.Bytes()) {
+		// JSON is UTF-8 (RFC 8259); inputs that are not are refused, and
+		// so are outputs: readers of the results would choke on them.
+		return callOutcome{err: &manifests.ItemError{Type: ItemErrorOutput, Message: "processor returned JSON that is not valid UTF-8: " + strconv.QuoteToASCII(string(out[:min(len(out), 80)]))}}
 	}
 	return callOutcome{out: buf.Bytes()}
 }

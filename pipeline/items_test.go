@@ -169,3 +169,25 @@ func TestShardEndWhileCallsStart(t *testing.T) {
 		cancel()
 	}
 }
+
+// classify keeps a processor's JSON output compacted, and fails an item
+// whose output is not JSON, or not UTF-8, as an output error.
+func TestClassifyOutput(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		out, want, err string
+	}{
+		{out: `{"a": [1, "é"]}`, want: `{"a":[1,"é"]}`},
+		{out: ``, want: `null`},
+		{out: `{"a":`, err: "processor returned invalid JSON"},
+		{out: "{\"a\":\"\xff\xfe\"}", err: `processor returned JSON that is not valid UTF-8: "{\"a\":\"\xff\xfe\"}"`},
+	} {
+		o := classify(ctx, json.RawMessage(tc.out), nil, time.Second)
+		switch {
+		case tc.err == "" && (o.err != nil || string(o.out) != tc.want):
+			t.Errorf("classify(%q) = %s, %+v; want %s", tc.out, o.out, o.err, tc.want)
+		case tc.err != "" && (o.err == nil || o.err.Type != ItemErrorOutput || o.err.Message != tc.err):
+			t.Errorf("classify(%q) = %s, %+v; want an output error %q", tc.out, o.out, o.err, tc.err)
+		}
+	}
+}
