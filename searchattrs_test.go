@@ -58,26 +58,25 @@ func TestFailedBatchIsAFailedWorkflow(t *testing.T) {
 	}
 	// Visibility is written after the workflow closes, asynchronously: a
 	// query right after Wait can still see the running batch. Poll until
-	// the count is in range or ten seconds have passed.
-	count := func(query string, ok func(int64) bool) int64 {
+	// the count is as wanted or ten seconds have passed.
+	countUntil := func(query string, want func(int64) bool) (int64, bool) {
 		t.Helper()
-		var n int64
 		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 			r, err := tc.CountWorkflow(ctx, &workflowservice.CountWorkflowExecutionsRequest{Query: query})
 			if err != nil {
 				t.Fatalf("%s: %v", query, err)
 			}
-			if n = r.GetCount(); ok(n) || time.Now().After(deadline) {
-				return n
+			if n := r.GetCount(); want(n) || time.Now().After(deadline) {
+				return n, want(n)
 			}
 		}
 	}
-	if n := count(fmt.Sprintf(`BatchpipeRole = "batch" AND BatchpipeStatus = "failed" AND BatchpipeBatchId = %q`, id),
-		func(n int64) bool { return n == 1 }); n != 1 {
+	if n, ok := countUntil(fmt.Sprintf(`BatchpipeRole = "batch" AND BatchpipeStatus = "failed" AND BatchpipeBatchId = %q`, id),
+		func(n int64) bool { return n == 1 }); !ok {
 		t.Errorf("batches of id %s with status failed: %d, want 1", id, n)
 	}
-	if n := count(fmt.Sprintf(`BatchpipeRole = "shard" AND BatchpipeBatchId = %q`, id),
-		func(n int64) bool { return n >= 1 && n <= 5 }); n < 1 || n > 5 {
+	if n, ok := countUntil(fmt.Sprintf(`BatchpipeRole = "shard" AND BatchpipeBatchId = %q`, id),
+		func(n int64) bool { return n >= 1 && n <= 5 }); !ok {
 		t.Errorf("shards of batch %s: %d, want 1..5", id, n)
 	}
 }

@@ -87,8 +87,8 @@ func normalize(v any) any {
 // all 1; -0 is 0), as an integer when the power is 0 to 20, with a decimal
 // point when that needs at most five leading zeros, and with an exponent
 // otherwise. No number goes through float64, so numbers that a float64
-// cannot tell apart stay apart. An exponent too large for an int64 keeps
-// the number as written.
+// cannot tell apart stay apart. An exponent beyond ±2³¹ keeps the number
+// as written.
 func normNumber(n json.Number) json.Number {
 	s := string(n)
 	neg := strings.HasPrefix(s, "-")

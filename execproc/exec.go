@@ -1041,11 +1041,11 @@ func (p *execProc) strayOutput(line []byte, when string) error {
 	// prints a line of its own before each first answer cannot make its
 	// real answers stray output for ever).
 	for _, l := range [][]byte{line, extra} {
-		var ans struct {
-			Index *int64 `json:"index"`
-		}
-		if json.Unmarshal(l, &ans) == nil && ans.Index != nil {
-			p.e.echoSeen.Store(true)
+		var ans map[string]json.RawMessage
+		if json.Unmarshal(l, &ans) == nil {
+			if _, echoes := echoedIndex(ans["index"]); echoes {
+				p.e.echoSeen.Store(true)
+			}
 		}
 	}
 	pid := p.cmd.Process.Pid
@@ -1112,23 +1112,17 @@ func (v view) decode(p *execProc, raw []byte, index int64, strict bool) (pipelin
 	}
 	taken := answerTaken
 	if echo, has := ans["index"]; has && v.itemContext {
-		var got int64
-		if json.Unmarshal(echo, &got) != nil || got != index || isNull(echo) {
-			if !isNull(echo) && json.Unmarshal(echo, &got) == nil {
-				v.e.echoSeen.Store(true) // out of step, but echoing
-			}
+		got, echoes := echoedIndex(echo)
+		if echoes {
+			v.e.echoSeen.Store(true) // in step or not, this command echoes
+		}
+		if !echoes || got != index {
 			return bad("exec %q: process %d answered for index %.40s while given index %d: an answer out of step with its items (it was killed and will be restarted)", cmd, pid, echo, index)
 		}
 		taken = answerEchoed
-		v.e.echoSeen.Store(true)
 	} else if v.itemContext {
 		if strict {
 			return pipeline.Outcome{}, answerUnsure
-		}
-		if _, isOutput := ans["output"]; isOutput && v.e.echoSeen.Load() {
-			if e, has := ans["error"]; !has || isNull(e) {
-				return bad(`exec %q: process %d answered %s without the "index" that this command's answers echo: a stray line or an answer out of step with its items, not taken for item %d's (it was killed and will be restarted)`, cmd, pid, snippet(raw), index)
-			}
 		}
 		taken = answerSilent
 	}
@@ -1160,7 +1154,17 @@ func (v view) decode(p *execProc, raw []byte, index int64, strict bool) (pipelin
 	if !has {
 		return bad(`exec %q: process %d answered %s, with neither "output" nor "error" (it was killed and will be restarted)`, cmd, pid, snippet(raw))
 	}
+	if taken == answerSilent && v.e.echoSeen.Load() {
+		return bad(`exec %q: process %d answered %s without the "index" that this command's answers echo: a stray line or an answer out of step with its items, not taken for item %d's (it was killed and will be restarted)`, cmd, pid, snippet(raw), index)
+	}
 	return pipeline.Outcome{Output: out}, taken
+}
+
+// echoedIndex is the item index that an answer's "index" value echoes,
+// and whether it is one (not absent, null or anything but an integer).
+func echoedIndex(echo json.RawMessage) (int64, bool) {
+	var got int64
+	return got, len(echo) > 0 && !isNull(echo) && json.Unmarshal(echo, &got) == nil
 }
 
 // isNull reports whether raw, a value decoded from JSON, is null.
